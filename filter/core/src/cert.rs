@@ -1,0 +1,130 @@
+//! What a person (and the controller) needs to know about a loaded certificate.
+
+use crate::error::CertError;
+use crate::fingerprint::{to_hex, Fingerprint};
+use crate::pem;
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+
+/// A subject alternative name of the kinds TLS clients match on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "value", rename_all = "lowercase")]
+pub enum San {
+    Dns(String),
+    Uri(String),
+    Ip(IpAddr),
+}
+
+/// The identity and validity of a chain's leaf, plus the chain's length.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertSummary {
+    /// SHA-256 of the leaf's DER.
+    pub sha256: Fingerprint,
+    /// Leaf serial number, lowercase hex without leading zero bytes.
+    pub serial: String,
+    /// Validity window, Unix seconds.
+    pub not_before: i64,
+    pub not_after: i64,
+    pub subject: String,
+    pub issuer: String,
+    #[serde(default)]
+    pub sans: Vec<San>,
+    pub chain_len: usize,
+}
+
+impl CertSummary {
+    /// True while `now` (Unix seconds) is inside the validity window.
+    pub fn is_valid_at(&self, now: i64) -> bool {
+        self.not_before <= now && now <= self.not_after
+    }
+}
+
+/// Parses a PEM chain (leaf first) and summarizes its leaf.
+pub fn summarize_chain(pem_chain: &[u8]) -> Result<CertSummary, CertError> {
+    let ders = pem::certificates(pem_chain)?;
+    let leaf = ders.first().ok_or(CertError::NoCertificate)?;
+    let mut summary = summarize_der(leaf)?;
+    // Every block must be a certificate, not only the leaf.
+    for (index, der) in ders.iter().enumerate().skip(1) {
+        parse(der, index)?;
+    }
+    summary.chain_len = ders.len();
+    Ok(summary)
+}
+
+/// Summarizes one DER certificate (`chain_len` is 1).
+pub fn summarize_der(der: &[u8]) -> Result<CertSummary, CertError> {
+    let cert = parse(der, 0)?;
+    let validity = cert.validity();
+    Ok(CertSummary {
+        sha256: Fingerprint::of_der(der),
+        serial: serial_hex(cert.raw_serial()),
+        not_before: validity.not_before.timestamp(),
+        not_after: validity.not_after.timestamp(),
+        subject: cert.subject().to_string(),
+        issuer: cert.issuer().to_string(),
+        sans: sans(&cert),
+        chain_len: 1,
+    })
+}
+
+pub(crate) fn parse(der: &[u8], index: usize) -> Result<X509Certificate<'_>, CertError> {
+    match X509Certificate::from_der(der) {
+        Ok((rest, cert)) if rest.is_empty() => Ok(cert),
+        Ok(_) => Err(CertError::MalformedCertificate {
+            index,
+            reason: "trailing bytes after the certificate".into(),
+        }),
+        Err(e) => Err(CertError::MalformedCertificate {
+            index,
+            reason: e.to_string(),
+        }),
+    }
+}
+
+fn serial_hex(raw: &[u8]) -> String {
+    let significant = raw
+        .iter()
+        .position(|b| *b != 0)
+        .map_or(&raw[raw.len().saturating_sub(1)..], |i| &raw[i..]);
+    to_hex(significant)
+}
+
+fn sans(cert: &X509Certificate<'_>) -> Vec<San> {
+    let Ok(Some(ext)) = cert.subject_alternative_name() else {
+        return Vec::new();
+    };
+    ext.value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            GeneralName::DNSName(d) => Some(San::Dns((*d).to_owned())),
+            GeneralName::URI(u) => Some(San::Uri((*u).to_owned())),
+            GeneralName::IPAddress(bytes) => ip_from_bytes(bytes).map(San::Ip),
+            _ => None,
+        })
+        .collect()
+}
+
+fn ip_from_bytes(bytes: &[u8]) -> Option<IpAddr> {
+    match bytes.len() {
+        4 => <[u8; 4]>::try_from(bytes).ok().map(IpAddr::from),
+        16 => <[u8; 16]>::try_from(bytes).ok().map(IpAddr::from),
+        _ => None,
+    }
+}
+
+/// Whether each certificate is issued by the next one, as TLS requires of a
+/// served chain (leaf first). Compares the raw issuer and subject names.
+pub fn chain_in_order(pem_chain: &[u8]) -> Result<bool, CertError> {
+    let ders = pem::certificates(pem_chain)?;
+    let certs = ders
+        .iter()
+        .enumerate()
+        .map(|(i, der)| parse(der, i))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(certs
+        .windows(2)
+        .all(|pair| pair[0].issuer().as_raw() == pair[1].subject().as_raw()))
+}

@@ -1,0 +1,65 @@
+//! The gate in front of every publication: a source is published only if its
+//! certificate chain parses, is in order, is inside its validity window, and
+//! its private key matches the leaf.
+
+use crate::cert::{self, CertSummary};
+use crate::error::CertError;
+use crate::key::{self, KeyAlgorithm, KeyError};
+use thiserror::Error;
+
+/// A certificate/key pair that passed every check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidatedPair {
+    pub summary: CertSummary,
+    pub key: KeyAlgorithm,
+}
+
+/// Why a pair was refused. `reason()` gives the metric/Event label.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum Invalid {
+    #[error("tls.crt: {0}")]
+    Certificate(#[source] CertError),
+    #[error("tls.key: {0}")]
+    Key(#[source] KeyError),
+    #[error("certificate expired at {not_after} (Unix seconds)")]
+    Expired { not_after: i64 },
+    #[error("certificate is not valid before {not_before} (Unix seconds)")]
+    NotYetValid { not_before: i64 },
+    #[error("certificate chain is out of order: each certificate must be issued by the next")]
+    ChainOrder,
+}
+
+impl Invalid {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Invalid::Certificate(e) => e.reason(),
+            Invalid::Key(e) => e.reason(),
+            Invalid::Expired { .. } => "expired",
+            Invalid::NotYetValid { .. } => "not_yet_valid",
+            Invalid::ChainOrder => "chain_order",
+        }
+    }
+}
+
+/// Validates a `tls.crt`/`tls.key` pair at time `now` (Unix seconds).
+pub fn validate_pair(cert_pem: &[u8], key_pem: &[u8], now: i64) -> Result<ValidatedPair, Invalid> {
+    let summary = cert::summarize_chain(cert_pem).map_err(Invalid::Certificate)?;
+    if !cert::chain_in_order(cert_pem).map_err(Invalid::Certificate)? {
+        return Err(Invalid::ChainOrder);
+    }
+    if now < summary.not_before {
+        return Err(Invalid::NotYetValid {
+            not_before: summary.not_before,
+        });
+    }
+    if now > summary.not_after {
+        return Err(Invalid::Expired {
+            not_after: summary.not_after,
+        });
+    }
+    let key = key::check_matches(cert_pem, key_pem).map_err(|e| match e {
+        KeyError::Certificate(c) => Invalid::Certificate(c),
+        other => Invalid::Key(other),
+    })?;
+    Ok(ValidatedPair { summary, key })
+}
