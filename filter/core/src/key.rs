@@ -163,16 +163,12 @@ fn from_pkcs8(der: &[u8]) -> Result<PublicKey, KeyError> {
                 .map_err(|_| malformed.clone())?
                 .to_string();
             match curve.as_str() {
-                OID_P256 => {
-                    <p256::SecretKey as p256::pkcs8::DecodePrivateKey>::from_pkcs8_der(der)
-                        .map(|k| PublicKey::P256(k.public_key()))
-                        .map_err(|_| malformed)
-                }
-                OID_P384 => {
-                    <p384::SecretKey as p384::pkcs8::DecodePrivateKey>::from_pkcs8_der(der)
-                        .map(|k| PublicKey::P384(k.public_key()))
-                        .map_err(|_| malformed)
-                }
+                OID_P256 => <p256::SecretKey as p256::pkcs8::DecodePrivateKey>::from_pkcs8_der(der)
+                    .map(|k| PublicKey::P256(k.public_key()))
+                    .map_err(|_| malformed),
+                OID_P384 => <p384::SecretKey as p384::pkcs8::DecodePrivateKey>::from_pkcs8_der(der)
+                    .map(|k| PublicKey::P384(k.public_key()))
+                    .map_err(|_| malformed),
                 other => Err(KeyError::Unsupported(format!("EC curve {other}"))),
             }
         }
@@ -196,8 +192,12 @@ fn public_key_of_cert(spki: &SubjectPublicKeyInfo<'_>) -> Option<PublicKey> {
         OID_EC => {
             let curve = spki.algorithm.parameters.as_ref()?.as_oid().ok()?;
             match curve.to_id_string().as_str() {
-                OID_P256 => p256::PublicKey::from_sec1_bytes(point).ok().map(PublicKey::P256),
-                OID_P384 => p384::PublicKey::from_sec1_bytes(point).ok().map(PublicKey::P384),
+                OID_P256 => p256::PublicKey::from_sec1_bytes(point)
+                    .ok()
+                    .map(PublicKey::P256),
+                OID_P384 => p384::PublicKey::from_sec1_bytes(point)
+                    .ok()
+                    .map(PublicKey::P384),
                 _ => None,
             }
         }

@@ -5,12 +5,19 @@
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
-use certsync_core::report::{LoadedCertificate, PodRef, Report, ReportError, Trigger, REPORT_VERSION};
+use certsync_core::report::{
+    LoadedCertificate, PodRef, Report, ReportError, Trigger, REPORT_VERSION,
+};
 use certsync_core::{summarize_chain, CertError, Fingerprint, San};
 
 macro_rules! fixture {
     ($name:literal) => {
-        include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/", $name)).as_slice()
+        include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/",
+            $name
+        ))
+        .as_slice()
     };
 }
 
@@ -40,12 +47,23 @@ fn fingerprint_serial_and_expiry_match_openssl_for_every_key_type() {
     ] {
         let (sha, serial, not_after) = expected(name);
         let s = summarize_chain(pem).unwrap();
-        assert_eq!(s.sha256, sha, "{name}: fingerprint of the leaf, not the chain");
+        assert_eq!(
+            s.sha256, sha,
+            "{name}: fingerprint of the leaf, not the chain"
+        );
         assert_eq!(s.serial, serial, "{name}");
         assert_eq!(s.not_after, not_after, "{name}");
         assert_eq!(s.chain_len, 2, "{name}");
-        assert!(s.subject.contains(&format!("CN={name}.example.com")), "{}", s.subject);
-        assert!(s.issuer.contains("cert-sync test intermediate"), "{}", s.issuer);
+        assert!(
+            s.subject.contains(&format!("CN={name}.example.com")),
+            "{}",
+            s.subject
+        );
+        assert!(
+            s.issuer.contains("cert-sync test intermediate"),
+            "{}",
+            s.issuer
+        );
     }
 }
 
@@ -87,20 +105,29 @@ fn garbage_and_keys_in_the_certificate_slot_are_refused_without_echoing_them() {
             label: "PRIVATE KEY".into()
         }
     );
-    assert!(!err.to_string().contains("MIG"), "the key body must not be echoed: {err}");
+    assert!(
+        !err.to_string().contains("MIG"),
+        "the key body must not be echoed: {err}"
+    );
 
     let broken = b"-----BEGIN CERTIFICATE-----\nAAAAAAAA\n-----END CERTIFICATE-----\n";
     assert!(matches!(
         summarize_chain(broken),
         Err(CertError::MalformedCertificate { index: 0, .. })
     ));
-    assert_eq!(summarize_chain(broken).unwrap_err().reason(), "malformed_certificate");
+    assert_eq!(
+        summarize_chain(broken).unwrap_err().reason(),
+        "malformed_certificate"
+    );
 }
 
 #[test]
 fn oversized_input_is_refused_before_parsing() {
     let huge = vec![b'A'; certsync_core::pem::MAX_PEM_BYTES + 1];
-    assert!(matches!(summarize_chain(&huge), Err(CertError::TooLarge { .. })));
+    assert!(matches!(
+        summarize_chain(&huge),
+        Err(CertError::TooLarge { .. })
+    ));
 }
 
 #[test]
@@ -134,7 +161,9 @@ fn mk_report(certs: &[&[u8]]) -> Report {
             name: "istio-ingressgateway-abc".into(),
             namespace: "istio-system".into(),
         },
-        node_id: "router~10.0.0.1~istio-ingressgateway-abc.istio-system~istio-system.svc.cluster.local".into(),
+        node_id:
+            "router~10.0.0.1~istio-ingressgateway-abc.istio-system~istio-system.svc.cluster.local"
+                .into(),
         seq: 7,
         trigger: Trigger::Change,
         certificates: certs
@@ -155,7 +184,10 @@ fn report_round_trips_through_the_wire_format() {
     let report = mk_report(&[fixture!("rsa.chain.pem"), fixture!("ed25519.crt")]);
     let body = report.encode();
     let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    assert_eq!(json["certificates"][0]["sha256"], expected("rsa").0.to_string());
+    assert_eq!(
+        json["certificates"][0]["sha256"],
+        expected("rsa").0.to_string()
+    );
     assert_eq!(json["certificates"][0]["sans"][0]["type"], "dns");
     assert_eq!(json["trigger"], "change");
     assert_eq!(Report::decode(&body).unwrap(), report);
@@ -172,11 +204,20 @@ fn receiver_refuses_bad_reports() {
 
     let mut report = mk_report(&[]);
     report.pod.name.clear();
-    assert!(matches!(Report::decode(&report.encode()), Err(ReportError::MissingPod)));
+    assert!(matches!(
+        Report::decode(&report.encode()),
+        Err(ReportError::MissingPod)
+    ));
 
-    assert!(matches!(Report::decode(b"{\"version\":1"), Err(ReportError::Malformed(_))));
+    assert!(matches!(
+        Report::decode(b"{\"version\":1"),
+        Err(ReportError::Malformed(_))
+    ));
     let huge = vec![b' '; certsync_core::report::MAX_REPORT_BYTES + 1];
-    assert!(matches!(Report::decode(&huge), Err(ReportError::TooLarge { .. })));
+    assert!(matches!(
+        Report::decode(&huge),
+        Err(ReportError::TooLarge { .. })
+    ));
 
     let mut json: serde_json::Value = serde_json::from_slice(&mk_report(&[]).encode()).unwrap();
     json["certificates"] = serde_json::json!([{"resource": "x", "sha256": "nothex"}]);

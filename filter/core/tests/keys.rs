@@ -9,7 +9,12 @@ use certsync_core::validate::{validate_pair, Invalid};
 
 macro_rules! fixture {
     ($name:literal) => {
-        include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/", $name)).as_slice()
+        include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/",
+            $name
+        ))
+        .as_slice()
     };
 }
 
@@ -19,13 +24,41 @@ const NOW: i64 = 1_893_456_000;
 #[test]
 fn every_supported_key_format_matches_its_certificate() {
     let cases: [(&[u8], &[u8], KeyAlgorithm); 7] = [
-        (fixture!("rsa.chain.pem"), fixture!("rsa.pkcs1.key"), KeyAlgorithm::Rsa),
-        (fixture!("rsa.chain.pem"), fixture!("rsa.pkcs8.key"), KeyAlgorithm::Rsa),
-        (fixture!("p256.chain.pem"), fixture!("p256.sec1.key"), KeyAlgorithm::EcdsaP256),
-        (fixture!("p256.chain.pem"), fixture!("p256.pkcs8.key"), KeyAlgorithm::EcdsaP256),
-        (fixture!("p384.chain.pem"), fixture!("p384.sec1.key"), KeyAlgorithm::EcdsaP384),
-        (fixture!("p384.chain.pem"), fixture!("p384.pkcs8.key"), KeyAlgorithm::EcdsaP384),
-        (fixture!("ed25519.chain.pem"), fixture!("ed25519.pkcs8.key"), KeyAlgorithm::Ed25519),
+        (
+            fixture!("rsa.chain.pem"),
+            fixture!("rsa.pkcs1.key"),
+            KeyAlgorithm::Rsa,
+        ),
+        (
+            fixture!("rsa.chain.pem"),
+            fixture!("rsa.pkcs8.key"),
+            KeyAlgorithm::Rsa,
+        ),
+        (
+            fixture!("p256.chain.pem"),
+            fixture!("p256.sec1.key"),
+            KeyAlgorithm::EcdsaP256,
+        ),
+        (
+            fixture!("p256.chain.pem"),
+            fixture!("p256.pkcs8.key"),
+            KeyAlgorithm::EcdsaP256,
+        ),
+        (
+            fixture!("p384.chain.pem"),
+            fixture!("p384.sec1.key"),
+            KeyAlgorithm::EcdsaP384,
+        ),
+        (
+            fixture!("p384.chain.pem"),
+            fixture!("p384.pkcs8.key"),
+            KeyAlgorithm::EcdsaP384,
+        ),
+        (
+            fixture!("ed25519.chain.pem"),
+            fixture!("ed25519.pkcs8.key"),
+            KeyAlgorithm::Ed25519,
+        ),
     ];
     for (cert, key, alg) in cases {
         assert_eq!(check_matches(cert, key), Ok(alg));
@@ -59,7 +92,8 @@ fn missing_malformed_and_encrypted_keys_are_named_without_their_bytes() {
     assert_eq!(err.reason(), "malformed_key");
     assert!(!err.to_string().contains("TUlJ"), "{err}");
 
-    let encrypted = b"-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n";
+    let encrypted =
+        b"-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n";
     assert_eq!(check_matches(cert, encrypted), Err(KeyError::Encrypted));
     assert_eq!(KeyError::Encrypted.reason(), "unsupported_key");
 
@@ -74,16 +108,36 @@ fn a_good_pair_validates_and_each_defect_has_its_own_reason() {
     assert_eq!(ok.summary.chain_len, 2);
 
     let reason = |cert: &[u8], key: &[u8]| validate_pair(cert, key, NOW).unwrap_err().reason();
-    assert_eq!(reason(fixture!("expired.crt"), fixture!("rsa.pkcs8.key")), "expired");
-    assert_eq!(reason(fixture!("future.crt"), fixture!("rsa.pkcs8.key")), "not_yet_valid");
-    assert_eq!(reason(fixture!("p256.reversed.pem"), fixture!("p256.sec1.key")), "chain_order");
-    assert_eq!(reason(fixture!("rsa.crt"), fixture!("p256.sec1.key")), "key_mismatch");
-    assert_eq!(reason(b"garbage", fixture!("p256.sec1.key")), "malformed_certificate");
+    assert_eq!(
+        reason(fixture!("expired.crt"), fixture!("rsa.pkcs8.key")),
+        "expired"
+    );
+    assert_eq!(
+        reason(fixture!("future.crt"), fixture!("rsa.pkcs8.key")),
+        "not_yet_valid"
+    );
+    assert_eq!(
+        reason(fixture!("p256.reversed.pem"), fixture!("p256.sec1.key")),
+        "chain_order"
+    );
+    assert_eq!(
+        reason(fixture!("rsa.crt"), fixture!("p256.sec1.key")),
+        "key_mismatch"
+    );
+    assert_eq!(
+        reason(b"garbage", fixture!("p256.sec1.key")),
+        "malformed_certificate"
+    );
     assert_eq!(reason(fixture!("p256.crt"), b""), "missing_key");
 }
 
 #[test]
 fn expiry_is_checked_before_the_key_so_the_reason_is_the_useful_one() {
     let err = validate_pair(fixture!("expired.crt"), fixture!("p256.sec1.key"), NOW).unwrap_err();
-    assert!(matches!(err, Invalid::Expired { not_after: 1_609_459_200 }));
+    assert!(matches!(
+        err,
+        Invalid::Expired {
+            not_after: 1_609_459_200
+        }
+    ));
 }
