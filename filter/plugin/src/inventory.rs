@@ -1,0 +1,126 @@
+//! What the reporter last saw Envoy serve, per SDS resource: the admin
+//! stamp it was read at and the certificate summary (or why it did not parse).
+//! Stamps let a poll re-read only the secrets that changed.
+
+use crate::admin::IndexEntry;
+use certsync_core::report::{LoadedCertificate, ResourceError};
+use certsync_core::CertSummary;
+use std::collections::{BTreeMap, BTreeSet};
+
+struct Entry {
+    stamp: String,
+    version: String,
+    observed: Result<CertSummary, String>,
+}
+
+#[derive(Default)]
+pub struct Inventory {
+    entries: BTreeMap<String, Entry>,
+}
+
+impl Inventory {
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.entries.clear();
+    }
+
+    /// Forgets resources absent from `index`; returns their names.
+    pub fn remove_missing(&mut self, index: &[IndexEntry]) -> Vec<String> {
+        let present: BTreeSet<&str> = index.iter().map(|e| e.name.as_str()).collect();
+        let gone: Vec<String> = self
+            .entries
+            .keys()
+            .filter(|k| !present.contains(k.as_str()))
+            .cloned()
+            .collect();
+        for name in &gone {
+            self.entries.remove(name);
+        }
+        gone
+    }
+
+    /// Names in `index` that are new or whose stamp moved.
+    pub fn changed<'a>(&self, index: &'a [IndexEntry]) -> Vec<&'a str> {
+        index
+            .iter()
+            .filter(|e| {
+                self.entries
+                    .get(&e.name)
+                    .is_none_or(|known| known.stamp != e.stamp)
+            })
+            .map(|e| e.name.as_str())
+            .collect()
+    }
+
+    pub fn record(
+        &mut self,
+        name: String,
+        version: String,
+        stamp: String,
+        observed: Result<CertSummary, String>,
+    ) {
+        self.entries.insert(
+            name,
+            Entry {
+                stamp,
+                version,
+                observed,
+            },
+        );
+    }
+
+    /// The report's certificate and error lists, sorted by resource name.
+    pub fn report_parts(&self) -> (Vec<LoadedCertificate>, Vec<ResourceError>) {
+        let mut certificates = Vec::with_capacity(self.entries.len());
+        let mut errors = Vec::new();
+        for (name, entry) in &self.entries {
+            match &entry.observed {
+                Ok(cert) => certificates.push(LoadedCertificate {
+                    resource: name.clone(),
+                    version: entry.version.clone(),
+                    cert: cert.clone(),
+                }),
+                Err(error) => errors.push(ResourceError {
+                    resource: name.clone(),
+                    error: error.clone(),
+                }),
+            }
+        }
+        (certificates, errors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn idx(pairs: &[(&str, &str)]) -> Vec<IndexEntry> {
+        pairs
+            .iter()
+            .map(|(n, s)| IndexEntry {
+                name: (*n).into(),
+                version: String::new(),
+                stamp: (*s).into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn only_new_or_restamped_names_are_changed_and_missing_ones_are_dropped() {
+        let mut inv = Inventory::default();
+        inv.record("a".into(), "1".into(), "s1".into(), Err("x".into()));
+        inv.record("b".into(), "1".into(), "s1".into(), Err("x".into()));
+        let index = idx(&[("a", "s1"), ("c", "s1")]);
+        assert_eq!(inv.changed(&index), vec!["c"]);
+        assert_eq!(inv.remove_missing(&index), vec!["b".to_owned()]);
+        assert_eq!(inv.changed(&idx(&[("a", "s2")])), vec!["a"]);
+        assert_eq!(inv.len(), 1);
+    }
+}

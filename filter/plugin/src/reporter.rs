@@ -1,0 +1,437 @@
+//! The reporting cycle, run each interval by the worker holding the lease:
+//!
+//! ```text
+//!  tick ─▶ lease held? ─▶ GET index ─▶ stamps changed? ─yes─▶ GET those secrets ─┐
+//!                                          │ no                                   ▼
+//!                                          └─▶ change unsent or heartbeat due? ─▶ POST report
+//! ```
+//!
+//! One HTTP call is in flight at a time. Any failure ends the cycle and backs
+//! off exponentially (capped); the next cycle starts again from the index, so
+//! an unsent change is retried without queueing stale reports.
+
+use crate::admin;
+use crate::config::PluginConfig;
+use crate::host::{Host, Level, Response};
+use crate::inventory::Inventory;
+use crate::lease::Lease;
+use certsync_core::report::{PodRef, Report, Trigger, MAX_CERTIFICATES, REPORT_VERSION};
+use std::collections::BTreeSet;
+
+/// Admin responses larger than this are refused rather than buffered.
+pub const MAX_ADMIN_BODY: usize = 32 * 1024 * 1024;
+const SEQ_KEY: &str = "cert-sync/report-seq";
+
+pub mod metric {
+    pub const REPORTS_SENT: &str = "cert_sync.reports_sent";
+    pub const REPORTS_FAILED: &str = "cert_sync.reports_failed";
+    pub const ADMIN_FAILED: &str = "cert_sync.admin_failed";
+    pub const LOADED: &str = "cert_sync.loaded_certificates";
+    /// Followed by the sanitized resource name; value is notAfter in Unix seconds.
+    pub const NOT_AFTER_PREFIX: &str = "cert_sync.not_after.";
+}
+
+enum Pending {
+    Index {
+        token: u32,
+        since: u64,
+    },
+    Secrets {
+        token: u32,
+        since: u64,
+        wanted: BTreeSet<String>,
+    },
+    Report {
+        token: u32,
+        since: u64,
+    },
+}
+
+impl Pending {
+    fn token(&self) -> u32 {
+        match self {
+            Pending::Index { token, .. }
+            | Pending::Secrets { token, .. }
+            | Pending::Report { token, .. } => *token,
+        }
+    }
+
+    fn since(&self) -> u64 {
+        match self {
+            Pending::Index { since, .. }
+            | Pending::Secrets { since, .. }
+            | Pending::Report { since, .. } => *since,
+        }
+    }
+}
+
+pub struct Reporter<H: Host> {
+    host: H,
+    config: PluginConfig,
+    pod: PodRef,
+    node_id: String,
+    lease: Lease,
+    inventory: Inventory,
+    pending: Option<Pending>,
+    leading: bool,
+    next_cycle_at: u64,
+    failures: u32,
+    unsent_change: bool,
+    last_report_at: Option<u64>,
+}
+
+impl<H: Host> Reporter<H> {
+    /// `id` must differ between the VMs of one Envoy (a random number will do).
+    pub fn new(host: H, config: PluginConfig, id: u64) -> Self {
+        let node_id = host.property(&["node", "id"]).unwrap_or_default();
+        let pod = pod_identity(&host, &config, &node_id);
+        let ttl = interval_ms(&config).saturating_mul(5) / 2;
+        Reporter {
+            host,
+            config,
+            pod,
+            node_id,
+            lease: Lease::new(id, ttl),
+            inventory: Inventory::default(),
+            pending: None,
+            leading: false,
+            next_cycle_at: 0,
+            failures: 0,
+            unsent_change: false,
+            last_report_at: None,
+        }
+    }
+
+    pub fn host(&self) -> &H {
+        &self.host
+    }
+
+    pub fn host_mut(&mut self) -> &mut H {
+        &mut self.host
+    }
+
+    pub fn pod(&self) -> &PodRef {
+        &self.pod
+    }
+
+    pub fn on_tick(&mut self) {
+        let now = self.host.now_ms();
+        if !self.lease.hold(&self.host, now) {
+            if self.leading {
+                self.host
+                    .log(Level::Info, "cert-sync: another worker took over reporting");
+                self.step_down();
+            }
+            return;
+        }
+        if !self.leading {
+            self.leading = true;
+            self.unsent_change = true;
+        }
+        if let Some(p) = &self.pending {
+            // Envoy answers every call by its timeout; this only guards a lost callback.
+            let deadline = p.since() + 2 * self.config.timeout.as_millis() as u64;
+            if now < deadline {
+                return;
+            }
+            self.pending = None;
+        }
+        if now < self.next_cycle_at {
+            return;
+        }
+        // A quarter interval of slack absorbs timer jitter between ticks.
+        self.next_cycle_at = now + interval_ms(&self.config) * 3 / 4;
+        let admin_authority = self.config.admin_authority.clone();
+        let headers = [
+            (":method", "GET"),
+            (":path", admin::INDEX_PATH),
+            (":authority", admin_authority.as_str()),
+        ];
+        match self.call_admin(&headers) {
+            Ok(token) => self.pending = Some(Pending::Index { token, since: now }),
+            Err(e) => self.fail(metric::ADMIN_FAILED, &e),
+        }
+    }
+
+    pub fn on_response(&mut self, token: u32, response: Response) {
+        let Some(pending) = self.pending.take_if(|p| p.token() == token) else {
+            return;
+        };
+        match pending {
+            Pending::Index { .. } => self.on_index(response),
+            Pending::Secrets { wanted, .. } => self.on_secrets(response, &wanted),
+            Pending::Report { .. } => self.on_report(response),
+        }
+    }
+
+    fn on_index(&mut self, response: Response) {
+        let mut index = match admin_body(&response).and_then(admin::parse_index) {
+            Ok(index) => index,
+            Err(e) => return self.fail(metric::ADMIN_FAILED, &e),
+        };
+        index.retain(|e| self.config.reports_resource(&e.name));
+        if index.len() > MAX_CERTIFICATES {
+            self.host.log(
+                Level::Warn,
+                &format!(
+                    "cert-sync: {} SDS secrets loaded; reporting the first {MAX_CERTIFICATES}",
+                    index.len()
+                ),
+            );
+            index.truncate(MAX_CERTIFICATES);
+        }
+        for gone in self.inventory.remove_missing(&index) {
+            self.host.set_gauge(&not_after_metric(&gone), 0);
+            self.unsent_change = true;
+        }
+        let changed = self.inventory.changed(&index);
+        if changed.is_empty() {
+            return self.report_if_due();
+        }
+        let path = admin::secrets_path(&changed, index.len());
+        let wanted: BTreeSet<String> = changed.iter().map(|s| (*s).to_owned()).collect();
+        let admin_authority = self.config.admin_authority.clone();
+        let headers = [
+            (":method", "GET"),
+            (":path", path.as_str()),
+            (":authority", admin_authority.as_str()),
+        ];
+        let since = self.host.now_ms();
+        match self.call_admin(&headers) {
+            Ok(token) => {
+                self.pending = Some(Pending::Secrets {
+                    token,
+                    since,
+                    wanted,
+                })
+            }
+            Err(e) => self.fail(metric::ADMIN_FAILED, &e),
+        }
+    }
+
+    fn on_secrets(&mut self, response: Response, wanted: &BTreeSet<String>) {
+        let secrets = match admin_body(&response)
+            .and_then(|body| admin::parse_secrets(body, |n| wanted.contains(n)))
+        {
+            Ok(secrets) => secrets,
+            Err(e) => return self.fail(metric::ADMIN_FAILED, &e),
+        };
+        for secret in secrets {
+            let observed = secret
+                .pem
+                .and_then(|pem| certsync_core::summarize_chain(&pem).map_err(|e| e.to_string()));
+            match &observed {
+                Ok(cert) => {
+                    let not_after = u64::try_from(cert.not_after).unwrap_or(0);
+                    self.host
+                        .set_gauge(&not_after_metric(&secret.name), not_after);
+                    self.host.log(
+                        Level::Info,
+                        &format!(
+                            "cert-sync: {} now serves sha256 {} (serial {}, notAfter {})",
+                            secret.name, cert.sha256, cert.serial, cert.not_after
+                        ),
+                    );
+                }
+                Err(e) => self
+                    .host
+                    .log(Level::Warn, &format!("cert-sync: {}: {e}", secret.name)),
+            }
+            self.inventory
+                .record(secret.name, secret.version, secret.stamp, observed);
+        }
+        self.unsent_change = true;
+        self.report_if_due();
+    }
+
+    fn report_if_due(&mut self) {
+        let now = self.host.now_ms();
+        let slack = interval_ms(&self.config) / 4;
+        let heartbeat_due = self.last_report_at.is_none_or(|at| {
+            now + slack >= at.saturating_add(self.config.heartbeat.as_millis() as u64)
+        });
+        if !(self.unsent_change || heartbeat_due) {
+            return;
+        }
+        let trigger = match (self.last_report_at, self.unsent_change) {
+            (None, _) => Trigger::Startup,
+            (Some(_), true) => Trigger::Change,
+            (Some(_), false) => Trigger::Heartbeat,
+        };
+        let (certificates, errors) = self.inventory.report_parts();
+        self.host
+            .set_gauge(metric::LOADED, certificates.len() as u64);
+        let body = Report {
+            version: REPORT_VERSION,
+            pod: self.pod.clone(),
+            node_id: self.node_id.clone(),
+            seq: self.next_seq(),
+            trigger,
+            certificates,
+            errors,
+        }
+        .encode();
+        let authorization = self
+            .config
+            .report_token
+            .as_ref()
+            .map(|t| format!("Bearer {t}"));
+        let mut headers = vec![
+            (":method", "POST"),
+            (":path", self.config.report_path.as_str()),
+            (":authority", self.config.report_authority.as_str()),
+            ("content-type", "application/json"),
+        ];
+        if let Some(value) = &authorization {
+            headers.push(("authorization", value.as_str()));
+        }
+        let call = self.host.http_call(
+            &self.config.report_cluster,
+            &headers,
+            Some(&body),
+            self.config.timeout,
+        );
+        match call {
+            Ok(token) => self.pending = Some(Pending::Report { token, since: now }),
+            Err(e) => self.fail(metric::REPORTS_FAILED, &e),
+        }
+    }
+
+    fn on_report(&mut self, response: Response) {
+        if !response.is_success() {
+            let what = match response.status {
+                Some(status) => format!("controller answered HTTP {status}"),
+                None => "controller unreachable or timed out".to_owned(),
+            };
+            return self.fail(metric::REPORTS_FAILED, &what);
+        }
+        if self.failures > 0 {
+            self.host.log(
+                Level::Info,
+                &format!(
+                    "cert-sync: reporting resumed after {} failures",
+                    self.failures
+                ),
+            );
+        }
+        self.failures = 0;
+        self.unsent_change = false;
+        self.last_report_at = Some(self.host.now_ms());
+        self.host.add_counter(metric::REPORTS_SENT, 1);
+    }
+
+    fn call_admin(&self, headers: &[(&str, &str)]) -> Result<u32, String> {
+        self.host.http_call(
+            &self.config.admin_cluster,
+            headers,
+            None,
+            self.config.timeout,
+        )
+    }
+
+    /// Ends the cycle and waits `interval × 2^(failures-1)`, capped.
+    fn fail(&mut self, counter: &str, why: &str) {
+        self.failures = self.failures.saturating_add(1);
+        self.host.add_counter(counter, 1);
+        let interval = interval_ms(&self.config);
+        let backoff = interval
+            .saturating_mul(1u64 << self.failures.saturating_sub(1).min(16))
+            .min(self.config.max_backoff.as_millis() as u64);
+        self.next_cycle_at = self.host.now_ms().saturating_add(backoff);
+        // Log the first failure and then every tenth, so an outage cannot flood the log.
+        if self.failures == 1 || self.failures % 10 == 0 {
+            self.host.log(
+                Level::Warn,
+                &format!(
+                    "cert-sync: {why} (failure {}, next attempt in {backoff} ms)",
+                    self.failures
+                ),
+            );
+        }
+    }
+
+    fn step_down(&mut self) {
+        self.leading = false;
+        self.pending = None;
+        self.inventory.clear();
+        self.last_report_at = None;
+        self.failures = 0;
+        self.next_cycle_at = 0;
+    }
+
+    /// Per-pod sequence number, shared by all workers so it keeps increasing
+    /// across a change of reporting worker.
+    fn next_seq(&self) -> u64 {
+        for _ in 0..3 {
+            let (value, cas) = self.host.shared_get(SEQ_KEY);
+            let current = value
+                .and_then(|v| std::str::from_utf8(&v).ok()?.parse::<u64>().ok())
+                .unwrap_or(0);
+            let next = current + 1;
+            if self
+                .host
+                .shared_set(SEQ_KEY, next.to_string().as_bytes(), cas)
+            {
+                return next;
+            }
+        }
+        // Only the lease holder writes this key, so contention means a takeover race.
+        self.host.now_ms()
+    }
+}
+
+fn interval_ms(config: &PluginConfig) -> u64 {
+    config.interval.as_millis() as u64
+}
+
+fn admin_body(response: &Response) -> Result<&[u8], String> {
+    match response.status {
+        Some(200) => Ok(&response.body),
+        Some(status) => Err(format!("admin API answered HTTP {status}")),
+        None => Err("admin API unreachable or timed out".to_owned()),
+    }
+}
+
+/// Envoy stat names use '.' as a separator; keep resource names to one segment.
+pub fn not_after_metric(resource: &str) -> String {
+    let sanitized: String = resource
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{}{sanitized}", metric::NOT_AFTER_PREFIX)
+}
+
+/// Pod name and namespace: configuration first, then Istio's node metadata,
+/// then the node id (`router~<ip>~<pod>.<namespace>~<namespace>.svc.cluster.local`).
+fn pod_identity(host: &impl Host, config: &PluginConfig, node_id: &str) -> PodRef {
+    let from_node_id = node_id
+        .split('~')
+        .nth(2)
+        .and_then(|s| s.split_once('.'))
+        .map(|(pod, ns)| (pod.to_owned(), ns.to_owned()));
+    let name = config
+        .pod_name
+        .clone()
+        .or_else(|| host.property(&["node", "metadata", "NAME"]))
+        .or_else(|| from_node_id.as_ref().map(|(p, _)| p.clone()))
+        .unwrap_or_else(|| {
+            if node_id.is_empty() {
+                "unknown".into()
+            } else {
+                node_id.into()
+            }
+        });
+    let namespace = config
+        .pod_namespace
+        .clone()
+        .or_else(|| host.property(&["node", "metadata", "NAMESPACE"]))
+        .or_else(|| from_node_id.map(|(_, ns)| ns))
+        .unwrap_or_else(|| "unknown".into());
+    PodRef { name, namespace }
+}

@@ -1,0 +1,466 @@
+//! The reporting cycle against the fake host: what Envoy's admin API and the
+//! controller would see, tick by tick.
+
+use crate::config::PluginConfig;
+use crate::host::Response;
+use crate::reporter::{metric, not_after_metric, Reporter};
+use crate::testing::{Call, FakeHost, Shared};
+use certsync_core::report::{Report, Trigger};
+use certsync_core::{summarize_chain, Fingerprint};
+
+const RSA: &str = include_str!("../../core/tests/fixtures/rsa.chain.pem");
+const P256: &str = include_str!("../../core/tests/fixtures/p256.chain.pem");
+const P384: &str = include_str!("../../core/tests/fixtures/p384.chain.pem");
+
+fn mk_config(extra: &str) -> PluginConfig {
+    let heartbeat = if extra.contains("heartbeat_ms") {
+        ""
+    } else {
+        r#","heartbeat_ms":3000"#
+    };
+    let json = format!(
+        r#"{{"report_cluster":"cert-sync","interval_ms":1000,"max_backoff_ms":8000,
+            "report_token":"t0ken"{heartbeat}{extra}}}"#
+    );
+    PluginConfig::parse(json.as_bytes()).unwrap()
+}
+
+/// A config_dump body for (resource, stamp, PEM) triples.
+fn mk_dump(secrets: &[(&str, &str, &str)]) -> Vec<u8> {
+    let configs: Vec<serde_json::Value> = secrets
+        .iter()
+        .map(|(name, stamp, pem)| {
+            serde_json::json!({
+                "name": name, "version_info": stamp, "last_updated": "2026-11-22T00:00:00Z",
+                "secret": {"name": name, "tls_certificate": {
+                    "certificate_chain": {"inline_string": pem},
+                    "private_key": {"inline_string": "[redacted]"}}}
+            })
+        })
+        .collect();
+    serde_json::to_vec(&serde_json::json!({ "configs": configs })).unwrap()
+}
+
+fn ok(body: Vec<u8>) -> Response {
+    Response {
+        status: Some(200),
+        body,
+    }
+}
+
+fn fp(pem: &str) -> Fingerprint {
+    summarize_chain(pem.as_bytes()).unwrap().sha256
+}
+
+/// One reporter and its fake Envoy, with helpers that answer its calls.
+struct Rig {
+    shared: Shared,
+    reporter: Reporter<FakeHost>,
+    now: u64,
+    loaded: Vec<(&'static str, String, &'static str)>,
+}
+
+impl Rig {
+    fn new(config: PluginConfig) -> Rig {
+        let shared = Shared::default();
+        let mut host = FakeHost::new(&shared);
+        host.properties.insert(
+            "node.id".into(),
+            "router~10.1.2.3~gw-7d9f.istio-system~istio-system.svc.cluster.local".into(),
+        );
+        let mut rig = Rig {
+            reporter: Reporter::new(host, config, 1),
+            shared,
+            now: 1_000_000,
+            loaded: vec![],
+        };
+        rig.tick(); // provisional lease claim
+        assert!(rig.calls().is_empty());
+        rig
+    }
+
+    fn load(&mut self, name: &'static str, stamp: &str, pem: &'static str) {
+        self.loaded.retain(|(n, _, _)| *n != name);
+        self.loaded.push((name, stamp.to_owned(), pem));
+    }
+
+    fn tick(&mut self) {
+        self.now += 1000;
+        self.shared.set_now(self.now);
+        self.reporter.on_tick();
+    }
+
+    fn calls(&self) -> Vec<Call> {
+        self.reporter.host().take_calls()
+    }
+
+    fn dump(&self, only: Option<&[&str]>) -> Vec<u8> {
+        let secrets: Vec<(&str, &str, &str)> = self
+            .loaded
+            .iter()
+            .filter(|(n, _, _)| only.is_none_or(|o| o.contains(n)))
+            .map(|(n, s, p)| (*n, s.as_str(), *p))
+            .collect();
+        mk_dump(&secrets)
+    }
+
+    fn respond(&mut self, call: &Call, response: Response) {
+        self.reporter.on_response(call.token, response);
+    }
+
+    /// Runs one tick, answering the admin API like Envoy; returns the report
+    /// the filter sent, if any, without answering it.
+    fn cycle(&mut self) -> Option<(Call, Report)> {
+        self.tick();
+        loop {
+            let mut calls = self.calls();
+            let call = match calls.len() {
+                0 => return None,
+                1 => calls.remove(0),
+                n => panic!("{n} calls in flight at once"),
+            };
+            if call.cluster == "cert-sync" {
+                let report = Report::decode(call.body.as_deref().unwrap()).unwrap();
+                return Some((call, report));
+            }
+            assert_eq!(call.cluster, "cert-sync-admin");
+            let body = if call.path().contains("name_regex") {
+                let names: Vec<&str> = self
+                    .loaded
+                    .iter()
+                    .map(|(n, _, _)| *n)
+                    .filter(|n| {
+                        call.path().contains(
+                            &n.replace('.', "%5C.")
+                                .replace(':', "%3A")
+                                .replace('/', "%2F"),
+                        )
+                    })
+                    .collect();
+                self.dump(Some(&names))
+            } else {
+                self.dump(None)
+            };
+            self.respond(&call, ok(body));
+        }
+    }
+
+    fn cycle_and_ack(&mut self) -> Option<Report> {
+        let (call, report) = self.cycle()?;
+        self.respond(&call, ok(vec![]));
+        Some(report)
+    }
+}
+
+#[test]
+fn first_report_lists_every_loaded_certificate_with_its_fingerprint() {
+    let mut rig = Rig::new(mk_config(""));
+    rig.load("kubernetes://shop.tls", "1", RSA);
+    rig.load("kubernetes://blog.tls", "1", P256);
+    let (call, report) = rig.cycle().expect("a startup report");
+    assert_eq!(call.header("authorization"), Some("Bearer t0ken"));
+    assert_eq!(call.path(), "/v1/reports");
+    assert_eq!(report.trigger, Trigger::Startup);
+    assert_eq!(report.pod.name, "gw-7d9f");
+    assert_eq!(report.pod.namespace, "istio-system");
+    let got: Vec<(&str, Fingerprint)> = report
+        .certificates
+        .iter()
+        .map(|c| (c.resource.as_str(), c.cert.sha256))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("kubernetes://blog.tls", fp(P256)),
+            ("kubernetes://shop.tls", fp(RSA))
+        ]
+    );
+    let gauge = rig.reporter.host().gauges[&not_after_metric("kubernetes://shop.tls")];
+    assert_eq!(
+        gauge as i64,
+        summarize_chain(RSA.as_bytes()).unwrap().not_after
+    );
+}
+
+#[test]
+fn an_idle_poll_reads_only_the_index_and_heartbeats_on_schedule() {
+    let mut rig = Rig::new(mk_config(""));
+    rig.load("kubernetes://shop.tls", "1", RSA);
+    rig.cycle_and_ack().unwrap();
+    for _ in 0..2 {
+        rig.tick();
+        let calls = rig.calls();
+        assert_eq!(calls.len(), 1);
+        assert!(
+            calls[0].path().contains("mask="),
+            "index only: {}",
+            calls[0].path()
+        );
+        let body = rig.dump(None);
+        rig.respond(&calls[0], ok(body));
+        assert!(
+            rig.calls().is_empty(),
+            "nothing changed, no heartbeat due yet"
+        );
+    }
+    let report = rig.cycle_and_ack().expect("heartbeat after 3 s");
+    assert_eq!(report.trigger, Trigger::Heartbeat);
+    assert!(report.seq > 1);
+}
+
+#[test]
+fn a_rotation_fetches_only_the_changed_secret_and_reports_at_once() {
+    let mut rig = Rig::new(mk_config(""));
+    rig.load("kubernetes://a.tls", "1", RSA);
+    rig.load("kubernetes://b.tls", "1", P256);
+    rig.load("kubernetes://c.tls", "1", RSA);
+    rig.cycle_and_ack().unwrap();
+
+    rig.load("kubernetes://b.tls", "2", P384);
+    rig.tick();
+    let index = rig.calls().remove(0);
+    let body = rig.dump(None);
+    rig.respond(&index, ok(body));
+    let fetch = rig.calls().remove(0);
+    assert!(fetch.path().contains("name_regex="), "{}", fetch.path());
+    assert!(fetch.path().contains("b%5C.tls") && !fetch.path().contains("a%5C.tls"));
+    let body = rig.dump(Some(&["kubernetes://b.tls"]));
+    rig.respond(&fetch, ok(body));
+    let report_call = rig.calls().remove(0);
+    let report = Report::decode(report_call.body.as_deref().unwrap()).unwrap();
+    assert_eq!(report.trigger, Trigger::Change);
+    let b = report
+        .certificates
+        .iter()
+        .find(|c| c.resource == "kubernetes://b.tls")
+        .unwrap();
+    assert_eq!((b.cert.sha256, b.version.as_str()), (fp(P384), "2"));
+    assert_eq!(report.certificates.len(), 3);
+}
+
+#[test]
+fn a_removed_secret_leaves_the_report_and_zeroes_its_gauge() {
+    let mut rig = Rig::new(mk_config(""));
+    rig.load("kubernetes://a.tls", "1", RSA);
+    rig.load("kubernetes://b.tls", "1", P256);
+    rig.cycle_and_ack().unwrap();
+    rig.loaded.retain(|(n, _, _)| *n != "kubernetes://b.tls");
+    let report = rig.cycle_and_ack().expect("removal is a change");
+    assert_eq!(report.trigger, Trigger::Change);
+    assert_eq!(report.certificates.len(), 1);
+    assert_eq!(
+        rig.reporter.host().gauges[&not_after_metric("kubernetes://b.tls")],
+        0
+    );
+}
+
+#[test]
+fn an_unparseable_chain_is_reported_as_an_error_not_dropped() {
+    let mut rig = Rig::new(mk_config(""));
+    rig.load(
+        "kubernetes://bad.tls",
+        "1",
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    );
+    let report = rig.cycle_and_ack().unwrap();
+    assert!(report.certificates.is_empty());
+    assert_eq!(report.errors[0].resource, "kubernetes://bad.tls");
+    assert!(
+        report.errors[0].error.contains("not valid X.509"),
+        "{}",
+        report.errors[0].error
+    );
+}
+
+#[test]
+fn resource_prefixes_keep_mesh_identity_out_when_asked() {
+    let mut rig = Rig::new(mk_config(r#","resource_prefixes":["kubernetes://"]"#));
+    rig.load("kubernetes://a.tls", "1", RSA);
+    rig.load("default", "1", P256);
+    let report = rig.cycle_and_ack().unwrap();
+    assert_eq!(report.certificates.len(), 1);
+}
+
+#[test]
+fn controller_failures_back_off_exponentially_up_to_the_cap_and_recover() {
+    let mut rig = Rig::new(mk_config(""));
+    rig.load("kubernetes://a.tls", "1", RSA);
+    let mut attempts_at = vec![];
+    for _ in 0..30 {
+        if let Some((call, _)) = rig.cycle() {
+            attempts_at.push(rig.now);
+            rig.respond(
+                &call,
+                Response {
+                    status: Some(500),
+                    body: vec![],
+                },
+            );
+        }
+    }
+    let gaps: Vec<u64> = attempts_at
+        .windows(2)
+        .map(|w| (w[1] - w[0]) / 1000)
+        .collect();
+    assert_eq!(&gaps[..4], &[1, 2, 4, 8], "{gaps:?}");
+    assert!(
+        gaps.iter().all(|g| *g <= 8),
+        "capped at max_backoff: {gaps:?}"
+    );
+    let host = rig.reporter.host();
+    assert_eq!(
+        host.counter(metric::REPORTS_FAILED),
+        attempts_at.len() as u64
+    );
+    let warnings = host
+        .logs
+        .borrow()
+        .iter()
+        .filter(|(_, m)| m.contains("HTTP 500"))
+        .count();
+    assert!(warnings < attempts_at.len(), "failures are logged sparsely");
+
+    // The controller comes back: the unsent startup report goes out.
+    let report = loop {
+        if let Some(r) = rig.cycle_and_ack() {
+            break r;
+        }
+    };
+    assert_eq!(report.trigger, Trigger::Startup);
+    assert!(rig
+        .reporter
+        .host()
+        .logs
+        .borrow()
+        .iter()
+        .any(|(_, m)| m.contains("resumed")));
+}
+
+#[test]
+fn admin_api_errors_and_timeouts_back_off_without_reporting_stale_data() {
+    let mut rig = Rig::new(mk_config(""));
+    rig.tick();
+    let call = rig.calls().remove(0);
+    rig.respond(
+        &call,
+        Response {
+            status: None,
+            body: vec![],
+        },
+    );
+    rig.tick();
+    let call = rig.calls().remove(0);
+    rig.respond(&call, ok(b"<html>not json".to_vec()));
+    assert!(rig.calls().is_empty(), "no report from a failed poll");
+    rig.tick();
+    assert!(
+        rig.calls().is_empty(),
+        "second failure: waits two intervals"
+    );
+    rig.tick();
+    assert_eq!(rig.calls().len(), 1);
+    assert_eq!(rig.reporter.host().counter(metric::ADMIN_FAILED), 2);
+}
+
+#[test]
+fn a_missing_cluster_is_a_failure_not_a_crash() {
+    let mut rig = Rig::new(mk_config(""));
+    rig.reporter.host().refuse_calls.set(true);
+    for _ in 0..5 {
+        rig.tick();
+    }
+    assert!(rig.reporter.host().counter(metric::ADMIN_FAILED) >= 2);
+}
+
+#[test]
+fn with_four_workers_exactly_one_report_is_sent_per_interval() {
+    let shared = Shared::default();
+    let mut workers: Vec<Reporter<FakeHost>> = (0..4)
+        .map(|i| {
+            Reporter::new(
+                FakeHost::new(&shared),
+                mk_config(r#","heartbeat_ms":1000"#),
+                100 + i,
+            )
+        })
+        .collect();
+    let dump = mk_dump(&[("kubernetes://a.tls", "1", RSA)]);
+    let mut reports_per_interval = vec![];
+    for second in 0..12u64 {
+        let mut reports = 0;
+        // Workers tick at different offsets inside each second.
+        for (i, worker) in workers.iter_mut().enumerate() {
+            shared.set_now(second * 1000 + i as u64 * 200);
+            worker.on_tick();
+            while let Some(call) = worker.host().take_calls().pop() {
+                let body = if call.cluster == "cert-sync" {
+                    reports += 1;
+                    vec![]
+                } else {
+                    dump.clone()
+                };
+                worker.on_response(call.token, ok(body));
+            }
+        }
+        reports_per_interval.push(reports);
+    }
+    assert_eq!(
+        reports_per_interval[0], 0,
+        "first tick: provisional claim only"
+    );
+    assert!(
+        reports_per_interval[1..].iter().all(|n| *n == 1),
+        "{reports_per_interval:?}"
+    );
+}
+
+#[test]
+fn sequence_numbers_keep_increasing_across_a_change_of_reporting_worker() {
+    let shared = Shared::default();
+    let cfg = || mk_config(r#","heartbeat_ms":1000"#);
+    let mut a = Reporter::new(FakeHost::new(&shared), cfg(), 1);
+    let mut b = Reporter::new(FakeHost::new(&shared), cfg(), 2);
+    let dump = mk_dump(&[("kubernetes://a.tls", "1", RSA)]);
+    let mut seqs = vec![];
+    let mut run = |w: &mut Reporter<FakeHost>, now: u64| {
+        shared.set_now(now);
+        w.on_tick();
+        while let Some(call) = w.host().take_calls().pop() {
+            if call.cluster == "cert-sync" {
+                seqs.push(Report::decode(call.body.as_deref().unwrap()).unwrap().seq);
+            }
+            w.on_response(
+                call.token,
+                ok(if call.cluster == "cert-sync" {
+                    vec![]
+                } else {
+                    dump.clone()
+                }),
+            );
+        }
+    };
+    for t in 0..4 {
+        run(&mut a, t * 1000);
+    }
+    // `a` stalls; `b` takes over once the lease expires.
+    for t in 4..10 {
+        run(&mut b, t * 1000);
+    }
+    assert!(seqs.len() >= 5, "{seqs:?}");
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+}
+
+#[test]
+fn pod_identity_prefers_config_then_node_metadata() {
+    let shared = Shared::default();
+    let mut host = FakeHost::new(&shared);
+    host.properties
+        .insert("node.metadata.NAME".into(), "meta-pod".into());
+    host.properties
+        .insert("node.metadata.NAMESPACE".into(), "meta-ns".into());
+    let r = Reporter::new(host, mk_config(r#","pod_name":"cfg-pod""#), 1);
+    assert_eq!(
+        (r.pod().name.as_str(), r.pod().namespace.as_str()),
+        ("cfg-pod", "meta-ns")
+    );
+}
