@@ -5,7 +5,7 @@ use crate::fingerprint::{to_hex, Fingerprint};
 use crate::pem;
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
-use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+use x509_parser::prelude::{FromDer, GeneralName, X509Certificate, X509Name};
 
 /// A subject alternative name of the kinds TLS clients match on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,8 +62,8 @@ pub fn summarize_der(der: &[u8]) -> Result<CertSummary, CertError> {
         serial: serial_hex(cert.raw_serial()),
         not_before: validity.not_before.timestamp(),
         not_after: validity.not_after.timestamp(),
-        subject: cert.subject().to_string(),
-        issuer: cert.issuer().to_string(),
+        subject: distinguished_name(cert.subject()),
+        issuer: distinguished_name(cert.issuer()),
         sans: sans(&cert),
         chain_len: 1,
     })
@@ -71,7 +71,7 @@ pub fn summarize_der(der: &[u8]) -> Result<CertSummary, CertError> {
 
 pub(crate) fn parse(der: &[u8], index: usize) -> Result<X509Certificate<'_>, CertError> {
     match X509Certificate::from_der(der) {
-        Ok((rest, cert)) if rest.is_empty() => Ok(cert),
+        Ok(([], cert)) => Ok(cert),
         Ok(_) => Err(CertError::MalformedCertificate {
             index,
             reason: "trailing bytes after the certificate".into(),
@@ -127,4 +127,33 @@ pub fn chain_in_order(pem_chain: &[u8]) -> Result<bool, CertError> {
     Ok(certs
         .windows(2)
         .all(|pair| pair[0].issuer().as_raw() == pair[1].subject().as_raw()))
+}
+
+/// RFC 4514-style rendering ("CN=shop.example.com, O=Example"), with short
+/// names for the common attributes and dotted OIDs for the rest. Done here
+/// because x509-parser's Display links its whole OID registry into the filter.
+fn distinguished_name(name: &X509Name<'_>) -> String {
+    let mut out = String::new();
+    for attr in name.iter_attributes() {
+        if !out.is_empty() {
+            out.push_str(", ");
+        }
+        let oid = attr.attr_type().to_id_string();
+        let short = match oid.as_str() {
+            "2.5.4.3" => "CN",
+            "2.5.4.6" => "C",
+            "2.5.4.7" => "L",
+            "2.5.4.8" => "ST",
+            "2.5.4.10" => "O",
+            "2.5.4.11" => "OU",
+            "2.5.4.5" => "serialNumber",
+            "1.2.840.113549.1.9.1" => "emailAddress",
+            "0.9.2342.19200300.100.1.25" => "DC",
+            _ => oid.as_str(),
+        };
+        out.push_str(short);
+        out.push('=');
+        out.push_str(attr.as_str().unwrap_or("<non-string value>"));
+    }
+    out
 }

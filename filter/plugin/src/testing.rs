@@ -8,11 +8,14 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
+/// Shared data: key → (value, CAS token).
+type SharedData = Rc<RefCell<HashMap<String, (Vec<u8>, u32)>>>;
+
 /// State every worker of one fake Envoy shares: clock and shared data.
 #[derive(Clone, Default)]
 pub struct Shared {
     now: Rc<Cell<u64>>,
-    data: Rc<RefCell<HashMap<String, (Vec<u8>, u32)>>>,
+    data: SharedData,
     next_token: Rc<Cell<u32>>,
 }
 
