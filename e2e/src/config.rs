@@ -1,0 +1,625 @@
+//! Envoy bootstraps shaped like an Istio ingress gateway, as JSON (valid
+//! Envoy config, no YAML dependency):
+//!
+//! - admin on `127.0.0.1:<admin_port>`;
+//! - an HTTPS listener with one filter chain per SNI host, each serving its
+//!   certificate from file-based SDS ([`crate::sds`]) and answering 200;
+//! - with the filter: a status listener whose HTTP filter chain is the
+//!   cert-sync wasm filter then the router, answering 200;
+//! - optionally a plain-HTTP user listener (benchmarks), never filtered;
+//! - STATIC clusters `cert-sync-admin` (Envoy's own admin, which the filter
+//!   polls) and `cert-sync-controller` (the report receiver).
+
+use crate::ports::free_port;
+use crate::sds::SdsSource;
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::fs;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+pub const ADMIN_CLUSTER: &str = "cert-sync-admin";
+pub const CONTROLLER_CLUSTER: &str = "cert-sync-controller";
+/// The filter's `root_id` and VM id.
+pub const ROOT_ID: &str = "cert-sync";
+pub const WASM_FILTER: &str = "envoy.filters.http.wasm";
+pub const DEFAULT_NODE_ID: &str =
+    "router~127.0.0.1~gw-0.istio-system~istio-system.svc.cluster.local";
+pub const DEFAULT_NODE_CLUSTER: &str = "istio-ingressgateway.istio-system";
+/// Body of the direct responses, so tests can tell which listener answered.
+pub const HTTPS_BODY: &str = "cert-sync e2e https";
+pub const STATUS_BODY: &str = "cert-sync e2e status";
+pub const HTTP_BODY: &str = "cert-sync e2e http";
+
+/// The filter's plugin configuration (its JSON field names are fixed).
+/// Unset fields are left out, so the filter's defaults apply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PluginConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_cluster: Option<String>,
+    pub report_cluster: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report_path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report_authority: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interval_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heartbeat_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_backoff_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report_token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resource_prefixes: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod_namespace: Option<String>,
+}
+
+impl Default for PluginConfig {
+    /// Points at this harness's clusters (`cert-sync-admin`,
+    /// `cert-sync-controller`) with a fast 200 ms poll and pod `gw-0` in
+    /// `istio-system`; everything else is left to the filter's defaults.
+    fn default() -> Self {
+        PluginConfig {
+            admin_cluster: Some(ADMIN_CLUSTER.into()),
+            report_cluster: CONTROLLER_CLUSTER.into(),
+            report_path: None,
+            report_authority: None,
+            interval_ms: Some(200),
+            heartbeat_ms: None,
+            timeout_ms: None,
+            max_backoff_ms: None,
+            report_token: None,
+            resource_prefixes: None,
+            pod_name: Some("gw-0".into()),
+            pod_namespace: Some("istio-system".into()),
+        }
+    }
+}
+
+impl PluginConfig {
+    /// Only the required field: everything else at the filter's defaults.
+    pub fn minimal(report_cluster: impl Into<String>) -> Self {
+        PluginConfig {
+            admin_cluster: None,
+            report_cluster: report_cluster.into(),
+            report_path: None,
+            report_authority: None,
+            interval_ms: None,
+            heartbeat_ms: None,
+            timeout_ms: None,
+            max_backoff_ms: None,
+            report_token: None,
+            resource_prefixes: None,
+            pod_name: None,
+            pod_namespace: None,
+        }
+    }
+
+    pub fn admin_cluster(mut self, cluster: impl Into<String>) -> Self {
+        self.admin_cluster = Some(cluster.into());
+        self
+    }
+
+    pub fn report_path(mut self, path: impl Into<String>) -> Self {
+        self.report_path = Some(path.into());
+        self
+    }
+
+    pub fn report_authority(mut self, authority: impl Into<String>) -> Self {
+        self.report_authority = Some(authority.into());
+        self
+    }
+
+    pub fn interval_ms(mut self, ms: u64) -> Self {
+        self.interval_ms = Some(ms);
+        self
+    }
+
+    pub fn heartbeat_ms(mut self, ms: u64) -> Self {
+        self.heartbeat_ms = Some(ms);
+        self
+    }
+
+    pub fn timeout_ms(mut self, ms: u64) -> Self {
+        self.timeout_ms = Some(ms);
+        self
+    }
+
+    pub fn max_backoff_ms(mut self, ms: u64) -> Self {
+        self.max_backoff_ms = Some(ms);
+        self
+    }
+
+    pub fn report_token(mut self, token: impl Into<String>) -> Self {
+        self.report_token = Some(token.into());
+        self
+    }
+
+    pub fn resource_prefixes(mut self, prefixes: &[&str]) -> Self {
+        self.resource_prefixes = Some(prefixes.iter().map(|p| (*p).to_owned()).collect());
+        self
+    }
+
+    pub fn pod(mut self, name: impl Into<String>, namespace: impl Into<String>) -> Self {
+        self.pod_name = Some(name.into());
+        self.pod_namespace = Some(namespace.into());
+        self
+    }
+
+    pub fn to_json(&self) -> Value {
+        // A struct of strings, integers and lists always serializes.
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+}
+
+impl From<PluginConfig> for Value {
+    fn from(config: PluginConfig) -> Value {
+        config.to_json()
+    }
+}
+
+/// One SNI host on the HTTPS listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsHost {
+    pub sni: String,
+    pub source: SdsSource,
+}
+
+/// A complete bootstrap; see [`GatewayConfig::builder`].
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub admin_port: u16,
+    /// The HTTPS listener's port (the listener exists only with hosts).
+    pub https_port: u16,
+    /// The status listener's port, with the filter only.
+    pub status_port: Option<u16>,
+    /// The plain-HTTP user listener's port, if asked for.
+    pub http_port: Option<u16>,
+    /// Where `cert-sync-controller` points.
+    pub receiver_port: u16,
+    /// Envoy worker threads (`--concurrency`).
+    pub concurrency: u32,
+    pub hosts: Vec<TlsHost>,
+    /// The filter's wasm module, with the filter only.
+    pub wasm_path: Option<PathBuf>,
+    /// The filter's configuration, with the filter only.
+    pub plugin: Option<Value>,
+    pub node_id: String,
+    pub node_cluster: String,
+}
+
+impl GatewayConfig {
+    pub fn builder() -> GatewayConfigBuilder {
+        GatewayConfigBuilder::default()
+    }
+
+    pub fn with_filter(&self) -> bool {
+        self.status_port.is_some()
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        loopback(self.admin_port)
+    }
+
+    pub fn https_addr(&self) -> SocketAddr {
+        loopback(self.https_port)
+    }
+
+    /// The Envoy bootstrap.
+    pub fn to_json(&self) -> Value {
+        let mut listeners = Vec::new();
+        if !self.hosts.is_empty() {
+            listeners.push(self.https_listener());
+        }
+        if let (Some(port), Some(wasm), Some(plugin)) =
+            (self.status_port, &self.wasm_path, &self.plugin)
+        {
+            let filters = vec![wasm_filter(wasm, plugin), router()];
+            listeners.push(http_listener("status", port, STATUS_BODY, filters));
+        }
+        if let Some(port) = self.http_port {
+            listeners.push(http_listener("http", port, HTTP_BODY, vec![router()]));
+        }
+        json!({
+            "node": { "id": self.node_id, "cluster": self.node_cluster },
+            "admin": { "address": socket_address(self.admin_port) },
+            "static_resources": {
+                "listeners": listeners,
+                "clusters": [
+                    static_cluster(ADMIN_CLUSTER, self.admin_port),
+                    static_cluster(CONTROLLER_CLUSTER, self.receiver_port),
+                ],
+            },
+        })
+    }
+
+    /// Writes the bootstrap as pretty JSON.
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let text = serde_json::to_string_pretty(&self.to_json())?;
+        fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+    }
+
+    fn https_listener(&self) -> Value {
+        let chains: Vec<Value> = self
+            .hosts
+            .iter()
+            .map(|host| {
+                json!({
+                    "filter_chain_match": { "server_names": [host.sni] },
+                    "transport_socket": {
+                        "name": "envoy.transport_sockets.tls",
+                        "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+                            "common_tls_context": {
+                                "tls_certificate_sds_secret_configs": [host.source.to_secret_config()],
+                            },
+                        },
+                    },
+                    "filters": [hcm("https", HTTPS_BODY, vec![router()])],
+                })
+            })
+            .collect();
+        json!({
+            "name": "https",
+            "address": socket_address(self.https_port),
+            // SNI-based filter chain matching needs the TLS inspector.
+            "listener_filters": [{
+                "name": "envoy.filters.listener.tls_inspector",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector",
+                },
+            }],
+            "filter_chains": chains,
+        })
+    }
+}
+
+/// Builds a [`GatewayConfig`], picking free ports for whatever is not set.
+#[derive(Debug, Clone, Default)]
+pub struct GatewayConfigBuilder {
+    hosts: Vec<TlsHost>,
+    concurrency: Option<u32>,
+    with_filter: bool,
+    plugin: Option<Value>,
+    wasm_path: Option<PathBuf>,
+    receiver_port: Option<u16>,
+    http_listener: bool,
+    admin_port: Option<u16>,
+    https_port: Option<u16>,
+    status_port: Option<u16>,
+    http_port: Option<u16>,
+    node_id: Option<String>,
+    node_cluster: Option<String>,
+}
+
+impl GatewayConfigBuilder {
+    /// Serves SNI `sni` with the certificate in `source`.
+    pub fn host(mut self, sni: impl Into<String>, source: SdsSource) -> Self {
+        self.hosts.push(TlsHost {
+            sni: sni.into(),
+            source,
+        });
+        self
+    }
+
+    /// Envoy worker threads; default 1.
+    pub fn concurrency(mut self, workers: u32) -> Self {
+        self.concurrency = Some(workers);
+        self
+    }
+
+    /// Adds the status listener with the wasm filter; default off (the
+    /// baseline for benchmarks, and what works before the filter builds).
+    pub fn with_filter(mut self, on: bool) -> Self {
+        self.with_filter = on;
+        self
+    }
+
+    /// The filter's configuration, any JSON (invalid ones included, for
+    /// negative tests); default [`PluginConfig::default`]. Implies nothing
+    /// about `with_filter`.
+    pub fn plugin_config(mut self, config: impl Into<Value>) -> Self {
+        self.plugin = Some(config.into());
+        self
+    }
+
+    /// The wasm module; default [`crate::filter_wasm_path`] (built if needed).
+    pub fn wasm_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.wasm_path = Some(path.into());
+        self
+    }
+
+    /// Where `cert-sync-controller` points; default a free port nobody
+    /// listens on (reports then fail to connect).
+    pub fn receiver_port(mut self, port: u16) -> Self {
+        self.receiver_port = Some(port);
+        self
+    }
+
+    /// Adds the plain-HTTP user listener (no filter), for benchmarks.
+    pub fn http_listener(mut self, on: bool) -> Self {
+        self.http_listener = on;
+        self
+    }
+
+    pub fn admin_port(mut self, port: u16) -> Self {
+        self.admin_port = Some(port);
+        self
+    }
+
+    pub fn https_port(mut self, port: u16) -> Self {
+        self.https_port = Some(port);
+        self
+    }
+
+    pub fn status_port(mut self, port: u16) -> Self {
+        self.status_port = Some(port);
+        self
+    }
+
+    pub fn http_port(mut self, port: u16) -> Self {
+        self.http_port = Some(port);
+        self
+    }
+
+    pub fn node_id(mut self, id: impl Into<String>) -> Self {
+        self.node_id = Some(id.into());
+        self
+    }
+
+    pub fn node_cluster(mut self, cluster: impl Into<String>) -> Self {
+        self.node_cluster = Some(cluster.into());
+        self
+    }
+
+    pub fn build(self) -> Result<GatewayConfig> {
+        let port = |p: Option<u16>| p.map_or_else(free_port, Ok);
+        let concurrency = self.concurrency.unwrap_or(1);
+        if concurrency == 0 {
+            bail!("concurrency must be at least 1");
+        }
+        let (status_port, wasm_path, plugin) = if self.with_filter {
+            let wasm = match self.wasm_path {
+                Some(path) => path,
+                None => crate::wasm::filter_wasm_path()?,
+            };
+            let plugin = self
+                .plugin
+                .unwrap_or_else(|| PluginConfig::default().to_json());
+            (Some(port(self.status_port)?), Some(wasm), Some(plugin))
+        } else {
+            (None, None, None)
+        };
+        Ok(GatewayConfig {
+            admin_port: port(self.admin_port)?,
+            https_port: port(self.https_port)?,
+            status_port,
+            http_port: if self.http_listener {
+                Some(port(self.http_port)?)
+            } else {
+                None
+            },
+            receiver_port: port(self.receiver_port)?,
+            concurrency,
+            hosts: self.hosts,
+            wasm_path,
+            plugin,
+            node_id: self.node_id.unwrap_or_else(|| DEFAULT_NODE_ID.into()),
+            node_cluster: self
+                .node_cluster
+                .unwrap_or_else(|| DEFAULT_NODE_CLUSTER.into()),
+        })
+    }
+}
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, port))
+}
+
+fn socket_address(port: u16) -> Value {
+    json!({ "socket_address": { "address": "127.0.0.1", "port_value": port } })
+}
+
+fn static_cluster(name: &str, port: u16) -> Value {
+    json!({
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{
+                "lb_endpoints": [{ "endpoint": { "address": socket_address(port) } }],
+            }],
+        },
+    })
+}
+
+fn router() -> Value {
+    json!({
+        "name": "envoy.filters.http.router",
+        "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" },
+    })
+}
+
+fn wasm_filter(wasm: &Path, plugin: &Value) -> Value {
+    json!({
+        "name": WASM_FILTER,
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {
+                "name": ROOT_ID,
+                "root_id": ROOT_ID,
+                "vm_config": {
+                    "vm_id": ROOT_ID,
+                    "runtime": "envoy.wasm.runtime.v8",
+                    "code": { "local": { "filename": wasm } },
+                },
+                "configuration": {
+                    "@type": "type.googleapis.com/google.protobuf.StringValue",
+                    "value": plugin.to_string(),
+                },
+            },
+        },
+    })
+}
+
+/// An HTTP connection manager answering every request with 200 `body`.
+fn hcm(stat_prefix: &str, body: &str, http_filters: Vec<Value>) -> Value {
+    json!({
+        "name": "envoy.filters.network.http_connection_manager",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+            "stat_prefix": stat_prefix,
+            "route_config": {
+                "name": stat_prefix,
+                "virtual_hosts": [{
+                    "name": stat_prefix,
+                    "domains": ["*"],
+                    "routes": [{
+                        "match": { "prefix": "/" },
+                        "direct_response": { "status": 200, "body": { "inline_string": body } },
+                    }],
+                }],
+            },
+            "http_filters": http_filters,
+        },
+    })
+}
+
+fn http_listener(name: &str, port: u16, body: &str, http_filters: Vec<Value>) -> Value {
+    json!({
+        "name": name,
+        "address": socket_address(port),
+        "filter_chains": [{ "filters": [hcm(name, body, http_filters)] }],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(name: &str) -> SdsSource {
+        SdsSource {
+            resource: format!("kubernetes://{name}"),
+            path: PathBuf::from(format!("/sds/{name}/sds.yaml")),
+            watched_directory: PathBuf::from(format!("/sds/{name}")),
+        }
+    }
+
+    #[test]
+    fn plugin_config_serializes_the_fixed_field_names() {
+        let config = PluginConfig::default()
+            .report_token("t0k")
+            .resource_prefixes(&["kubernetes://"])
+            .heartbeat_ms(10_000)
+            .timeout_ms(2000)
+            .max_backoff_ms(30_000)
+            .report_path("/v1/reports")
+            .report_authority("cert-sync")
+            .interval_ms(1000)
+            .to_json();
+        assert_eq!(
+            config,
+            json!({
+                "admin_cluster": "cert-sync-admin",
+                "report_cluster": "cert-sync-controller",
+                "report_path": "/v1/reports",
+                "report_authority": "cert-sync",
+                "interval_ms": 1000,
+                "heartbeat_ms": 10000,
+                "timeout_ms": 2000,
+                "max_backoff_ms": 30000,
+                "report_token": "t0k",
+                "resource_prefixes": ["kubernetes://"],
+                "pod_name": "gw-0",
+                "pod_namespace": "istio-system",
+            })
+        );
+        assert_eq!(
+            PluginConfig::minimal("c").to_json(),
+            json!({ "report_cluster": "c" })
+        );
+    }
+
+    #[test]
+    fn bootstrap_without_filter_has_no_status_listener() {
+        let config = GatewayConfig::builder()
+            .host("a.example.com", source("a"))
+            .host("b.example.com", source("b"))
+            .http_listener(true)
+            .build()
+            .unwrap();
+        let doc = config.to_json();
+        let listeners = doc["static_resources"]["listeners"].as_array().unwrap();
+        let names: Vec<&str> = listeners
+            .iter()
+            .map(|l| l["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["https", "http"]);
+        let chains = listeners[0]["filter_chains"].as_array().unwrap();
+        assert_eq!(chains.len(), 2);
+        assert_eq!(
+            chains[1]["filter_chain_match"]["server_names"][0],
+            "b.example.com"
+        );
+        let sds = &chains[1]["transport_socket"]["typed_config"]["common_tls_context"]
+            ["tls_certificate_sds_secret_configs"][0];
+        assert_eq!(sds["name"], "kubernetes://b");
+        assert_eq!(
+            sds["sds_config"]["path_config_source"]["watched_directory"]["path"],
+            "/sds/b"
+        );
+        let clusters = doc["static_resources"]["clusters"].as_array().unwrap();
+        assert_eq!(clusters[0]["name"], ADMIN_CLUSTER);
+        assert_eq!(
+            clusters[0]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+                ["address"]["socket_address"]["port_value"],
+            config.admin_port
+        );
+        assert_eq!(clusters[1]["name"], CONTROLLER_CLUSTER);
+        assert!(!config.with_filter());
+        let ports = [
+            config.admin_port,
+            config.https_port,
+            config.http_port.unwrap(),
+            config.receiver_port,
+        ];
+        let unique: std::collections::HashSet<_> = ports.iter().collect();
+        assert_eq!(unique.len(), ports.len());
+    }
+
+    #[test]
+    fn bootstrap_with_filter_embeds_the_plugin_configuration() {
+        let config = GatewayConfig::builder()
+            .with_filter(true)
+            .wasm_path("/x/certsync_filter.wasm")
+            .plugin_config(PluginConfig::default().report_token("abc"))
+            .build()
+            .unwrap();
+        let doc = config.to_json();
+        let listeners = doc["static_resources"]["listeners"].as_array().unwrap();
+        assert_eq!(listeners.len(), 1, "no hosts, so no https listener");
+        let hcm = &listeners[0]["filter_chains"][0]["filters"][0]["typed_config"];
+        let filters = hcm["http_filters"].as_array().unwrap();
+        assert_eq!(filters[0]["name"], WASM_FILTER);
+        assert_eq!(filters[1]["name"], "envoy.filters.http.router");
+        let wasm = &filters[0]["typed_config"]["config"];
+        assert_eq!(wasm["root_id"], ROOT_ID);
+        assert_eq!(wasm["vm_config"]["runtime"], "envoy.wasm.runtime.v8");
+        assert_eq!(
+            wasm["vm_config"]["code"]["local"]["filename"],
+            "/x/certsync_filter.wasm"
+        );
+        let embedded: Value =
+            serde_json::from_str(wasm["configuration"]["value"].as_str().unwrap()).unwrap();
+        assert_eq!(embedded["report_token"], "abc");
+        assert_eq!(embedded["report_cluster"], CONTROLLER_CLUSTER);
+    }
+}
