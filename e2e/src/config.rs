@@ -193,6 +193,10 @@ pub struct GatewayConfig {
     pub plugin: Option<Value>,
     pub node_id: String,
     pub node_cluster: String,
+    /// When set, the status listener comes from file-based LDS at this path,
+    /// as Istio delivers listeners dynamically: one Envoy rejects (say, a
+    /// plugin whose configuration is invalid) leaves the others serving.
+    pub status_lds: Option<PathBuf>,
 }
 
 impl GatewayConfig {
@@ -218,16 +222,13 @@ impl GatewayConfig {
         if !self.hosts.is_empty() {
             listeners.push(self.https_listener());
         }
-        if let (Some(port), Some(wasm), Some(plugin)) =
-            (self.status_port, &self.wasm_path, &self.plugin)
-        {
-            let filters = vec![wasm_filter(wasm, plugin), router()];
-            listeners.push(http_listener("status", port, STATUS_BODY, filters));
+        if let (Some(status), None) = (self.status_listener(), &self.status_lds) {
+            listeners.push(status);
         }
         if let Some(port) = self.http_port {
             listeners.push(http_listener("http", port, HTTP_BODY, vec![router()]));
         }
-        json!({
+        let mut bootstrap = json!({
             "node": { "id": self.node_id, "cluster": self.node_cluster },
             "admin": { "address": socket_address(self.admin_port) },
             "static_resources": {
@@ -237,13 +238,39 @@ impl GatewayConfig {
                     static_cluster(CONTROLLER_CLUSTER, self.receiver_port),
                 ],
             },
-        })
+        });
+        if let Some(path) = &self.status_lds {
+            bootstrap["dynamic_resources"] = json!({
+                "lds_config": {
+                    "path_config_source": { "path": path },
+                    "resource_api_version": "V3",
+                },
+            });
+        }
+        bootstrap
     }
 
-    /// Writes the bootstrap as pretty JSON.
+    /// Writes the bootstrap as pretty JSON (and the LDS file, if any).
     pub fn write(&self, path: &Path) -> Result<()> {
+        if let (Some(lds), Some(status)) = (&self.status_lds, self.status_listener()) {
+            let mut listener = status;
+            listener["@type"] = json!("type.googleapis.com/envoy.config.listener.v3.Listener");
+            let response = json!({ "version_info": "1", "resources": [listener] });
+            fs::write(lds, serde_json::to_string_pretty(&response)?)
+                .with_context(|| format!("writing {}", lds.display()))?;
+        }
         let text = serde_json::to_string_pretty(&self.to_json())?;
         fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+    }
+
+    fn status_listener(&self) -> Option<Value> {
+        let (port, wasm, plugin) = (
+            self.status_port?,
+            self.wasm_path.as_ref()?,
+            self.plugin.as_ref()?,
+        );
+        let filters = vec![wasm_filter(wasm, plugin), router()];
+        Some(http_listener("status", port, STATUS_BODY, filters))
     }
 
     fn https_listener(&self) -> Value {
@@ -297,6 +324,7 @@ pub struct GatewayConfigBuilder {
     http_port: Option<u16>,
     node_id: Option<String>,
     node_cluster: Option<String>,
+    status_lds: Option<PathBuf>,
 }
 
 impl GatewayConfigBuilder {
@@ -379,6 +407,12 @@ impl GatewayConfigBuilder {
         self
     }
 
+    /// Delivers the status listener through file-based LDS at `path`.
+    pub fn status_listener_via_lds(mut self, path: impl Into<PathBuf>) -> Self {
+        self.status_lds = Some(path.into());
+        self
+    }
+
     pub fn build(self) -> Result<GatewayConfig> {
         let port = |p: Option<u16>| p.map_or_else(free_port, Ok);
         let concurrency = self.concurrency.unwrap_or(1);
@@ -415,6 +449,7 @@ impl GatewayConfigBuilder {
             node_cluster: self
                 .node_cluster
                 .unwrap_or_else(|| DEFAULT_NODE_CLUSTER.into()),
+            status_lds: self.status_lds,
         })
     }
 }
@@ -456,6 +491,9 @@ fn wasm_filter(wasm: &Path, plugin: &Value) -> Value {
             "config": {
                 "name": ROOT_ID,
                 "root_id": ROOT_ID,
+                // As the WasmPlugin's failStrategy FAIL_OPEN: a module that
+                // cannot load or configure must not take the gateway down.
+                "fail_open": true,
                 "vm_config": {
                     "vm_id": ROOT_ID,
                     "runtime": "envoy.wasm.runtime.v8",

@@ -160,6 +160,8 @@ impl Envoy {
             .arg("--use-dynamic-base-id")
             .arg("--base-id-path")
             .arg(dir.join("base-id"))
+            // Envoy buffers its file log (10 s by default); tests read it live.
+            .args(["--file-flush-interval-msec", "50"])
             .arg("--log-path")
             .arg(dir.join("envoy.log"))
             .arg("-l")

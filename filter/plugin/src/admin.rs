@@ -4,14 +4,24 @@
 //! the *index* (`name`, `version_info`, `last_updated` of every active secret,
 //! via a field mask, no PEM) every interval, and the *secrets* (full PEM, key
 //! redacted by Envoy) only for names whose stamp changed.
+//!
+//! `config_dump` shows the latest update Envoy *received*, even one it then
+//! rejected (a key that does not match, a broken chain) while it keeps serving
+//! the previous certificate; `version_info` and `last_updated` do not move on
+//! a rejection. So whenever the filter reads PEM it also reads `/certs` (the
+//! certificates the TLS contexts actually hold) and refuses to report a chain
+//! whose leaf serial no context serves.
 
 use base64::Engine;
 use serde::Deserialize;
+use std::collections::BTreeSet;
 
 /// Admin path of the index: every active SDS secret, without its contents.
 pub const INDEX_PATH: &str =
     "/config_dump?resource=dynamic_active_secrets&mask=name,version_info,last_updated";
 const SECRETS_PATH: &str = "/config_dump?resource=dynamic_active_secrets";
+/// Serial numbers of every certificate in Envoy's TLS contexts.
+pub const CERTS_PATH: &str = "/certs";
 /// Above this many changed names, one unfiltered dump is cheaper than a regex.
 const MAX_NAMES_IN_REGEX: usize = 64;
 
@@ -155,6 +165,49 @@ pub fn parse_secrets(
         .collect())
 }
 
+#[derive(Deserialize)]
+struct Certs {
+    #[serde(default)]
+    certificates: Vec<ContextCerts>,
+}
+
+#[derive(Deserialize)]
+struct ContextCerts {
+    #[serde(default)]
+    ca_cert: Vec<CertDetails>,
+    #[serde(default)]
+    cert_chain: Vec<CertDetails>,
+}
+
+#[derive(Deserialize)]
+struct CertDetails {
+    #[serde(default)]
+    serial_number: String,
+}
+
+/// The serials in `/certs`, normalized with [`normalize_serial`].
+pub fn parse_served_serials(body: &[u8]) -> Result<BTreeSet<String>, String> {
+    let certs: Certs = serde_json::from_slice(body)
+        .map_err(|e| format!("admin API returned unexpected /certs JSON: {e}"))?;
+    Ok(certs
+        .certificates
+        .iter()
+        .flat_map(|c| c.ca_cert.iter().chain(&c.cert_chain))
+        .map(|d| normalize_serial(&d.serial_number))
+        .collect())
+}
+
+/// Lowercase hex without leading zeros: Envoy and certsync-core differ on
+/// a leading zero nibble.
+pub fn normalize_serial(serial: &str) -> String {
+    let trimmed = serial.trim_start_matches('0');
+    if trimmed.is_empty() {
+        "0".to_owned()
+    } else {
+        trimmed.to_ascii_lowercase()
+    }
+}
+
 /// Admin path fetching the full secrets for `names` (all secrets when `names`
 /// is a large share of `total`, which is cheaper than a long regex).
 pub fn secrets_path(names: &[&str], total: usize) -> String {
@@ -262,6 +315,18 @@ mod tests {
             String::from_utf8(out).unwrap()
         };
         assert_eq!(decoded, r"^(kubernetes://a\.b|file-cert:/x\.crt~/x\.key)$");
+    }
+
+    #[test]
+    fn served_serials_come_from_every_tls_context() {
+        let body = br#"{"certificates":[
+          {"ca_cert":[],"cert_chain":[{"path":"<inline>","serial_number":"02770A0B0C"}]},
+          {"ca_cert":[{"serial_number":"1001"}],"cert_chain":[{"serial_number":"63c20a0b0c"}]}]}"#;
+        let serials = parse_served_serials(body).unwrap();
+        assert!(serials.contains(&normalize_serial("02770a0b0c")));
+        assert!(serials.contains("63c20a0b0c") && serials.contains("1001"));
+        assert!(parse_served_serials(b"{}").unwrap().is_empty());
+        assert!(parse_served_serials(b"[").is_err());
     }
 
     #[test]

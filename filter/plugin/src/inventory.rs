@@ -11,6 +11,8 @@ struct Entry {
     stamp: String,
     version: String,
     observed: Result<CertSummary, String>,
+    /// Why the latest update Envoy received is not what it serves.
+    rejected: Option<String>,
 }
 
 #[derive(Default)]
@@ -72,8 +74,34 @@ impl Inventory {
                 stamp,
                 version,
                 observed,
+                rejected: None,
             },
         );
+    }
+
+    /// Envoy rejected the update seen at `stamp`: what it serves is unchanged,
+    /// so the previous observation stays and the rejection is reported beside it.
+    pub fn record_rejected(&mut self, name: String, stamp: String, why: String) {
+        match self.entries.get_mut(&name) {
+            Some(entry) => {
+                entry.stamp = stamp;
+                entry.rejected = Some(why);
+            }
+            None => {
+                let unknown = format!(
+                    "{why}; the certificate it serves was loaded before the filter started"
+                );
+                self.entries.insert(
+                    name,
+                    Entry {
+                        stamp,
+                        version: String::new(),
+                        observed: Err(unknown),
+                        rejected: None,
+                    },
+                );
+            }
+        }
     }
 
     /// The report's certificate and error lists, sorted by resource name.
@@ -81,6 +109,12 @@ impl Inventory {
         let mut certificates = Vec::with_capacity(self.entries.len());
         let mut errors = Vec::new();
         for (name, entry) in &self.entries {
+            if let Some(why) = &entry.rejected {
+                errors.push(ResourceError {
+                    resource: name.clone(),
+                    error: why.clone(),
+                });
+            }
             match &entry.observed {
                 Ok(cert) => certificates.push(LoadedCertificate {
                     resource: name.clone(),
@@ -122,5 +156,32 @@ mod tests {
         assert_eq!(inv.remove_missing(&index), vec!["b".to_owned()]);
         assert_eq!(inv.changed(&idx(&[("a", "s2")])), vec!["a"]);
         assert_eq!(inv.len(), 1);
+    }
+
+    #[test]
+    fn a_rejected_update_keeps_the_served_certificate_and_adds_an_error() {
+        let cert = certsync_core::summarize_chain(include_bytes!(
+            "../../core/tests/fixtures/rsa.chain.pem"
+        ))
+        .unwrap();
+        let mut inv = Inventory::default();
+        inv.record("a".into(), "1".into(), "s1".into(), Ok(cert.clone()));
+        inv.record_rejected("a".into(), "s2".into(), "rejected".into());
+        assert!(
+            inv.changed(&idx(&[("a", "s2")])).is_empty(),
+            "no refetch loop"
+        );
+        let (certs, errors) = inv.report_parts();
+        assert_eq!(certs[0].cert, cert);
+        assert_eq!(certs[0].version, "1");
+        assert_eq!(errors[0].error, "rejected");
+
+        inv.record_rejected("new".into(), "s1".into(), "rejected".into());
+        let (certs, errors) = inv.report_parts();
+        assert_eq!(certs.len(), 1);
+        assert!(
+            errors[1].error.contains("before the filter started"),
+            "{errors:?}"
+        );
     }
 }

@@ -10,7 +10,7 @@
 //! off exponentially (capped); the next cycle starts again from the index, so
 //! an unsent change is retried without queueing stale reports.
 
-use crate::admin;
+use crate::admin::{self, LoadedSecret};
 use crate::config::PluginConfig;
 use crate::host::{Host, Level, Response};
 use crate::inventory::Inventory;
@@ -41,6 +41,11 @@ enum Pending {
         since: u64,
         wanted: BTreeSet<String>,
     },
+    ServedCerts {
+        token: u32,
+        since: u64,
+        secrets: Vec<LoadedSecret>,
+    },
     Report {
         token: u32,
         since: u64,
@@ -52,6 +57,7 @@ impl Pending {
         match self {
             Pending::Index { token, .. }
             | Pending::Secrets { token, .. }
+            | Pending::ServedCerts { token, .. }
             | Pending::Report { token, .. } => *token,
         }
     }
@@ -60,6 +66,7 @@ impl Pending {
         match self {
             Pending::Index { since, .. }
             | Pending::Secrets { since, .. }
+            | Pending::ServedCerts { since, .. }
             | Pending::Report { since, .. } => *since,
         }
     }
@@ -119,7 +126,7 @@ impl<H: Host> Reporter<H> {
         if !self.lease.hold(&self.host, now) {
             if self.leading {
                 self.host
-                    .log(Level::Info, "cert-sync: another worker took over reporting");
+                    .log(Level::Info, "another worker took over reporting");
                 self.step_down();
             }
             return;
@@ -160,21 +167,23 @@ impl<H: Host> Reporter<H> {
         match pending {
             Pending::Index { .. } => self.on_index(response),
             Pending::Secrets { wanted, .. } => self.on_secrets(response, &wanted),
+            Pending::ServedCerts { secrets, .. } => self.on_served_certs(response, secrets),
             Pending::Report { .. } => self.on_report(response),
         }
     }
 
     fn on_index(&mut self, response: Response) {
-        let mut index = match admin_body(&response).and_then(admin::parse_index) {
-            Ok(index) => index,
-            Err(e) => return self.fail(metric::ADMIN_FAILED, &e),
-        };
+        let mut index =
+            match admin_body(&response, &self.config.admin_cluster).and_then(admin::parse_index) {
+                Ok(index) => index,
+                Err(e) => return self.fail(metric::ADMIN_FAILED, &e),
+            };
         index.retain(|e| self.config.reports_resource(&e.name));
         if index.len() > MAX_CERTIFICATES {
             self.host.log(
                 Level::Warn,
                 &format!(
-                    "cert-sync: {} SDS secrets loaded; reporting the first {MAX_CERTIFICATES}",
+                    "{} SDS secrets loaded; reporting the first {MAX_CERTIFICATES}",
                     index.len()
                 ),
             );
@@ -210,17 +219,62 @@ impl<H: Host> Reporter<H> {
     }
 
     fn on_secrets(&mut self, response: Response, wanted: &BTreeSet<String>) {
-        let secrets = match admin_body(&response)
+        let secrets = match admin_body(&response, &self.config.admin_cluster)
             .and_then(|body| admin::parse_secrets(body, |n| wanted.contains(n)))
         {
             Ok(secrets) => secrets,
             Err(e) => return self.fail(metric::ADMIN_FAILED, &e),
         };
+        if secrets.is_empty() {
+            return self.report_if_due();
+        }
+        let headers = [
+            (":method", "GET"),
+            (":path", admin::CERTS_PATH),
+            (":authority", self.config.admin_authority.as_str()),
+        ];
+        let since = self.host.now_ms();
+        match self.call_admin(&headers) {
+            Ok(token) => {
+                self.pending = Some(Pending::ServedCerts {
+                    token,
+                    since,
+                    secrets,
+                })
+            }
+            Err(e) => self.fail(metric::ADMIN_FAILED, &e),
+        }
+    }
+
+    fn on_served_certs(&mut self, response: Response, secrets: Vec<LoadedSecret>) {
+        let served = match admin_body(&response, &self.config.admin_cluster)
+            .and_then(admin::parse_served_serials)
+        {
+            Ok(served) => served,
+            Err(e) => return self.fail(metric::ADMIN_FAILED, &e),
+        };
         for secret in secrets {
-            let observed = secret
+            let summary = secret
                 .pem
                 .and_then(|pem| certsync_core::summarize_chain(&pem).map_err(|e| e.to_string()));
-            match &observed {
+            // A chain whose leaf no TLS context holds was rejected by Envoy.
+            let rejected = summary
+                .as_ref()
+                .is_ok_and(|c| !served.contains(&admin::normalize_serial(&c.serial)));
+            if rejected {
+                let shown = summary
+                    .as_ref()
+                    .map_or_else(|_| String::new(), |c| c.sha256.to_string());
+                let why = format!(
+                    "Envoy rejected the latest update (sha256 {shown}): no TLS context serves it"
+                );
+                self.host
+                    .log(Level::Warn, &format!("{}: {why}", secret.name));
+                self.inventory
+                    .record_rejected(secret.name, secret.stamp, why);
+                continue;
+            }
+            match &summary {
                 Ok(cert) => {
                     let not_after = u64::try_from(cert.not_after).unwrap_or(0);
                     self.host
@@ -228,17 +282,15 @@ impl<H: Host> Reporter<H> {
                     self.host.log(
                         Level::Info,
                         &format!(
-                            "cert-sync: {} now serves sha256 {} (serial {}, notAfter {})",
+                            "{} now serves sha256 {} (serial {}, notAfter {})",
                             secret.name, cert.sha256, cert.serial, cert.not_after
                         ),
                     );
                 }
-                Err(e) => self
-                    .host
-                    .log(Level::Warn, &format!("cert-sync: {}: {e}", secret.name)),
+                Err(e) => self.host.log(Level::Warn, &format!("{}: {e}", secret.name)),
             }
             self.inventory
-                .record(secret.name, secret.version, secret.stamp, observed);
+                .record(secret.name, secret.version, secret.stamp, summary);
         }
         self.unsent_change = true;
         self.report_if_due();
@@ -308,10 +360,7 @@ impl<H: Host> Reporter<H> {
         if self.failures > 0 {
             self.host.log(
                 Level::Info,
-                &format!(
-                    "cert-sync: reporting resumed after {} failures",
-                    self.failures
-                ),
+                &format!("reporting resumed after {} failures", self.failures),
             );
         }
         self.failures = 0;
@@ -343,7 +392,7 @@ impl<H: Host> Reporter<H> {
             self.host.log(
                 Level::Warn,
                 &format!(
-                    "cert-sync: {why} (failure {}, next attempt in {backoff} ms)",
+                    "{why} (failure {}, next attempt in {backoff} ms)",
                     self.failures
                 ),
             );
@@ -384,11 +433,15 @@ fn interval_ms(config: &PluginConfig) -> u64 {
     config.interval.as_millis() as u64
 }
 
-fn admin_body(response: &Response) -> Result<&[u8], String> {
+fn admin_body<'a>(response: &'a Response, cluster: &str) -> Result<&'a [u8], String> {
     match response.status {
         Some(200) => Ok(&response.body),
-        Some(status) => Err(format!("admin API answered HTTP {status}")),
-        None => Err("admin API unreachable or timed out".to_owned()),
+        Some(status) => Err(format!(
+            "admin API (cluster {cluster:?}) answered HTTP {status}"
+        )),
+        None => Err(format!(
+            "admin API (cluster {cluster:?}) unreachable or timed out"
+        )),
     }
 }
 

@@ -25,13 +25,21 @@ fn mk_config(extra: &str) -> PluginConfig {
     PluginConfig::parse(json.as_bytes()).unwrap()
 }
 
+/// When the fake Envoy received version `stamp` of a secret.
+fn received_at(stamp: &str) -> String {
+    format!(
+        "2026-11-22T00:00:{:02}.000Z",
+        stamp.parse::<u32>().unwrap_or(0) % 60
+    )
+}
+
 /// A config_dump body for (resource, stamp, PEM) triples.
 fn mk_dump(secrets: &[(&str, &str, &str)]) -> Vec<u8> {
     let configs: Vec<serde_json::Value> = secrets
         .iter()
         .map(|(name, stamp, pem)| {
             serde_json::json!({
-                "name": name, "version_info": stamp, "last_updated": "2026-11-22T00:00:00Z",
+                "name": name, "version_info": stamp, "last_updated": received_at(stamp),
                 "secret": {"name": name, "tls_certificate": {
                     "certificate_chain": {"inline_string": pem},
                     "private_key": {"inline_string": "[redacted]"}}}
@@ -58,6 +66,8 @@ struct Rig {
     reporter: Reporter<FakeHost>,
     now: u64,
     loaded: Vec<(&'static str, String, &'static str)>,
+    /// The chain each TLS context serves: the last update Envoy accepted.
+    accepted: std::collections::BTreeMap<&'static str, &'static str>,
 }
 
 impl Rig {
@@ -73,6 +83,7 @@ impl Rig {
             shared,
             now: 1_000_000,
             loaded: vec![],
+            accepted: Default::default(),
         };
         rig.tick(); // provisional lease claim
         assert!(rig.calls().is_empty());
@@ -82,6 +93,31 @@ impl Rig {
     fn load(&mut self, name: &'static str, stamp: &str, pem: &'static str) {
         self.loaded.retain(|(n, _, _)| *n != name);
         self.loaded.push((name, stamp.to_owned(), pem));
+        self.accepted.insert(name, pem);
+    }
+
+    /// Envoy receives an update but rejects it: config_dump shows it anyway.
+    fn load_rejected(&mut self, name: &'static str, stamp: &str, pem: &'static str) {
+        let accepted = self.accepted.get(name).cloned();
+        self.load(name, stamp, pem);
+        match accepted {
+            Some(previous) => self.accepted.insert(name, previous),
+            None => self.accepted.remove(name),
+        };
+    }
+
+    /// `/certs`: the serials the TLS contexts hold.
+    fn served_certs(&self) -> Vec<u8> {
+        let contexts: Vec<serde_json::Value> = self
+            .accepted
+            .values()
+            .filter_map(|pem| summarize_chain(pem.as_bytes()).ok())
+            .map(|cert| {
+                let serial = cert.serial.to_uppercase();
+                serde_json::json!({"ca_cert": [], "cert_chain": [{"path": "<inline>", "serial_number": serial}]})
+            })
+            .collect();
+        serde_json::to_vec(&serde_json::json!({ "certificates": contexts })).unwrap()
     }
 
     fn tick(&mut self) {
@@ -124,7 +160,9 @@ impl Rig {
                 return Some((call, report));
             }
             assert_eq!(call.cluster, "cert-sync-admin");
-            let body = if call.path().contains("name_regex") {
+            let body = if call.path() == "/certs" {
+                self.served_certs()
+            } else if call.path().contains("name_regex") {
                 let names: Vec<&str> = self
                     .loaded
                     .iter()
@@ -226,6 +264,10 @@ fn a_rotation_fetches_only_the_changed_secret_and_reports_at_once() {
     assert!(fetch.path().contains("b%5C.tls") && !fetch.path().contains("a%5C.tls"));
     let body = rig.dump(Some(&["kubernetes://b.tls"]));
     rig.respond(&fetch, ok(body));
+    let certs = rig.calls().remove(0);
+    assert_eq!(certs.path(), "/certs");
+    let body = rig.served_certs();
+    rig.respond(&certs, ok(body));
     let report_call = rig.calls().remove(0);
     let report = Report::decode(report_call.body.as_deref().unwrap()).unwrap();
     assert_eq!(report.trigger, Trigger::Change);
@@ -236,6 +278,52 @@ fn a_rotation_fetches_only_the_changed_secret_and_reports_at_once() {
         .unwrap();
     assert_eq!((b.cert.sha256, b.version.as_str()), (fp(P384), "2"));
     assert_eq!(report.certificates.len(), 3);
+}
+
+#[test]
+fn an_update_envoy_rejected_is_not_reported_as_served() {
+    let mut rig = Rig::new(mk_config(""));
+    rig.load("kubernetes://a.tls", "1", RSA);
+    rig.cycle_and_ack().unwrap();
+    rig.load_rejected("kubernetes://a.tls", "2", P256);
+    let report = rig.cycle_and_ack().expect("the rejection is news");
+    assert_eq!(
+        report.certificates[0].cert.sha256,
+        fp(RSA),
+        "still serving the old one"
+    );
+    assert_eq!(report.certificates[0].version, "1");
+    assert!(
+        report.errors[0].error.contains(&fp(P256).to_string()),
+        "{:?}",
+        report.errors
+    );
+    assert!(report.errors[0].error.contains("rejected"));
+    // No refetch loop: the next idle cycle reads only the index.
+    rig.tick();
+    let calls = rig.calls();
+    assert_eq!(calls.len(), 1);
+    let body = rig.dump(None);
+    rig.respond(&calls[0], ok(body));
+    assert!(rig.calls().is_empty());
+    // The next accepted update clears the error.
+    rig.load("kubernetes://a.tls", "3", P384);
+    let report = rig.cycle_and_ack().unwrap();
+    assert_eq!(report.certificates[0].cert.sha256, fp(P384));
+    assert!(report.errors.is_empty());
+}
+
+#[test]
+fn a_rejected_chain_seen_at_startup_is_never_claimed_as_served() {
+    let mut rig = Rig::new(mk_config(""));
+    rig.load_rejected("kubernetes://a.tls", "1", RSA);
+    let report = rig.cycle_and_ack().unwrap();
+    assert!(report.certificates.is_empty(), "{:?}", report.certificates);
+    assert!(
+        report.errors[0].error.contains("rejected"),
+        "{:?}",
+        report.errors
+    );
 }
 
 #[test]

@@ -114,7 +114,7 @@ impl Context for Root {
         let response = if body_size > MAX_ADMIN_BODY {
             reporter.host().log(
                 Level::Warn,
-                &format!("cert-sync: response of {body_size} bytes exceeds the {MAX_ADMIN_BODY}-byte limit"),
+                &format!("response of {body_size} bytes exceeds the {MAX_ADMIN_BODY}-byte limit"),
             );
             Response {
                 status: None,
@@ -141,15 +141,12 @@ impl RootContext for Root {
         let config = match PluginConfig::parse(&raw) {
             Ok(config) => config,
             Err(e) => {
-                host.log(
-                    Level::Error,
-                    &format!("cert-sync: invalid plugin configuration: {e}"),
-                );
+                host.log(Level::Error, &format!("invalid plugin configuration: {e}"));
                 return false;
             }
         };
         if hostcalls::set_tick_period(config.interval).is_err() {
-            host.log(Level::Error, "cert-sync: cannot set the tick period");
+            host.log(Level::Error, "cannot set the tick period");
             return false;
         }
         // Each worker's VM needs a distinct lease id; std seeds RandomState from WASI random_get.
@@ -158,10 +155,7 @@ impl RootContext for Root {
         let pod = reporter.pod();
         reporter.host().log(
             Level::Info,
-            &format!(
-                "cert-sync: configured for pod {}/{}",
-                pod.namespace, pod.name
-            ),
+            &format!("configured for pod {}/{}", pod.namespace, pod.name),
         );
         self.reporter = Some(reporter);
         true

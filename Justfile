@@ -1,0 +1,34 @@
+# cert-sync task runner. Tools come from `bash .ci/bootstrap` (installed into .tools/).
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+tools := justfile_directory() / ".tools"
+export PATH := tools / "bin" + ":" + tools / "venv/bin" + ":" + tools / "npm/node_modules/.bin" + ":" + env_var("PATH")
+export ENVOY_BIN := env_var_or_default("ENVOY_BIN", tools / "venv/bin/envoy")
+export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER := "wasm-bindgen-test-runner"
+
+# List the recipes.
+default:
+    @just --list
+
+# The local demo: the filter inside real Envoy, reporting what it serves.
+demo:
+    cargo run --quiet --locked -p certsync-e2e --bin demo
+
+# Everything CI checks: lints, unit tests, the core under Node (wasm), real-Envoy tests.
+test: lint
+    cargo test --workspace --locked
+    cargo test --locked -p certsync-core --target wasm32-unknown-unknown
+
+# fmt and clippy (native and wasm32) with warnings as errors.
+lint:
+    cargo fmt --all --check
+    cargo clippy --workspace --all-targets --locked -- -D warnings
+    cargo clippy --locked -p certsync-filter --target wasm32-wasip1 -- -D warnings
+
+# Build the shipped filter module: target/filter/certsync_filter.wasm.
+filter-wasm:
+    bash filter/build-wasm.sh
+
+# Benchmarks; writes bench-report.md.
+bench:
+    cargo run --quiet --release --locked -p certsync-e2e --bin bench -- --out bench-report.md
