@@ -19,7 +19,6 @@ mod support;
 use certsync_wasmplugin::{render, GatewaySettings, ModuleSource, ReportToken};
 use serde_json::{json, Value};
 use std::path::Path;
-use std::process::Command;
 
 /// Builds the bootstrap from the rendered objects alone.
 fn bootstrap(objects: &[Value], wasm: &Path) -> Value {
@@ -99,33 +98,24 @@ fn envoy_validate(name: &str, config: &Value) -> Outcome {
     let dir = support::scratch_dir(name);
     let path = dir.join("bootstrap.json");
     std::fs::write(&path, serde_json::to_vec_pretty(config).unwrap()).unwrap();
-    let envoy = support::envoy();
-    let output = Command::new(&envoy)
-        .args(["--mode", "validate", "--log-level", "info", "-c"])
-        .arg(&path)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!(
-                "running {} failed ({e}); set ENVOY_BIN or run `bash .ci/bootstrap`",
-                envoy.display()
-            )
-        });
-    let log = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let outcome = match certsync_e2e::Envoy::validate(&path) {
+        Ok(()) => Outcome {
+            ok: true,
+            log: String::new(),
+        },
+        Err(e) => Outcome {
+            ok: false,
+            log: format!("{e:#}"),
+        },
+    };
     let _ = std::fs::remove_dir_all(&dir);
-    Outcome {
-        ok: output.status.success(),
-        log,
-    }
+    outcome
 }
 
 #[test]
 fn default_rendering_passes_envoy_validation() {
     let objects = render(&GatewaySettings::default()).unwrap();
-    let outcome = envoy_validate("default", &bootstrap(&objects, &support::filter_wasm()));
+    let outcome = envoy_validate("default", &bootstrap(&objects, &filter_wasm()));
     assert!(outcome.ok, "envoy --mode validate failed:\n{}", outcome.log);
     assert!(outcome.log.contains("OK"), "{}", outcome.log);
 }
@@ -143,7 +133,7 @@ fn variant_rendering_passes_envoy_validation() {
     };
     settings.plugin.report_token = Some(ReportToken::new("t0k3n").unwrap());
     let objects = render(&settings).unwrap();
-    let outcome = envoy_validate("variant", &bootstrap(&objects, &support::filter_wasm()));
+    let outcome = envoy_validate("variant", &bootstrap(&objects, &filter_wasm()));
     assert!(outcome.ok, "envoy --mode validate failed:\n{}", outcome.log);
 }
 
@@ -153,7 +143,7 @@ fn variant_rendering_passes_envoy_validation() {
 fn a_plugin_config_the_filter_refuses_fails_validation() {
     let mut objects = render(&GatewaySettings::default()).unwrap();
     objects[2]["spec"]["pluginConfig"]["report_cluster"] = "".into();
-    let outcome = envoy_validate("bad-plugin", &bootstrap(&objects, &support::filter_wasm()));
+    let outcome = envoy_validate("bad-plugin", &bootstrap(&objects, &filter_wasm()));
     assert!(!outcome.ok, "validation should fail:\n{}", outcome.log);
     assert!(
         outcome.log.contains("`report_cluster` must not be empty"),
@@ -166,7 +156,11 @@ fn a_plugin_config_the_filter_refuses_fails_validation() {
 fn a_broken_cluster_fails_validation() {
     let mut objects = render(&GatewaySettings::default()).unwrap();
     objects[0]["spec"]["configPatches"][1]["patch"]["value"]["type"] = "STRICT_DSN".into();
-    let outcome = envoy_validate("bad-cluster", &bootstrap(&objects, &support::filter_wasm()));
+    let outcome = envoy_validate("bad-cluster", &bootstrap(&objects, &filter_wasm()));
     assert!(!outcome.ok, "validation should fail:\n{}", outcome.log);
     assert!(outcome.log.contains("STRICT_DSN"), "{}", outcome.log);
+}
+
+fn filter_wasm() -> std::path::PathBuf {
+    certsync_e2e::filter_wasm_path().expect("the shipped filter module (filter/build-wasm.sh)")
 }

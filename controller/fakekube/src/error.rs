@@ -56,7 +56,7 @@ pub struct ApiError {
     /// Human-readable message.
     pub message: String,
     /// `details` of the Status: name, group and kind (the plural) of the object.
-    pub details: Option<StatusDetails>,
+    pub details: Option<Box<StatusDetails>>,
     /// Seconds to put in a `Retry-After` header (429/503).
     pub retry_after: Option<u64>,
 }
@@ -96,8 +96,11 @@ impl ApiError {
 
     /// 404 NotFound for an object.
     pub fn not_found(plural: &str, group: &str, name: &str) -> Self {
-        Self::new(404, format!("{} \"{name}\" not found", qualified(plural, group)))
-            .with_details(plural, group, name)
+        Self::new(
+            404,
+            format!("{} \"{name}\" not found", qualified(plural, group)),
+        )
+        .with_details(plural, group, name)
     }
 
     /// 409 AlreadyExists for a create of an existing name.
@@ -134,11 +137,11 @@ impl ApiError {
 
     /// Sets the `details` of the Status.
     pub fn with_details(mut self, plural: &str, group: &str, name: &str) -> Self {
-        self.details = Some(StatusDetails {
+        self.details = Some(Box::new(StatusDetails {
             name: name.to_string(),
             group: group.to_string(),
             kind: plural.to_string(),
-        });
+        }));
         self
     }
 

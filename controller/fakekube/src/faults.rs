@@ -40,7 +40,10 @@ impl FaultMatch {
 
     /// Matches one object of a resource.
     pub fn object(resource: &str, namespace: &str, name: &str) -> Self {
-        Self::any().resource(resource).namespace(namespace).name(name)
+        Self::any()
+            .resource(resource)
+            .namespace(namespace)
+            .name(name)
     }
 
     /// Restricts to a verb.
@@ -79,7 +82,10 @@ impl FaultMatch {
                 .resource
                 .as_deref()
                 .is_none_or(|r| req.rt.is_some_and(|rt| rt.is_named(r)))
-            && self.namespace.as_deref().is_none_or(|n| req.namespace == Some(n))
+            && self
+                .namespace
+                .as_deref()
+                .is_none_or(|n| req.namespace == Some(n))
             && self.name.as_deref().is_none_or(|n| req.name == Some(n))
             && self
                 .subresource
@@ -199,7 +205,9 @@ impl Fault {
             429 => "the server has received too many requests and has asked us to try again later"
                 .to_string(),
             409 => {
-                let (plural, group) = req.rt.map_or(("", ""), |rt| (rt.plural.as_str(), rt.group.as_str()));
+                let (plural, group) = req
+                    .rt
+                    .map_or(("", ""), |rt| (rt.plural.as_str(), rt.group.as_str()));
                 ApiError::conflict(plural, group, req.name.unwrap_or("")).message
             }
             c => format!("injected fault ({c} {})", reason_for(*c)),
@@ -286,7 +294,13 @@ mod tests {
     fn one_shot_hits_only_its_object_once() {
         let secrets = ResourceType::new("", "v1", "Secret", "secrets");
         let mut set = FaultSet::default();
-        set.add(Fault::status(500, FaultMatch::object("secrets", "ns", "a").verb(Verb::Update)).times(1));
+        set.add(
+            Fault::status(
+                500,
+                FaultMatch::object("secrets", "ns", "a").verb(Verb::Update),
+            )
+            .times(1),
+        );
         let req = |name| RequestInfo {
             verb: Verb::Update,
             rt: Some(&secrets),
@@ -305,8 +319,15 @@ mod tests {
             r#"{"match": {"verb": "update", "resource": "secrets"}, "action": {"status": {"code": 429, "retryAfter": 2}}, "times": 3}"#,
         )
         .expect("parses");
-        assert_eq!(f, Fault::throttle(2, FaultMatch::any().verb(Verb::Update).resource("secrets")).times(3));
-        let l: Fault = serde_json::from_str(r#"{"action": {"latency": {"millis": 50}}}"#).expect("parses");
-        assert_eq!(l, Fault::latency(Duration::from_millis(50), FaultMatch::any()));
+        assert_eq!(
+            f,
+            Fault::throttle(2, FaultMatch::any().verb(Verb::Update).resource("secrets")).times(3)
+        );
+        let l: Fault =
+            serde_json::from_str(r#"{"action": {"latency": {"millis": 50}}}"#).expect("parses");
+        assert_eq!(
+            l,
+            Fault::latency(Duration::from_millis(50), FaultMatch::any())
+        );
     }
 }

@@ -301,7 +301,11 @@ pub fn apply(
             if force {
                 e.fields.retain(|p| !overlaps(p, path));
             } else {
-                conflicts.push(format!("conflict with \"{}\": .{}", e.manager, path.join(".")));
+                conflicts.push(format!(
+                    "conflict with \"{}\": .{}",
+                    e.manager,
+                    path.join(".")
+                ));
             }
         }
     }
@@ -343,10 +347,18 @@ pub fn apply(
 /// `old` is the object before the write (None for a create). The manager's
 /// entry gets a fresh `time` only when it changes, so a no-op write leaves
 /// the object byte-identical (and the store then skips it).
-pub fn finalize(old: Option<&Value>, new: &mut Value, op: &Operation, scope: Scope, api_version: &str) {
+pub fn finalize(
+    old: Option<&Value>,
+    new: &mut Value,
+    op: &Operation,
+    scope: Scope,
+    api_version: &str,
+) {
     let sub = scope.subresource();
     let mut entries = read_entries(new);
-    let old_fields = old.map(|o| tracked_fields(o, Scope::All)).unwrap_or_default();
+    let old_fields = old
+        .map(|o| tracked_fields(o, Scope::All))
+        .unwrap_or_default();
     let new_fields = tracked_fields(new, Scope::All);
     // Fields that no longer exist are owned by nobody.
     for e in entries.iter_mut() {
@@ -357,7 +369,9 @@ pub fn finalize(old: Option<&Value>, new: &mut Value, op: &Operation, scope: Sco
         Operation::Update { manager } => {
             let changed: FieldSet = tracked_fields(new, scope)
                 .into_iter()
-                .filter(|p| !old_fields.contains(p) || old.and_then(|o| get_path(o, p)) != get_path(new, p))
+                .filter(|p| {
+                    !old_fields.contains(p) || old.and_then(|o| get_path(o, p)) != get_path(new, p)
+                })
                 .collect();
             for e in entries.iter_mut() {
                 if !e.same_slot(manager, "Update", sub) {
@@ -381,13 +395,12 @@ pub fn finalize(old: Option<&Value>, new: &mut Value, op: &Operation, scope: Sco
         .iter_mut()
         .find(|e| e.same_slot(manager, operation, sub))
     {
-        Some(e) => {
-            if e.fields != fields || object_changed {
-                e.fields = fields;
-                e.time = meta::now_rfc3339();
-                e.api_version = api_version.to_string();
-            }
+        Some(e) if e.fields != fields || object_changed => {
+            e.fields = fields;
+            e.time = meta::now_rfc3339();
+            e.api_version = api_version.to_string();
         }
+        Some(_) => {}
         None if !fields.is_empty() => entries.push(Entry {
             manager: manager.to_string(),
             operation: operation.to_string(),
@@ -411,7 +424,8 @@ fn strip_managed(v: &Value) -> Value {
     v
 }
 
-/// The managers listed in an object's managedFields, with their operation.
+/// The field managers listed in an object's `metadata.managedFields`, as
+/// (manager, operation) pairs, e.g. `("cert-sync", "Apply")`.
 pub fn managers(obj: &Value) -> Vec<(String, String)> {
     read_entries(obj)
         .into_iter()
@@ -429,7 +443,10 @@ mod tests {
 
     fn apply_ok(old: Option<&Value>, applied: &Value, mgr: &str, force: bool) -> Value {
         let (mut merged, fields) = apply(old, applied, mgr, force, Scope::All).expect("apply");
-        let op = Operation::Apply { manager: mgr.into(), fields };
+        let op = Operation::Apply {
+            manager: mgr.into(),
+            fields,
+        };
         finalize(old, &mut merged, &op, Scope::All, "v1");
         merged
     }
@@ -452,7 +469,10 @@ mod tests {
         let same = apply_ok(Some(&a), &cm(json!({"a": "1"})), "two", false);
         assert_eq!(managers(&same).len(), 2, "same value: shared ownership");
         let forced = apply_ok(Some(&a), &cm(json!({"a": "2"})), "two", true);
-        assert_eq!(managers(&forced), vec![("two".to_string(), "Apply".to_string())]);
+        assert_eq!(
+            managers(&forced),
+            vec![("two".to_string(), "Apply".to_string())]
+        );
     }
 
     #[test]
@@ -460,7 +480,15 @@ mod tests {
         let a = apply_ok(None, &cm(json!({"a": "1", "b": "2"})), "applier", false);
         let mut b = a.clone();
         b["data"]["a"] = json!("changed");
-        finalize(Some(&a), &mut b, &Operation::Update { manager: "kubectl".into() }, Scope::All, "v1");
+        finalize(
+            Some(&a),
+            &mut b,
+            &Operation::Update {
+                manager: "kubectl".into(),
+            },
+            Scope::All,
+            "v1",
+        );
         let ms = managers(&b);
         assert!(ms.contains(&("kubectl".to_string(), "Update".to_string())));
         assert!(ms.contains(&("applier".to_string(), "Apply".to_string())));

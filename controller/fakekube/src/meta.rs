@@ -111,7 +111,9 @@ pub fn uid(counter: u64, salt: u64) -> String {
 /// Secret defaults the API server applies on every write: `stringData` is
 /// merged into `data` (base64) and dropped; `type` defaults to `Opaque`.
 pub fn normalize_secret(obj: &mut Value) {
-    if let Some(Value::Object(string_data)) = obj.as_object_mut().and_then(|o| o.remove("stringData")) {
+    if let Some(Value::Object(string_data)) =
+        obj.as_object_mut().and_then(|o| o.remove("stringData"))
+    {
         if !obj.get("data").is_some_and(Value::is_object) {
             obj["data"] = json!({});
         }
@@ -146,7 +148,10 @@ mod tests {
     fn secret_string_data() {
         let mut s = json!({"stringData": {"a": "hi"}, "data": {"b": "eA=="}});
         normalize_secret(&mut s);
-        assert_eq!(s, json!({"data": {"a": "aGk=", "b": "eA=="}, "type": "Opaque"}));
+        assert_eq!(
+            s,
+            json!({"data": {"a": "aGk=", "b": "eA=="}, "type": "Opaque"})
+        );
     }
 
     #[test]

@@ -81,9 +81,7 @@ pub fn json_patch(target: &mut Value, ops: &Value) -> Result<(), ApiError> {
             }
             "copy" => {
                 let from = pointer(op, "from")?;
-                let v = get(target, &from)
-                    .cloned()
-                    .ok_or_else(|| missing(&from))?;
+                let v = get(target, &from).cloned().ok_or_else(|| missing(&from))?;
                 add(target, &path, v)?;
             }
             "test" => {
@@ -129,10 +127,7 @@ fn pointer(op: &Value, field: &str) -> Result<Vec<String>, ApiError> {
 }
 
 fn missing(path: &[String]) -> ApiError {
-    ApiError::new(
-        422,
-        format!("json patch: no value at /{}", path.join("/")),
-    )
+    ApiError::new(422, format!("json patch: no value at /{}", path.join("/")))
 }
 
 fn get<'a>(v: &'a Value, path: &[String]) -> Option<&'a Value> {

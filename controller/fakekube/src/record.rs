@@ -43,7 +43,12 @@ impl Verb {
     pub fn is_write(self) -> bool {
         matches!(
             self,
-            Verb::Create | Verb::Update | Verb::Patch | Verb::Apply | Verb::Delete | Verb::DeleteCollection
+            Verb::Create
+                | Verb::Update
+                | Verb::Patch
+                | Verb::Apply
+                | Verb::Delete
+                | Verb::DeleteCollection
         )
     }
 }
@@ -135,12 +140,14 @@ impl Recorder {
     }
 
     fn slot(&mut self, verb: Verb, metadata_only: bool) -> &mut Traffic {
-        self.traffic.entry((verb, metadata_only)).or_insert(Traffic {
-            verb: Some(verb),
-            metadata_only,
-            requests: 0,
-            bytes: 0,
-        })
+        self.traffic
+            .entry((verb, metadata_only))
+            .or_insert(Traffic {
+                verb: Some(verb),
+                metadata_only,
+                requests: 0,
+                bytes: 0,
+            })
     }
 
     /// The retained records, oldest first.
@@ -160,6 +167,8 @@ impl Recorder {
 
     /// Bytes served for one (verb, metadata-only) pair.
     pub fn bytes(&self, verb: Verb, metadata_only: bool) -> u64 {
-        self.traffic.get(&(verb, metadata_only)).map_or(0, |t| t.bytes)
+        self.traffic
+            .get(&(verb, metadata_only))
+            .map_or(0, |t| t.bytes)
     }
 }

@@ -139,9 +139,8 @@ impl Registry {
     /// Adds (or replaces, by group/version/plural) a resource type.
     pub fn register(&mut self, rt: ResourceType) -> Arc<ResourceType> {
         let rt = Arc::new(rt);
-        self.types.retain(|t| {
-            !(t.group == rt.group && t.version == rt.version && t.plural == rt.plural)
-        });
+        self.types
+            .retain(|t| !(t.group == rt.group && t.version == rt.version && t.plural == rt.plural));
         self.types.push(rt.clone());
         rt
     }
@@ -195,19 +194,21 @@ impl Registry {
         let mut r = Self::empty();
         r.register(ResourceType::new("", "v1", "Secret", "secrets").with_fields(&["type"]));
         r.register(ResourceType::new("", "v1", "ConfigMap", "configmaps"));
-        r.register(ResourceType::new("", "v1", "Event", "events").with_fields(&[
-            "involvedObject.kind",
-            "involvedObject.namespace",
-            "involvedObject.name",
-            "involvedObject.uid",
-            "involvedObject.apiVersion",
-            "involvedObject.resourceVersion",
-            "involvedObject.fieldPath",
-            "reason",
-            "reportingComponent",
-            "source",
-            "type",
-        ]));
+        r.register(
+            ResourceType::new("", "v1", "Event", "events").with_fields(&[
+                "involvedObject.kind",
+                "involvedObject.namespace",
+                "involvedObject.name",
+                "involvedObject.uid",
+                "involvedObject.apiVersion",
+                "involvedObject.resourceVersion",
+                "involvedObject.fieldPath",
+                "reason",
+                "reportingComponent",
+                "source",
+                "type",
+            ]),
+        );
         r.register(
             ResourceType::new("", "v1", "Pod", "pods")
                 .with_status()
@@ -239,11 +240,21 @@ impl Registry {
                 "type",
             ]),
         );
-        r.register(ResourceType::new("coordination.k8s.io", "v1", "Lease", "leases"));
+        r.register(ResourceType::new(
+            "coordination.k8s.io",
+            "v1",
+            "Lease",
+            "leases",
+        ));
         r.register(
-            ResourceType::new("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets")
-                .with_status()
-                .with_generation(),
+            ResourceType::new(
+                "policy",
+                "v1",
+                "PodDisruptionBudget",
+                "poddisruptionbudgets",
+            )
+            .with_status()
+            .with_generation(),
         );
         r.register(ResourceType::custom(
             "networking.istio.io",
@@ -280,7 +291,10 @@ mod tests {
     #[test]
     fn resolve_prefers_core_for_bare_plural() {
         let r = Registry::kubernetes();
-        assert_eq!(r.resolve("events").map(|t| t.group.clone()), Some(String::new()));
+        assert_eq!(
+            r.resolve("events").map(|t| t.group.clone()),
+            Some(String::new())
+        );
         assert_eq!(
             r.resolve("events.events.k8s.io").map(|t| t.group.clone()),
             Some("events.k8s.io".into())

@@ -85,10 +85,16 @@ fn parse_label_term(term: &str) -> Result<LabelReq, ApiError> {
         return Ok(LabelReq::NotExists(valid_key(key.trim()).ok_or_else(bad)?));
     }
     if let Some((k, v)) = term.split_once("!=") {
-        return Ok(LabelReq::NotEq(valid_key(k.trim()).ok_or_else(bad)?, v.trim().into()));
+        return Ok(LabelReq::NotEq(
+            valid_key(k.trim()).ok_or_else(bad)?,
+            v.trim().into(),
+        ));
     }
     if let Some((k, v)) = term.split_once("==").or_else(|| term.split_once('=')) {
-        return Ok(LabelReq::Eq(valid_key(k.trim()).ok_or_else(bad)?, v.trim().into()));
+        return Ok(LabelReq::Eq(
+            valid_key(k.trim()).ok_or_else(bad)?,
+            v.trim().into(),
+        ));
     }
     if let Some(open) = term.find('(') {
         let head = term[..open].trim();
@@ -111,8 +117,7 @@ fn parse_label_term(term: &str) -> Result<LabelReq, ApiError> {
 
 fn valid_key(k: &str) -> Option<String> {
     let ok = !k.is_empty()
-        && k
-            .chars()
+        && k.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'));
     ok.then(|| k.to_string())
 }
@@ -151,13 +156,6 @@ impl FieldSelector {
             reqs.push((label.to_string(), equal, value.trim().to_string()));
         }
         Ok(Self { reqs })
-    }
-
-    /// A selector on `metadata.name` alone.
-    pub fn name(name: &str) -> Self {
-        Self {
-            reqs: vec![("metadata.name".into(), true, name.into())],
-        }
     }
 
     /// True if every requirement holds; a missing field compares as "".

@@ -107,10 +107,9 @@ impl Watcher {
             let scan = self.shared.store().watch_scan(&self.req.filter, pos);
             match scan {
                 Err(compacted) => {
-                    let status = ApiError::expired(format!(
-                        "too old resource version: {pos} ({compacted})"
-                    ))
-                    .to_status();
+                    let status =
+                        ApiError::expired(format!("too old resource version: {pos} ({compacted})"))
+                            .to_status();
                     self.send_line(&json!({"type": "ERROR", "object": status}))
                         .await;
                     return;
@@ -177,9 +176,15 @@ impl Watcher {
 
     async fn send_bookmark(&mut self, rv: u64, initial_end: bool) -> bool {
         let (api_version, kind) = if self.req.metadata_only {
-            ("meta.k8s.io/v1".to_string(), "PartialObjectMetadata".to_string())
+            (
+                "meta.k8s.io/v1".to_string(),
+                "PartialObjectMetadata".to_string(),
+            )
         } else {
-            (self.req.filter.rt.api_version(), self.req.filter.rt.kind.clone())
+            (
+                self.req.filter.rt.api_version(),
+                self.req.filter.rt.kind.clone(),
+            )
         };
         let mut metadata = json!({"resourceVersion": rv.to_string()});
         if initial_end {

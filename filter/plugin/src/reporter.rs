@@ -1,14 +1,20 @@
 //! The reporting cycle, run each interval by the worker holding the lease:
 //!
 //! ```text
-//!  tick ─▶ lease held? ─▶ GET index ─▶ stamps changed? ─yes─▶ GET those secrets ─┐
-//!                                          │ no                                   ▼
-//!                                          └─▶ change unsent or heartbeat due? ─▶ POST report
+//!  tick ─▶ lease? ─▶ GET tripwire ─moved/heartbeat─▶ GET index ─stamps moved─▶ GET secrets ─▶ GET /certs ─┐
+//!                        │ still                       │ none moved                                      ▼
+//!                        └─────────────────────────────┴──────▶ change unsent or heartbeat due? ─▶ POST report
 //! ```
 //!
-//! One HTTP call is in flight at a time. Any failure ends the cycle and backs
-//! off exponentially (capped); the next cycle starts again from the index, so
-//! an unsent change is retried without queueing stale reports.
+//! The *tripwire* is the sum of Envoy's `ssl_context_update_by_sds` counters:
+//! it moves whenever an SDS update reaches a TLS context, and reading it costs
+//! a fraction of the index (which builds every secret's proto). So the index
+//! is read when the tripwire moves, once per heartbeat (secrets added or
+//! removed without an update), or every interval where Envoy does not expose
+//! the counter. One HTTP call is in flight at a time. Any failure ends the
+//! cycle and backs off exponentially (capped); the next cycle starts again
+//! from the tripwire, so an unsent change is retried without queueing stale
+//! reports.
 
 use crate::admin::{self, LoadedSecret};
 use crate::config::PluginConfig;
@@ -31,45 +37,19 @@ pub mod metric {
     pub const NOT_AFTER_PREFIX: &str = "cert_sync.not_after.";
 }
 
-enum Pending {
-    Index {
-        token: u32,
-        since: u64,
-    },
-    Secrets {
-        token: u32,
-        since: u64,
-        wanted: BTreeSet<String>,
-    },
-    ServedCerts {
-        token: u32,
-        since: u64,
-        secrets: Vec<LoadedSecret>,
-    },
-    Report {
-        token: u32,
-        since: u64,
-    },
+/// What the one call in flight is for.
+enum Step {
+    Tripwire,
+    Index,
+    Secrets { wanted: BTreeSet<String> },
+    ServedCerts { secrets: Vec<LoadedSecret> },
+    Report,
 }
 
-impl Pending {
-    fn token(&self) -> u32 {
-        match self {
-            Pending::Index { token, .. }
-            | Pending::Secrets { token, .. }
-            | Pending::ServedCerts { token, .. }
-            | Pending::Report { token, .. } => *token,
-        }
-    }
-
-    fn since(&self) -> u64 {
-        match self {
-            Pending::Index { since, .. }
-            | Pending::Secrets { since, .. }
-            | Pending::ServedCerts { since, .. }
-            | Pending::Report { since, .. } => *since,
-        }
-    }
+struct Pending {
+    token: u32,
+    since: u64,
+    step: Step,
 }
 
 pub struct Reporter<H: Host> {
@@ -85,6 +65,12 @@ pub struct Reporter<H: Host> {
     failures: u32,
     unsent_change: bool,
     last_report_at: Option<u64>,
+    /// Tripwire value when the inventory was last brought up to date.
+    tripwire: Option<u64>,
+    /// Tripwire value read at the start of the cycle in progress.
+    cycle_tripwire: Option<u64>,
+    last_index_at: Option<u64>,
+    warned_no_tripwire: bool,
 }
 
 impl<H: Host> Reporter<H> {
@@ -106,6 +92,10 @@ impl<H: Host> Reporter<H> {
             failures: 0,
             unsent_change: false,
             last_report_at: None,
+            tripwire: None,
+            cycle_tripwire: None,
+            last_index_at: None,
+            warned_no_tripwire: false,
         }
     }
 
@@ -137,7 +127,7 @@ impl<H: Host> Reporter<H> {
         }
         if let Some(p) = &self.pending {
             // Envoy answers every call by its timeout; this only guards a lost callback.
-            let deadline = p.since() + 2 * self.config.timeout.as_millis() as u64;
+            let deadline = p.since + 2 * self.config.timeout.as_millis() as u64;
             if now < deadline {
                 return;
             }
@@ -148,36 +138,77 @@ impl<H: Host> Reporter<H> {
         }
         // A quarter interval of slack absorbs timer jitter between ticks.
         self.next_cycle_at = now + interval_ms(&self.config) * 3 / 4;
-        let admin_authority = self.config.admin_authority.clone();
-        let headers = [
-            (":method", "GET"),
-            (":path", admin::INDEX_PATH),
-            (":authority", admin_authority.as_str()),
-        ];
-        match self.call_admin(&headers) {
-            Ok(token) => self.pending = Some(Pending::Index { token, since: now }),
-            Err(e) => self.fail(metric::ADMIN_FAILED, &e),
-        }
+        self.get_admin(admin::TRIPWIRE_PATH, Step::Tripwire);
     }
 
     pub fn on_response(&mut self, token: u32, response: Response) {
-        let Some(pending) = self.pending.take_if(|p| p.token() == token) else {
+        let Some(pending) = self.pending.take_if(|p| p.token == token) else {
             return;
         };
-        match pending {
-            Pending::Index { .. } => self.on_index(response),
-            Pending::Secrets { wanted, .. } => self.on_secrets(response, &wanted),
-            Pending::ServedCerts { secrets, .. } => self.on_served_certs(response, secrets),
-            Pending::Report { .. } => self.on_report(response),
+        let body = match response.status {
+            Some(_) if matches!(pending.step, Step::Report) => Ok(&response.body[..]),
+            Some(200) => Ok(&response.body[..]),
+            Some(status) => Err(format!(
+                "admin API (cluster {:?}) answered HTTP {status}",
+                self.config.admin_cluster
+            )),
+            None => Err(format!(
+                "admin API (cluster {:?}) unreachable or timed out",
+                self.config.admin_cluster
+            )),
+        };
+        let outcome = match pending.step {
+            Step::Report => return self.on_report(response.status),
+            Step::Tripwire => body
+                .and_then(admin::parse_tripwire)
+                .map(|t| self.on_tripwire(t)),
+            Step::Index => body.and_then(admin::parse_index).map(|i| self.on_index(i)),
+            Step::Secrets { wanted } => body
+                .and_then(|b| admin::parse_secrets(b, |n| wanted.contains(n)))
+                .map(|s| self.on_secrets(s)),
+            Step::ServedCerts { secrets } => body
+                .and_then(admin::parse_served_serials)
+                .map(|served| self.on_served_certs(&served, secrets)),
+        };
+        if let Err(e) = outcome {
+            self.fail(metric::ADMIN_FAILED, &e);
         }
     }
 
-    fn on_index(&mut self, response: Response) {
-        let mut index =
-            match admin_body(&response, &self.config.admin_cluster).and_then(admin::parse_index) {
-                Ok(index) => index,
-                Err(e) => return self.fail(metric::ADMIN_FAILED, &e),
-            };
+    fn on_tripwire(&mut self, tripwire: Option<u64>) {
+        let now = self.host.now_ms();
+        if tripwire.is_none() && !self.warned_no_tripwire {
+            self.warned_no_tripwire = true;
+            self.host.log(
+                Level::Info,
+                "Envoy exposes no ssl_context_update_by_sds counters, so every poll reads the \
+                 full secret index; expose them (Istio: proxyStatsMatcher inclusionSuffixes \
+                 ssl_context_update_by_sds) to make idle polls cheap",
+            );
+        }
+        let heartbeat = self.config.heartbeat.as_millis() as u64;
+        let slack = interval_ms(&self.config) / 4;
+        let index_due = tripwire.is_none()
+            || tripwire != self.tripwire
+            || self
+                .last_index_at
+                .is_none_or(|at| now + slack >= at.saturating_add(heartbeat));
+        if index_due {
+            self.cycle_tripwire = tripwire;
+            self.get_admin(admin::INDEX_PATH, Step::Index);
+        } else {
+            self.report_if_due();
+        }
+    }
+
+    /// The inventory now reflects Envoy as of this cycle's tripwire reading.
+    fn up_to_date(&mut self) {
+        self.tripwire = self.cycle_tripwire;
+        self.last_index_at = Some(self.host.now_ms());
+        self.report_if_due();
+    }
+
+    fn on_index(&mut self, mut index: Vec<admin::IndexEntry>) {
         index.retain(|e| self.config.reports_resource(&e.name));
         if index.len() > MAX_CERTIFICATES {
             self.host.log(
@@ -195,64 +226,21 @@ impl<H: Host> Reporter<H> {
         }
         let changed = self.inventory.changed(&index);
         if changed.is_empty() {
-            return self.report_if_due();
+            return self.up_to_date();
         }
         let path = admin::secrets_path(&changed, index.len());
-        let wanted: BTreeSet<String> = changed.iter().map(|s| (*s).to_owned()).collect();
-        let admin_authority = self.config.admin_authority.clone();
-        let headers = [
-            (":method", "GET"),
-            (":path", path.as_str()),
-            (":authority", admin_authority.as_str()),
-        ];
-        let since = self.host.now_ms();
-        match self.call_admin(&headers) {
-            Ok(token) => {
-                self.pending = Some(Pending::Secrets {
-                    token,
-                    since,
-                    wanted,
-                })
-            }
-            Err(e) => self.fail(metric::ADMIN_FAILED, &e),
-        }
+        let wanted = changed.iter().map(|s| (*s).to_owned()).collect();
+        self.get_admin(&path, Step::Secrets { wanted });
     }
 
-    fn on_secrets(&mut self, response: Response, wanted: &BTreeSet<String>) {
-        let secrets = match admin_body(&response, &self.config.admin_cluster)
-            .and_then(|body| admin::parse_secrets(body, |n| wanted.contains(n)))
-        {
-            Ok(secrets) => secrets,
-            Err(e) => return self.fail(metric::ADMIN_FAILED, &e),
-        };
+    fn on_secrets(&mut self, secrets: Vec<LoadedSecret>) {
         if secrets.is_empty() {
-            return self.report_if_due();
+            return self.up_to_date();
         }
-        let headers = [
-            (":method", "GET"),
-            (":path", admin::CERTS_PATH),
-            (":authority", self.config.admin_authority.as_str()),
-        ];
-        let since = self.host.now_ms();
-        match self.call_admin(&headers) {
-            Ok(token) => {
-                self.pending = Some(Pending::ServedCerts {
-                    token,
-                    since,
-                    secrets,
-                })
-            }
-            Err(e) => self.fail(metric::ADMIN_FAILED, &e),
-        }
+        self.get_admin(admin::CERTS_PATH, Step::ServedCerts { secrets });
     }
 
-    fn on_served_certs(&mut self, response: Response, secrets: Vec<LoadedSecret>) {
-        let served = match admin_body(&response, &self.config.admin_cluster)
-            .and_then(admin::parse_served_serials)
-        {
-            Ok(served) => served,
-            Err(e) => return self.fail(metric::ADMIN_FAILED, &e),
-        };
+    fn on_served_certs(&mut self, served: &BTreeSet<String>, secrets: Vec<LoadedSecret>) {
         for secret in secrets {
             let summary = secret
                 .pem
@@ -293,7 +281,7 @@ impl<H: Host> Reporter<H> {
                 .record(secret.name, secret.version, secret.stamp, summary);
         }
         self.unsent_change = true;
-        self.report_if_due();
+        self.up_to_date();
     }
 
     fn report_if_due(&mut self) {
@@ -344,14 +332,20 @@ impl<H: Host> Reporter<H> {
             self.config.timeout,
         );
         match call {
-            Ok(token) => self.pending = Some(Pending::Report { token, since: now }),
+            Ok(token) => {
+                self.pending = Some(Pending {
+                    token,
+                    since: now,
+                    step: Step::Report,
+                })
+            }
             Err(e) => self.fail(metric::REPORTS_FAILED, &e),
         }
     }
 
-    fn on_report(&mut self, response: Response) {
-        if !response.is_success() {
-            let what = match response.status {
+    fn on_report(&mut self, status: Option<u16>) {
+        if !matches!(status, Some(200..=299)) {
+            let what = match status {
                 Some(status) => format!("controller answered HTTP {status}"),
                 None => "controller unreachable or timed out".to_owned(),
             };
@@ -369,13 +363,26 @@ impl<H: Host> Reporter<H> {
         self.host.add_counter(metric::REPORTS_SENT, 1);
     }
 
-    fn call_admin(&self, headers: &[(&str, &str)]) -> Result<u32, String> {
-        self.host.http_call(
+    /// Starts a GET on the admin API; the answer comes back as `step`.
+    fn get_admin(&mut self, path: &str, step: Step) {
+        let headers = [
+            (":method", "GET"),
+            (":path", path),
+            (":authority", self.config.admin_authority.as_str()),
+        ];
+        let call = self.host.http_call(
             &self.config.admin_cluster,
-            headers,
+            &headers,
             None,
             self.config.timeout,
-        )
+        );
+        match call {
+            Ok(token) => {
+                let since = self.host.now_ms();
+                self.pending = Some(Pending { token, since, step });
+            }
+            Err(e) => self.fail(metric::ADMIN_FAILED, &e),
+        }
     }
 
     /// Ends the cycle and waits `interval × 2^(failures-1)`, capped.
@@ -406,6 +413,8 @@ impl<H: Host> Reporter<H> {
         self.last_report_at = None;
         self.failures = 0;
         self.next_cycle_at = 0;
+        self.tripwire = None;
+        self.last_index_at = None;
     }
 
     /// Per-pod sequence number, shared by all workers so it keeps increasing
@@ -431,18 +440,6 @@ impl<H: Host> Reporter<H> {
 
 fn interval_ms(config: &PluginConfig) -> u64 {
     config.interval.as_millis() as u64
-}
-
-fn admin_body<'a>(response: &'a Response, cluster: &str) -> Result<&'a [u8], String> {
-    match response.status {
-        Some(200) => Ok(&response.body),
-        Some(status) => Err(format!(
-            "admin API (cluster {cluster:?}) answered HTTP {status}"
-        )),
-        None => Err(format!(
-            "admin API (cluster {cluster:?}) unreachable or timed out"
-        )),
-    }
 }
 
 /// Envoy stat names use '.' as a separator; keep resource names to one segment.

@@ -68,6 +68,10 @@ struct Rig {
     loaded: Vec<(&'static str, String, &'static str)>,
     /// The chain each TLS context serves: the last update Envoy accepted.
     accepted: std::collections::BTreeMap<&'static str, &'static str>,
+    /// Sum of `ssl_context_update_by_sds`; `None`: Envoy does not expose it.
+    tripwire: Option<u64>,
+    /// Admin paths requested during the last `cycle`.
+    paths: Vec<String>,
 }
 
 impl Rig {
@@ -84,6 +88,8 @@ impl Rig {
             now: 1_000_000,
             loaded: vec![],
             accepted: Default::default(),
+            tripwire: Some(0),
+            paths: vec![],
         };
         rig.tick(); // provisional lease claim
         assert!(rig.calls().is_empty());
@@ -94,12 +100,15 @@ impl Rig {
         self.loaded.retain(|(n, _, _)| *n != name);
         self.loaded.push((name, stamp.to_owned(), pem));
         self.accepted.insert(name, pem);
+        self.tripwire = self.tripwire.map(|t| t + 1);
     }
 
     /// Envoy receives an update but rejects it: config_dump shows it anyway.
     fn load_rejected(&mut self, name: &'static str, stamp: &str, pem: &'static str) {
         let accepted = self.accepted.get(name).cloned();
+        let tripwire = self.tripwire;
         self.load(name, stamp, pem);
+        self.tripwire = tripwire; // no TLS context changed
         match accepted {
             Some(previous) => self.accepted.insert(name, previous),
             None => self.accepted.remove(name),
@@ -146,8 +155,16 @@ impl Rig {
 
     /// Runs one tick, answering the admin API like Envoy; returns the report
     /// the filter sent, if any, without answering it.
+    fn tripwire_body(&self) -> Vec<u8> {
+        let stats: Vec<serde_json::Value> = self.tripwire.into_iter().map(|v| {
+            serde_json::json!({"name": "listener.0.0.0.0_443.server_ssl_socket_factory.ssl_context_update_by_sds", "value": v})
+        }).collect();
+        serde_json::to_vec(&serde_json::json!({ "stats": stats })).unwrap()
+    }
+
     fn cycle(&mut self) -> Option<(Call, Report)> {
         self.tick();
+        self.paths.clear();
         loop {
             let mut calls = self.calls();
             let call = match calls.len() {
@@ -160,7 +177,10 @@ impl Rig {
                 return Some((call, report));
             }
             assert_eq!(call.cluster, "cert-sync-admin");
-            let body = if call.path() == "/certs" {
+            self.paths.push(call.path().to_owned());
+            let body = if call.path().starts_with("/stats") {
+                self.tripwire_body()
+            } else if call.path() == "/certs" {
                 self.served_certs()
             } else if call.path().contains("name_regex") {
                 let names: Vec<&str> = self
@@ -220,30 +240,66 @@ fn first_report_lists_every_loaded_certificate_with_its_fingerprint() {
     );
 }
 
+/// Short names for the admin paths a cycle requested.
+fn kinds(paths: &[String]) -> Vec<&'static str> {
+    paths
+        .iter()
+        .map(|p| match p.as_str() {
+            p if p.starts_with("/stats") => "tripwire",
+            p if p.contains("mask=") => "index",
+            p if p.contains("name_regex=") => "secrets(changed)",
+            "/certs" => "certs",
+            _ => "secrets(all)",
+        })
+        .collect()
+}
+
 #[test]
-fn an_idle_poll_reads_only_the_index_and_heartbeats_on_schedule() {
+fn an_idle_poll_reads_only_the_tripwire_and_the_index_once_per_heartbeat() {
     let mut rig = Rig::new(mk_config(""));
     rig.load("kubernetes://shop.tls", "1", RSA);
+    rig.load("kubernetes://blog.tls", "1", P256);
     rig.cycle_and_ack().unwrap();
+    assert_eq!(
+        kinds(&rig.paths),
+        ["tripwire", "index", "secrets(all)", "certs"]
+    );
     for _ in 0..2 {
-        rig.tick();
-        let calls = rig.calls();
-        assert_eq!(calls.len(), 1);
         assert!(
-            calls[0].path().contains("mask="),
-            "index only: {}",
-            calls[0].path()
-        );
-        let body = rig.dump(None);
-        rig.respond(&calls[0], ok(body));
-        assert!(
-            rig.calls().is_empty(),
+            rig.cycle().is_none(),
             "nothing changed, no heartbeat due yet"
         );
+        assert_eq!(kinds(&rig.paths), ["tripwire"]);
     }
     let report = rig.cycle_and_ack().expect("heartbeat after 3 s");
     assert_eq!(report.trigger, Trigger::Heartbeat);
+    assert_eq!(
+        kinds(&rig.paths),
+        ["tripwire", "index"],
+        "the heartbeat re-reads the index"
+    );
     assert!(report.seq > 1);
+}
+
+#[test]
+fn where_envoy_hides_the_tripwire_counters_every_poll_reads_the_index() {
+    let mut rig = Rig::new(mk_config(""));
+    rig.tripwire = None;
+    rig.load("kubernetes://shop.tls", "1", RSA);
+    rig.cycle_and_ack().unwrap();
+    assert!(rig.cycle().is_none());
+    assert_eq!(kinds(&rig.paths), ["tripwire", "index"]);
+    rig.load("kubernetes://shop.tls", "2", P256);
+    let report = rig
+        .cycle_and_ack()
+        .expect("a change is still reported at once");
+    assert_eq!(report.certificates[0].cert.sha256, fp(P256));
+    let logs = rig.reporter.host().logs.borrow();
+    assert!(
+        logs.iter()
+            .any(|(_, m)| m.contains("ssl_context_update_by_sds")),
+        "{logs:?}"
+    );
 }
 
 #[test]
@@ -255,21 +311,16 @@ fn a_rotation_fetches_only_the_changed_secret_and_reports_at_once() {
     rig.cycle_and_ack().unwrap();
 
     rig.load("kubernetes://b.tls", "2", P384);
-    rig.tick();
-    let index = rig.calls().remove(0);
-    let body = rig.dump(None);
-    rig.respond(&index, ok(body));
-    let fetch = rig.calls().remove(0);
-    assert!(fetch.path().contains("name_regex="), "{}", fetch.path());
-    assert!(fetch.path().contains("b%5C.tls") && !fetch.path().contains("a%5C.tls"));
-    let body = rig.dump(Some(&["kubernetes://b.tls"]));
-    rig.respond(&fetch, ok(body));
-    let certs = rig.calls().remove(0);
-    assert_eq!(certs.path(), "/certs");
-    let body = rig.served_certs();
-    rig.respond(&certs, ok(body));
-    let report_call = rig.calls().remove(0);
-    let report = Report::decode(report_call.body.as_deref().unwrap()).unwrap();
+    let report = rig.cycle_and_ack().expect("reported in the next cycle");
+    assert_eq!(
+        kinds(&rig.paths),
+        ["tripwire", "index", "secrets(changed)", "certs"]
+    );
+    let fetched = &rig.paths[2];
+    assert!(
+        fetched.contains("b%5C.tls") && !fetched.contains("a%5C.tls"),
+        "{fetched}"
+    );
     assert_eq!(report.trigger, Trigger::Change);
     let b = report
         .certificates
@@ -286,7 +337,10 @@ fn an_update_envoy_rejected_is_not_reported_as_served() {
     rig.load("kubernetes://a.tls", "1", RSA);
     rig.cycle_and_ack().unwrap();
     rig.load_rejected("kubernetes://a.tls", "2", P256);
-    let report = rig.cycle_and_ack().expect("the rejection is news");
+    // Nothing served changed, so no counter moved: the heartbeat's index read finds it.
+    let report = (0..3)
+        .find_map(|_| rig.cycle_and_ack())
+        .expect("the rejection is reported within a heartbeat");
     assert_eq!(
         report.certificates[0].cert.sha256,
         fp(RSA),
@@ -299,13 +353,9 @@ fn an_update_envoy_rejected_is_not_reported_as_served() {
         report.errors
     );
     assert!(report.errors[0].error.contains("rejected"));
-    // No refetch loop: the next idle cycle reads only the index.
-    rig.tick();
-    let calls = rig.calls();
-    assert_eq!(calls.len(), 1);
-    let body = rig.dump(None);
-    rig.respond(&calls[0], ok(body));
-    assert!(rig.calls().is_empty());
+    // No refetch loop: the next idle cycle reads only the tripwire.
+    assert!(rig.cycle().is_none());
+    assert_eq!(kinds(&rig.paths), ["tripwire"]);
     // The next accepted update clears the error.
     rig.load("kubernetes://a.tls", "3", P384);
     let report = rig.cycle_and_ack().unwrap();
@@ -327,14 +377,17 @@ fn a_rejected_chain_seen_at_startup_is_never_claimed_as_served() {
 }
 
 #[test]
-fn a_removed_secret_leaves_the_report_and_zeroes_its_gauge() {
+fn a_removed_secret_leaves_the_report_within_a_heartbeat_and_zeroes_its_gauge() {
     let mut rig = Rig::new(mk_config(""));
     rig.load("kubernetes://a.tls", "1", RSA);
     rig.load("kubernetes://b.tls", "1", P256);
     rig.cycle_and_ack().unwrap();
+    // Removing a secret touches no TLS context's counter: the heartbeat's
+    // index read finds it.
     rig.loaded.retain(|(n, _, _)| *n != "kubernetes://b.tls");
-    let report = rig.cycle_and_ack().expect("removal is a change");
-    assert_eq!(report.trigger, Trigger::Change);
+    let report = (0..3)
+        .find_map(|_| rig.cycle_and_ack())
+        .expect("within the 3 s heartbeat");
     assert_eq!(report.certificates.len(), 1);
     assert_eq!(
         rig.reporter.host().gauges[&not_after_metric("kubernetes://b.tls")],
