@@ -395,7 +395,7 @@ impl<H: Host> Reporter<H> {
             .min(self.config.max_backoff.as_millis() as u64);
         self.next_cycle_at = self.host.now_ms().saturating_add(backoff);
         // Log the first failure and then every tenth, so an outage cannot flood the log.
-        if self.failures == 1 || self.failures % 10 == 0 {
+        if self.failures == 1 || self.failures.is_multiple_of(10) {
             self.host.log(
                 Level::Warn,
                 &format!(
