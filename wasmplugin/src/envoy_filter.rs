@@ -84,7 +84,7 @@ fn cluster(name: &str, kind: &str, connect_timeout: &str, address: &str, port: u
 
 /// A protobuf JSON Duration: "1s", "0.250s".
 fn duration(ms: u64) -> String {
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{}.{:03}s", ms / 1000, ms % 1000)
