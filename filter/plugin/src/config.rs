@@ -20,6 +20,9 @@ pub struct PluginConfig {
     pub interval: Duration,
     /// Longest time between two reports when nothing changes.
     pub heartbeat: Duration,
+    /// How often the full secret index is re-read although the tripwire did
+    /// not move (catches secrets added or removed without an update).
+    pub resync: Duration,
     /// Timeout of every HTTP call the filter makes.
     pub timeout: Duration,
     /// Cap of the exponential backoff after failures.
@@ -50,6 +53,8 @@ struct RawConfig {
     interval_ms: u64,
     #[serde(default = "default_heartbeat_ms")]
     heartbeat_ms: u64,
+    #[serde(default = "default_resync_ms")]
+    resync_ms: u64,
     #[serde(default = "default_timeout_ms")]
     timeout_ms: u64,
     #[serde(default = "default_max_backoff_ms")]
@@ -76,6 +81,9 @@ fn default_interval_ms() -> u64 {
 fn default_heartbeat_ms() -> u64 {
     10_000
 }
+fn default_resync_ms() -> u64 {
+    60_000
+}
 fn default_timeout_ms() -> u64 {
     2_000
 }
@@ -96,8 +104,12 @@ pub enum ConfigError {
     EmptyField { field: &'static str },
     #[error("`interval_ms` is {0}, below the minimum of {MIN_INTERVAL_MS}")]
     IntervalTooShort(u64),
-    #[error("`heartbeat_ms` ({heartbeat}) must be at least `interval_ms` ({interval})")]
-    HeartbeatBelowInterval { heartbeat: u64, interval: u64 },
+    #[error("`{field}` ({value}) must be at least `interval_ms` ({interval})")]
+    BelowInterval {
+        field: &'static str,
+        value: u64,
+        interval: u64,
+    },
     #[error("`{field}` must be greater than zero")]
     Zero { field: &'static str },
     #[error("`report_path` must start with '/', got {0:?}")]
@@ -127,11 +139,17 @@ impl PluginConfig {
         if raw.interval_ms < MIN_INTERVAL_MS {
             return Err(ConfigError::IntervalTooShort(raw.interval_ms));
         }
-        if raw.heartbeat_ms < raw.interval_ms {
-            return Err(ConfigError::HeartbeatBelowInterval {
-                heartbeat: raw.heartbeat_ms,
-                interval: raw.interval_ms,
-            });
+        for (field, value) in [
+            ("heartbeat_ms", raw.heartbeat_ms),
+            ("resync_ms", raw.resync_ms),
+        ] {
+            if value < raw.interval_ms {
+                return Err(ConfigError::BelowInterval {
+                    field,
+                    value,
+                    interval: raw.interval_ms,
+                });
+            }
         }
         for (field, value) in [
             ("timeout_ms", raw.timeout_ms),
@@ -151,6 +169,7 @@ impl PluginConfig {
             report_path: raw.report_path,
             interval: Duration::from_millis(raw.interval_ms),
             heartbeat: Duration::from_millis(raw.heartbeat_ms),
+            resync: Duration::from_millis(raw.resync_ms),
             timeout: Duration::from_millis(raw.timeout_ms),
             max_backoff: Duration::from_millis(raw.max_backoff_ms.max(raw.interval_ms)),
             report_token: raw.report_token.filter(|t| !t.is_empty()),
@@ -193,6 +212,7 @@ mod tests {
         assert_eq!(c.report_authority, "cert-sync");
         assert_eq!(c.interval, Duration::from_secs(1));
         assert_eq!(c.heartbeat, Duration::from_secs(10));
+        assert_eq!(c.resync, Duration::from_secs(60));
         assert!(c.reports_resource("anything"));
     }
 

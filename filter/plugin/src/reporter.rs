@@ -9,7 +9,7 @@
 //! The *tripwire* is the sum of Envoy's `ssl_context_update_by_sds` counters:
 //! it moves whenever an SDS update reaches a TLS context, and reading it costs
 //! a fraction of the index (which builds every secret's proto). So the index
-//! is read when the tripwire moves, once per heartbeat (secrets added or
+//! is read when the tripwire moves, once per `resync` (secrets added or
 //! removed without an update), or every interval where Envoy does not expose
 //! the counter. One HTTP call is in flight at a time. Any failure ends the
 //! cycle and backs off exponentially (capped); the next cycle starts again

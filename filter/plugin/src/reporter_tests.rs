@@ -255,7 +255,7 @@ fn kinds(paths: &[String]) -> Vec<&'static str> {
 }
 
 #[test]
-fn an_idle_poll_reads_only_the_tripwire_and_the_index_once_per_heartbeat() {
+fn an_idle_poll_reads_only_the_tripwire_and_the_index_once_per_resync() {
     let mut rig = Rig::new(mk_config(""));
     rig.load("kubernetes://shop.tls", "1", RSA);
     rig.load("kubernetes://blog.tls", "1", P256);

@@ -30,7 +30,7 @@ fn main() -> Result<()> {
     let (rounds, round_len, certs, phase) = if quick {
         (2, Duration::from_secs(1), 100, Duration::from_secs(5))
     } else {
-        (6, Duration::from_secs(3), 1000, Duration::from_secs(20))
+        (10, Duration::from_secs(3), 1000, Duration::from_secs(30))
     };
 
     let mut report = String::from("# cert-sync filter benchmarks\n\n");
