@@ -135,8 +135,8 @@ fn sha_short(report: &Report, resource: &str) -> String {
 
 fn show(report: &Report, https_port: u16) -> Result<()> {
     println!(
-        "  {:<18} {:<30} {:<13} {:<13} {:<11} {}",
-        "HOSTNAME", "SDS RESOURCE", "REPORTED", "SERVED", "NOT AFTER", "MATCH"
+        "  {:<18} {:<30} {:<13} {:<13} {:<11} MATCH",
+        "HOSTNAME", "SDS RESOURCE", "REPORTED", "SERVED", "NOT AFTER"
     );
     for (sni, resource) in HOSTS {
         let served = probe(https_port, sni)?.fingerprint;

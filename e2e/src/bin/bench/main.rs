@@ -27,10 +27,16 @@ fn main() -> Result<()> {
         .cloned()
         .unwrap_or_else(|| "bench-report.md".into());
     let quick = args.iter().any(|a| a == "--quick");
+    let only_poll = args.iter().any(|a| a == "--only-poll");
     let (rounds, round_len, certs, phase) = if quick {
         (2, Duration::from_secs(1), 100, Duration::from_secs(5))
     } else {
-        (10, Duration::from_secs(3), 1000, Duration::from_secs(30))
+        (
+            30,
+            Duration::from_millis(1500),
+            1000,
+            Duration::from_secs(30),
+        )
     };
 
     let mut report = String::from("# cert-sync filter benchmarks\n\n");
@@ -54,33 +60,44 @@ fn main() -> Result<()> {
         verdict(size <= SIZE_BUDGET)
     );
 
-    eprintln!("[bench] user traffic: {rounds} alternating rounds of {round_len:?}");
-    let (with, without) = user_traffic_rounds(rounds, round_len)?;
-    let med = |v: &[user_traffic::Round], f: fn(&user_traffic::Round) -> f64| {
-        median(v.iter().map(f).collect())
-    };
-    let rps_ratio = med(&with, |r| r.requests_per_sec) / med(&without, |r| r.requests_per_sec);
-    let p99_ratio = med(&with, |r| r.p99_us as f64) / med(&without, |r| r.p99_us as f64);
-    let _ = writeln!(report, "## User traffic: filter installed vs not\n\nHTTPS keep-alive GETs (4 connections) against two identical Envoys (1 worker each, 3 SNI hosts), one of them with the filter on its status listener polling every 1 s; rounds alternate between them. Medians over {rounds} rounds of {round_len:?}.\n");
-    let _ = writeln!(
-        report,
-        "| gateway | requests/s | p50 µs | p99 µs |\n|---|---|---|---|"
-    );
-    let _ = writeln!(
-        report,
-        "| without filter | {:.0} | {:.0} | {:.0} |",
-        med(&without, |r| r.requests_per_sec),
-        med(&without, |r| r.p50_us as f64),
-        med(&without, |r| r.p99_us as f64)
-    );
-    let _ = writeln!(
-        report,
-        "| with filter | {:.0} | {:.0} | {:.0} |",
-        med(&with, |r| r.requests_per_sec),
-        med(&with, |r| r.p50_us as f64),
-        med(&with, |r| r.p99_us as f64)
-    );
-    let _ = writeln!(report, "\n**Throughput ratio (with / without): {rps_ratio:.3}** (target ≥ 0.99: {}); p99 ratio {p99_ratio:.3} (lower is better).\n", verdict(rps_ratio >= 0.99));
+    if !only_poll {
+        eprintln!("[bench] user traffic: {rounds} alternating rounds of {round_len:?}");
+        let (with, without, pinned) = user_traffic_rounds(rounds, round_len)?;
+        let med = |v: &[user_traffic::Round], f: fn(&user_traffic::Round) -> f64| {
+            median(v.iter().map(f).collect())
+        };
+        // The median of per-pair ratios: adjacent rounds share the machine's state.
+        let pair_ratio = |f: fn(&user_traffic::Round) -> f64| {
+            median(
+                with.iter()
+                    .zip(&without)
+                    .map(|(a, b)| f(a) / f(b))
+                    .collect(),
+            )
+        };
+        let rps_ratio = pair_ratio(|r| r.requests_per_sec);
+        let p99_ratio = pair_ratio(|r| r.p99_us as f64);
+        let _ = writeln!(report, "## User traffic: filter installed vs not\n\nHTTPS keep-alive GETs (4 connections) against two identical Envoys (1 worker each, 3 SNI hosts), one of them with the filter on its status listener polling every 1 s and reporting every 1 s; rounds alternate between them ({rounds} pairs of {round_len:?}; {}). Ratios are medians of per-pair ratios.\n", if pinned { "both Envoys pinned to CPU 0, load generator to CPU 1" } else { "unpinned: taskset unavailable" });
+        let _ = writeln!(
+            report,
+            "| gateway | requests/s | p50 µs | p99 µs |\n|---|---|---|---|"
+        );
+        let _ = writeln!(
+            report,
+            "| without filter | {:.0} | {:.0} | {:.0} |",
+            med(&without, |r| r.requests_per_sec),
+            med(&without, |r| r.p50_us as f64),
+            med(&without, |r| r.p99_us as f64)
+        );
+        let _ = writeln!(
+            report,
+            "| with filter | {:.0} | {:.0} | {:.0} |",
+            med(&with, |r| r.requests_per_sec),
+            med(&with, |r| r.p50_us as f64),
+            med(&with, |r| r.p99_us as f64)
+        );
+        let _ = writeln!(report, "\n**Throughput ratio (with / without): {rps_ratio:.3}** (target ≥ 0.99: {}); p99 ratio {p99_ratio:.3} (lower is better).\n", verdict(rps_ratio >= 0.99));
+    }
 
     eprintln!("[bench] poll cost with {certs} certificates, {phase:?} per phase");
     let cost = poll_cost::measure(certs, phase)?;
@@ -111,11 +128,21 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// Alternating rounds against the two gateways; returns (with, without).
+/// Pins every thread of `pid` to `cpus` (e.g. "0"); false if taskset is unavailable.
+fn pin(pid: u32, cpus: &str) -> bool {
+    std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", cpus, &pid.to_string()])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Alternating rounds against the two gateways; returns (with, without)
+/// per round, in pairs. Both Envoys share CPU 0 and the load generator
+/// runs on CPU 1, so the pairs see the same scheduling.
 fn user_traffic_rounds(
     rounds: usize,
     round_len: Duration,
-) -> Result<(Vec<user_traffic::Round>, Vec<user_traffic::Round>)> {
+) -> Result<(Vec<user_traffic::Round>, Vec<user_traffic::Round>, bool)> {
     let root = tempfile::tempdir()?;
     let ca = TestCa::new()?;
     let receiver = Receiver::start()?;
@@ -137,7 +164,11 @@ fn user_traffic_rounds(
         dirs.push(dir);
     }
     let (with, without) = (with.build()?, without.build()?);
-    let (_a, _b) = (Envoy::start(&with)?, Envoy::start(&without)?);
+    let (a, b) = (Envoy::start(&with)?, Envoy::start(&without)?);
+    let pinned = [a.pid(), b.pid()]
+        .iter()
+        .all(|p| p.is_some_and(|p| pin(p, "0")))
+        && pin(std::process::id(), "1");
     receiver.wait_for_count(1, Duration::from_secs(30))?;
     // Warm both up.
     user_traffic::drive(with.https_port, sni, 4, Duration::from_millis(500))?;
@@ -153,7 +184,7 @@ fn user_traffic_rounds(
             w.push(user_traffic::drive(with.https_port, sni, 4, round_len)?);
         }
     }
-    Ok((w, wo))
+    Ok((w, wo, pinned))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

@@ -22,6 +22,24 @@ pub struct PollCost {
     pub phase: Duration,
 }
 
+/// The filter's defaults at a 1 s interval; `CERTSYNC_BENCH_PLUGIN` (JSON)
+/// overrides fields, to take the cost apart.
+fn plugin_config() -> serde_json::Value {
+    let mut config = PluginConfig::default()
+        .interval_ms(1000)
+        .heartbeat_ms(10_000)
+        .to_json();
+    if let Some(extra) = std::env::var("CERTSYNC_BENCH_PLUGIN")
+        .ok()
+        .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+    {
+        if let (Some(c), Some(e)) = (config.as_object_mut(), extra.as_object()) {
+            c.extend(e.clone());
+        }
+    }
+    config
+}
+
 /// User + system CPU time of a process, from /proc.
 fn cpu_time(pid: u32) -> Result<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
@@ -54,11 +72,7 @@ pub fn measure(certificates: usize, phase: Duration) -> Result<PollCost> {
     let mut dirs = Vec::with_capacity(certificates);
     let mut with_filter = GatewayConfig::builder()
         .with_filter(true)
-        .plugin_config(
-            PluginConfig::default()
-                .interval_ms(1000)
-                .heartbeat_ms(10_000),
-        )
+        .plugin_config(plugin_config())
         .receiver_port(receiver.port());
     let mut baseline = GatewayConfig::builder();
     for i in 0..certificates {

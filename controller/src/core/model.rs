@@ -1,0 +1,142 @@
+//! Plain data the core computes on. Converted from Kubernetes objects by
+//! `runtime`, so the core never sees a kube type.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Label and annotation keys of the contract (DESIGN.md).
+pub mod keys {
+    /// On a source Secret: publish it.
+    pub const AUTOSYNC: &str = "certsync.istio.io/autosync";
+    /// On everything cert-sync writes.
+    pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+    pub const MANAGED_BY_VALUE: &str = "cert-sync";
+    /// On a published object: `<namespace>/<name>` of its source(s), comma-separated.
+    pub const SOURCE: &str = "certsync.istio.io/source";
+    /// On a published object: SHA-256 of its source's leaf (comma-separated, in `SOURCE` order).
+    pub const SOURCE_SHA256: &str = "certsync.istio.io/source-sha256";
+    pub const TLS_TYPE: &str = "kubernetes.io/tls";
+    pub const TLS_CRT: &str = "tls.crt";
+    pub const TLS_KEY: &str = "tls.key";
+    pub const CA_CRT: &str = "ca.crt";
+}
+
+/// A namespaced object name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ObjectRef {
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        ObjectRef {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// What the metadata-only watch knows about a Secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceMeta {
+    pub key: ObjectRef,
+    pub uid: String,
+    pub resource_version: String,
+    /// `type` of the Secret (the watch filters `kubernetes.io/tls`, but a
+    /// CertMerge may name any Secret).
+    pub secret_type: String,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    /// Unix seconds; orders claims on one target (older wins).
+    pub created: i64,
+}
+
+/// A Secret's data, read only for selected sources. `Debug` never shows the key.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct SourceData {
+    pub cert_pem: Option<Vec<u8>>,
+    pub key_pem: Option<Vec<u8>>,
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+impl fmt::Debug for SourceData {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SourceData")
+            .field("cert_pem", &self.cert_pem.as_ref().map(Vec::len))
+            .field("key_pem", &self.key_pem.as_ref().map(|_| "[redacted]"))
+            .field("ca_pem", &self.ca_pem.as_ref().map(Vec::len))
+            .finish()
+    }
+}
+
+/// A label selector (`matchLabels` + `matchExpressions`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LabelSelector {
+    pub match_labels: BTreeMap<String, String>,
+    pub match_expressions: Vec<LabelExpression>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabelExpression {
+    pub key: String,
+    /// `In`, `NotIn`, `Exists`, `DoesNotExist`.
+    pub operator: String,
+    pub values: Vec<String>,
+}
+
+/// One `CertMerge` (certsync.istio.io/v1alpha1), as the core needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertMerge {
+    /// Where the CertMerge object lives.
+    pub key: ObjectRef,
+    pub created: i64,
+    /// The merged Secret to write: `spec.name` in `spec.namespace`
+    /// (default: the gateway namespace).
+    pub target: ObjectRef,
+    /// `spec.selector`: label selector per namespace.
+    pub selectors: Vec<MergeSelector>,
+    /// `spec.secretList`.
+    pub secrets: Vec<ObjectRef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MergeSelector {
+    pub label_selector: LabelSelector,
+    pub namespace: String,
+}
+
+/// Which source namespaces may publish.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum NamespacePolicy {
+    #[default]
+    All,
+    List(Vec<String>),
+    /// Namespaces whose labels match.
+    Selector(LabelSelector),
+}
+
+/// Where annotated sources are published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// One Secret per source in the gateway namespace, `<namespace>.<name>`.
+    Credential,
+    /// One Secret with `<namespace>.<name>.crt`/`.key` per source.
+    Merged { secret_name: String },
+    /// Files `<root>/<namespace>/<name>.crt`/`.key`, swapped atomically.
+    Directory,
+}
+
+/// Cluster-wide settings the core decides with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    pub gateway_namespace: String,
+    pub mode: Mode,
+    pub namespaces: NamespacePolicy,
+}

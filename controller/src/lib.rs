@@ -1,0 +1,7 @@
+//! The cert-sync controller: publishes selected `kubernetes.io/tls` Secrets
+//! where Istio ingress gateways load them (credential Secrets, a merged
+//! Secret, or files), plus the gateway-side EnvoyFilter and WasmPlugin.
+//!
+//! `core` holds the decisions as plain functions; `runtime` is the thin layer
+//! that talks to Kubernetes and the file system.
+pub mod core;
