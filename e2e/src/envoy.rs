@@ -65,6 +65,14 @@ pub fn sds_stat_name(resource: &str, stat: &str) -> String {
     format!("sds.{sanitized}.{stat}")
 }
 
+/// The Envoy stat holding the filter's notAfter gauge for `resource`.
+pub fn expiry_gauge_name(resource: &str) -> String {
+    format!(
+        "wasmcustom.{}",
+        certsync_filter::reporter::not_after_metric(resource)
+    )
+}
+
 /// How to run Envoy, beyond what the bootstrap says.
 #[derive(Debug, Clone)]
 pub struct EnvoyOptions {

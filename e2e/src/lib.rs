@@ -32,7 +32,7 @@ pub mod wasm;
 use std::path::{Path, PathBuf};
 
 pub use config::{GatewayConfig, GatewayConfigBuilder, PluginConfig};
-pub use envoy::{envoy_binary, sds_stat_name, Envoy, EnvoyOptions};
+pub use envoy::{envoy_binary, expiry_gauge_name, sds_stat_name, Envoy, EnvoyOptions};
 pub use http1::HttpResponse;
 pub use pki::{TestCa, TestCert};
 pub use receiver::{ReceivedReport, Receiver, ReceiverMode};

@@ -163,10 +163,7 @@ fn reported_fingerprints_equal_what_tls_clients_are_served() -> Result<()> {
         );
         assert_eq!(loaded.cert.chain_len, 2);
         // The expiry gauge, in the gateway's own stats.
-        let gauge = envoy.stat(&format!(
-            "wasmcustom.cert_sync.not_after.{}",
-            sanitize(resource)
-        ))?;
+        let gauge = envoy.stat(&certsync_e2e::expiry_gauge_name(resource))?;
         assert_eq!(
             gauge.map(|v| v as i64),
             Some(loaded.cert.not_after),
@@ -180,19 +177,6 @@ fn reported_fingerprints_equal_what_tls_clients_are_served() -> Result<()> {
             >= 1
     );
     Ok(())
-}
-
-fn sanitize(resource: &str) -> String {
-    resource
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
 }
 
 #[test]

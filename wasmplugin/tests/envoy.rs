@@ -117,7 +117,6 @@ fn default_rendering_passes_envoy_validation() {
     let objects = render(&GatewaySettings::default()).unwrap();
     let outcome = envoy_validate("default", &bootstrap(&objects, &filter_wasm()));
     assert!(outcome.ok, "envoy --mode validate failed:\n{}", outcome.log);
-    assert!(outcome.log.contains("OK"), "{}", outcome.log);
 }
 
 #[test]

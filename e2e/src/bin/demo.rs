@@ -99,7 +99,7 @@ fn main() -> Result<()> {
 
     step("4. Expiry of every served certificate, from the gateway's own stats");
     for (_, resource) in HOSTS {
-        let name = format!("wasmcustom.cert_sync.not_after.{}", sanitize(resource));
+        let name = certsync_e2e::expiry_gauge_name(resource);
         println!("  {name} = {}", envoy.stat(&name)?.unwrap_or(0));
     }
     println!("\nDone: every hostname's served certificate was proven by fingerprint, through a rotation and a rejected update.");
@@ -156,19 +156,6 @@ fn show(report: &Report, https_port: u16) -> Result<()> {
         println!("  ! {}: {}", e.resource, e.error);
     }
     Ok(())
-}
-
-fn sanitize(resource: &str) -> String {
-    resource
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
 }
 
 fn unix_now() -> i64 {
