@@ -5,3 +5,5 @@
 //! `core` holds the decisions as plain functions; `runtime` is the thin layer
 //! that talks to Kubernetes and the file system.
 pub mod core;
+pub mod crd;
+pub mod runtime;

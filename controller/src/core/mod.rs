@@ -4,11 +4,32 @@
 //! its inputs, tested without a cluster. `runtime` does the I/O.
 //!
 //! ```text
-//!  SourceMeta* ─┐                          ┌─▶ Refusal* (Events, metrics, status)
-//!  CertMerge*  ─┼─▶ selection::select ─────┤
-//!  Policy      ─┘        │                 └─▶ Selection (target ← sources)
-//!                        ▼                                   │
-//!  SourceData ─▶ validation::check ─▶ Validated ─▶ desired::render ─▶ DesiredState
-//!                                                             (Secrets | files, manifest)
+//!  SourceMeta* ─┐                        ┌─▶ Refusal* (Events, metrics, status)
+//!  CertMerge*  ─┼─▶ selection::select ───┤
+//!  Policy      ─┘                        └─▶ Selection (target ← sources)
+//!                                                 │ sources()
+//!  SourceData* ─▶ validation::check_all ─▶ Validations
+//!                                                 │
+//!  Published (read back) ──────────────▶ desired::render ─▶ DesiredState
+//!        │                                                     │
+//!        └────────────────────────────▶ desired::diff ◀────────┘
+//!                                            │
+//!                                 Plan (Create/Update/Replace/Unchanged/Delete,
+//!                                       TargetNotManaged refusals)
+//!                                            │
+//!                         manifest::build ─▶ manifest::render (ConfigMap data)
 //! ```
+//!
+//! `naming` derives every published name and SDS resource name, `labels`
+//! evaluates Kubernetes label selectors, `reasons` holds every refusal reason.
+pub mod desired;
+pub mod error;
+pub mod labels;
+pub mod manifest;
 pub mod model;
+pub mod naming;
+pub mod reasons;
+pub mod selection;
+#[cfg(test)]
+mod testing;
+pub mod validation;

@@ -140,3 +140,74 @@ pub struct Policy {
     pub mode: Mode,
     pub namespaces: NamespacePolicy,
 }
+
+/// A Secret in the gateway namespace as read back from the cluster: the last
+/// publication, which an invalid source never replaces. `Debug` shows data
+/// keys and sizes only.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct PublishedSecret {
+    pub name: String,
+    pub secret_type: String,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    pub data: BTreeMap<String, Vec<u8>>,
+}
+
+impl PublishedSecret {
+    /// Carries `app.kubernetes.io/managed-by: cert-sync`.
+    pub fn is_managed(&self) -> bool {
+        self.labels.get(keys::MANAGED_BY).map(String::as_str) == Some(keys::MANAGED_BY_VALUE)
+    }
+}
+
+impl fmt::Debug for PublishedSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PublishedSecret")
+            .field("name", &self.name)
+            .field("secret_type", &self.secret_type)
+            .field("labels", &self.labels)
+            .field("annotations", &self.annotations)
+            .field("data", &DataSizes(&self.data))
+            .finish()
+    }
+}
+
+/// What is published now: the input that lets the core keep the last good
+/// certificate of a source that turned invalid.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Published {
+    /// Secrets in the gateway namespace, by name: at least every one labelled
+    /// managed-by cert-sync, plus any whose name a target uses (so an object
+    /// cert-sync does not manage is recognised and left alone).
+    pub secrets: BTreeMap<String, PublishedSecret>,
+    /// Directory mode: the current tree, relative path → content.
+    pub files: BTreeMap<String, Vec<u8>>,
+}
+
+impl fmt::Debug for Published {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Published")
+            .field("secrets", &self.secrets)
+            .field("files", &DataSizes(&self.files))
+            .finish()
+    }
+}
+
+/// Debug-prints a data map as `key: <n bytes>`: keys are names, values may be keys.
+pub(crate) struct DataSizes<'a>(pub &'a BTreeMap<String, Vec<u8>>);
+
+impl fmt::Debug for DataSizes<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.0.iter().map(|(k, v)| (k, ByteCount(v.len()))))
+            .finish()
+    }
+}
+
+struct ByteCount(usize);
+
+impl fmt::Debug for ByteCount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<{} bytes>", self.0)
+    }
+}

@@ -1,0 +1,395 @@
+//! The manifest ConfigMap (`cert-sync-manifest` in the gateway namespace):
+//! the public index of what is published. Per source and target it says
+//! where the certificate is, which SDS resource name a gateway shows for it
+//! (so a report from the filter maps back to a source), and which leaf
+//! (SHA-256, serial, notAfter) the gateway must serve. It is readable by
+//! anyone who may read ConfigMaps there, so it holds no key material, and it
+//! is rendered deterministically (sorted, no timestamps of its own) so an
+//! unchanged publication gives a byte-identical ConfigMap and no write.
+
+use super::desired::{DesiredState, Entry, Plan};
+use super::error::CoreError;
+use super::model::{keys, Mode, Policy};
+use super::naming;
+use super::selection::Target;
+use certsync_core::Fingerprint;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+pub const NAME: &str = "cert-sync-manifest";
+/// The one data key of the ConfigMap.
+pub const DATA_KEY: &str = "manifest.json";
+pub const VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Manifest {
+    pub version: u32,
+    pub gateway_namespace: String,
+    /// `credential`, `merged` or `directory`: how annotated Secrets are published.
+    pub mode: String,
+    /// Sorted by source, then target.
+    pub publications: Vec<ManifestEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ManifestEntry {
+    /// `<namespace>/<name>` of the source Secret.
+    pub source: String,
+    pub target: TargetRef,
+    /// The SDS resource name the gateway shows for the certificate.
+    pub sds_resource: String,
+    /// The SDS resource name of the CA, when one is published.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sds_ca_resource: Option<String>,
+    /// SHA-256 of the published leaf: what every gateway pod must serve.
+    pub sha256: Fingerprint,
+    pub serial: String,
+    /// RFC 3339, UTC.
+    pub not_after: String,
+    /// When set, the source itself was refused for this reason and the
+    /// published certificate is the last good one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept: Option<String>,
+    /// Pod name → rollout state (`Verified`, `Stale`, `Missing`, `Unknown`),
+    /// filled by rollout verification; empty until then.
+    #[serde(default)]
+    pub rollout: BTreeMap<String, String>,
+}
+
+/// Where the certificate is published.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    tag = "kind",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
+pub enum TargetRef {
+    /// A `kubernetes.io/tls` Secret in the gateway namespace.
+    Credential { secret: String },
+    /// Keys of a merged Secret in the gateway namespace.
+    Merged {
+        secret: String,
+        cert_key: String,
+        key_key: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ca_key: Option<String>,
+    },
+    /// Absolute file paths on the gateway.
+    Directory {
+        cert: String,
+        key: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ca: Option<String>,
+    },
+}
+
+/// The manifest for `desired` once `plan` is applied: entries whose target
+/// was refused (`TargetNotManaged`) are not published, so not listed.
+/// `certdir` is the directory-mode root as the gateway sees it.
+pub fn build(policy: &Policy, desired: &DesiredState, plan: &Plan, certdir: &str) -> Manifest {
+    let publications = desired
+        .entries
+        .iter()
+        .filter(|e| {
+            e.target
+                .secret_name()
+                .is_none_or(|name| !plan.blocked(name))
+        })
+        .map(|e| entry(e, certdir))
+        .collect();
+    Manifest {
+        version: VERSION,
+        gateway_namespace: policy.gateway_namespace.clone(),
+        mode: match policy.mode {
+            Mode::Credential => "credential",
+            Mode::Merged { .. } => "merged",
+            Mode::Directory => "directory",
+        }
+        .to_owned(),
+        publications,
+    }
+}
+
+fn entry(e: &Entry, certdir: &str) -> ManifestEntry {
+    let names = &e.names;
+    let (target, sds_resource, sds_ca_resource) = match &e.target {
+        Target::Credential(secret) => (
+            TargetRef::Credential {
+                secret: secret.clone(),
+            },
+            naming::credential_sds(secret),
+            e.has_ca.then(|| naming::credential_ca_sds(secret)),
+        ),
+        Target::Merged(secret) => {
+            let dir = naming::merged_mount_dir(secret);
+            (
+                TargetRef::Merged {
+                    secret: secret.clone(),
+                    cert_key: names.cert.clone(),
+                    key_key: names.key.clone(),
+                    ca_key: e.has_ca.then(|| names.ca.clone()),
+                },
+                naming::file_cert_sds(&dir, names),
+                e.has_ca.then(|| naming::file_root_sds(&dir, names)),
+            )
+        }
+        Target::Directory => {
+            let dir = certdir.trim_end_matches('/');
+            (
+                TargetRef::Directory {
+                    cert: format!("{dir}/{}", names.cert),
+                    key: format!("{dir}/{}", names.key),
+                    ca: e.has_ca.then(|| format!("{dir}/{}", names.ca)),
+                },
+                naming::file_cert_sds(dir, names),
+                e.has_ca.then(|| naming::file_root_sds(dir, names)),
+            )
+        }
+    };
+    ManifestEntry {
+        source: e.source.to_string(),
+        target,
+        sds_resource,
+        sds_ca_resource,
+        sha256: e.summary.sha256,
+        serial: e.summary.serial.clone(),
+        not_after: rfc3339(e.summary.not_after),
+        kept: e.kept.map(str::to_owned),
+        rollout: BTreeMap::new(),
+    }
+}
+
+/// The ConfigMap's labels.
+pub fn labels() -> BTreeMap<String, String> {
+    BTreeMap::from([(
+        keys::MANAGED_BY.to_owned(),
+        keys::MANAGED_BY_VALUE.to_owned(),
+    )])
+}
+
+/// The ConfigMap's `data`: pretty JSON under [`DATA_KEY`].
+pub fn render(manifest: &Manifest) -> Result<BTreeMap<String, String>, CoreError> {
+    let mut json = serde_json::to_string_pretty(manifest)?;
+    json.push('\n');
+    Ok(BTreeMap::from([(DATA_KEY.to_owned(), json)]))
+}
+
+/// Reads a manifest back (e.g. for `cert-sync status`).
+pub fn parse(json: &str) -> Result<Manifest, CoreError> {
+    let manifest: Manifest = serde_json::from_str(json)?;
+    if manifest.version != VERSION {
+        return Err(CoreError::ManifestVersion {
+            found: manifest.version,
+            supported: VERSION,
+        });
+    }
+    Ok(manifest)
+}
+
+/// Unix seconds → `YYYY-MM-DDTHH:MM:SSZ` (proleptic Gregorian, UTC).
+pub fn rfc3339(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Howard Hinnant's days-from-civil inverse.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::desired::{diff, render as render_desired};
+    use crate::core::model::{ObjectRef, Published, PublishedSecret, SourceData, SourceMeta};
+    use crate::core::selection::select;
+    use crate::core::testing::*;
+    use crate::core::validation::check_all;
+
+    fn desired(mode: Mode, sources: &[(SourceMeta, SourceData)]) -> (Policy, DesiredState) {
+        let p = policy(mode);
+        let metas: Vec<SourceMeta> = sources.iter().map(|(m, _)| m.clone()).collect();
+        let data: BTreeMap<ObjectRef, SourceData> = sources
+            .iter()
+            .map(|(m, d)| (m.key.clone(), d.clone()))
+            .collect();
+        let sel = select(&p, &metas, &BTreeMap::new(), &[]);
+        let v = check_all(sel.sources(), &data, NOW);
+        let d = render_desired(&p, &sel, &v, &Published::default());
+        (p, d)
+    }
+
+    fn with_ca(pair: Pair) -> SourceData {
+        let mut d = pair.data();
+        d.ca_pem = Some(ca_pem());
+        d
+    }
+
+    fn manifest_json(mode: Mode) -> String {
+        let (p, d) = desired(
+            mode,
+            &[
+                (mk_source("shop", "tls"), with_ca(Pair::P256)),
+                (mk_source("blog", "tls"), Pair::Rsa.data()),
+            ],
+        );
+        let m = build(&p, &d, &diff(&Published::default(), &d), "/etc/certs");
+        render(&m).unwrap().remove(DATA_KEY).unwrap()
+    }
+
+    #[test]
+    fn credential_entries_name_the_secret_and_the_sds_resources() {
+        let (p, d) = desired(
+            Mode::Credential,
+            &[(mk_source("shop", "tls"), with_ca(Pair::P256))],
+        );
+        let m = build(&p, &d, &Plan::default(), "/unused");
+        assert_eq!(m.mode, "credential");
+        assert_eq!(m.gateway_namespace, GATEWAY_NS);
+        let e = &m.publications[0];
+        assert_eq!(e.source, "shop/tls");
+        assert_eq!(
+            e.target,
+            TargetRef::Credential {
+                secret: "shop.tls".to_owned()
+            }
+        );
+        assert_eq!(e.sds_resource, "kubernetes://shop.tls");
+        assert_eq!(
+            e.sds_ca_resource.as_deref(),
+            Some("kubernetes://shop.tls-cacert")
+        );
+        assert_eq!(e.sha256.to_string(), Pair::P256.sha256());
+        assert_eq!(e.serial, "252b0a0b0c");
+        assert_eq!(e.not_after, "2126-10-29T18:46:35Z");
+        assert_eq!(e.kept, None);
+        assert!(e.rollout.is_empty());
+    }
+
+    #[test]
+    fn merged_and_directory_entries_name_the_files_the_gateway_reads() {
+        let (p, d) = desired(
+            merged_mode(),
+            &[(mk_source("shop", "tls"), Pair::P256.data())],
+        );
+        let e = &build(&p, &d, &Plan::default(), "/unused").publications[0];
+        assert_eq!(
+            e.sds_resource,
+            "file-cert:/etc/istio/ingressgateway-certs/shop.tls.crt~/etc/istio/ingressgateway-certs/shop.tls.key"
+        );
+        assert_eq!(e.sds_ca_resource, None);
+
+        let (p, d) = desired(
+            Mode::Directory,
+            &[(mk_source("shop", "tls"), with_ca(Pair::P256))],
+        );
+        let e = &build(&p, &d, &Plan::default(), "/etc/certs/").publications[0];
+        assert_eq!(
+            e.target,
+            TargetRef::Directory {
+                cert: "/etc/certs/shop/tls.crt".to_owned(),
+                key: "/etc/certs/shop/tls.key".to_owned(),
+                ca: Some("/etc/certs/shop/tls_ca.crt".to_owned()),
+            }
+        );
+        assert_eq!(
+            e.sds_resource,
+            "file-cert:/etc/certs/shop/tls.crt~/etc/certs/shop/tls.key"
+        );
+        assert_eq!(
+            e.sds_ca_resource.as_deref(),
+            Some("file-root:/etc/certs/shop/tls_ca.crt")
+        );
+    }
+
+    #[test]
+    fn the_manifest_never_holds_key_material() {
+        for mode in [Mode::Credential, merged_mode(), Mode::Directory] {
+            let json = manifest_json(mode);
+            assert!(!json.contains("PRIVATE KEY"));
+            assert!(!json.contains("BEGIN"));
+            for key in [Pair::P256.key(), Pair::Rsa.key()] {
+                for line in String::from_utf8_lossy(key)
+                    .lines()
+                    .filter(|l| !l.starts_with("-----"))
+                {
+                    assert!(!json.contains(line), "key bytes in the manifest");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn rendering_is_deterministic_and_reads_back() {
+        let json = manifest_json(Mode::Credential);
+        assert_eq!(json, manifest_json(Mode::Credential));
+        let m = parse(&json).unwrap();
+        let sources: Vec<_> = m.publications.iter().map(|e| e.source.as_str()).collect();
+        assert_eq!(sources, ["blog/tls", "shop/tls"]);
+        assert_eq!(render(&m).unwrap()[DATA_KEY], json);
+        assert!(
+            json.contains("\"sdsResource\": \"kubernetes://blog.tls\""),
+            "{json}"
+        );
+        assert!(json.contains("\"kind\": \"credential\""), "{json}");
+        let merged = manifest_json(merged_mode());
+        assert!(merged.contains("\"certKey\": \"shop.tls.crt\""), "{merged}");
+    }
+
+    #[test]
+    fn a_refused_target_is_not_listed_and_a_kept_one_says_why() {
+        let (p, d) = desired(
+            Mode::Credential,
+            &[
+                (mk_source("shop", "tls"), Pair::P256.data()),
+                (mk_source("blog", "tls"), Pair::Rsa.data()),
+            ],
+        );
+        let mut current = Published::default();
+        current.secrets.insert(
+            "blog.tls".to_owned(),
+            PublishedSecret {
+                name: "blog.tls".to_owned(),
+                ..PublishedSecret::default()
+            },
+        );
+        let m = build(&p, &d, &diff(&current, &d), "/unused");
+        let sources: Vec<_> = m.publications.iter().map(|e| e.source.as_str()).collect();
+        assert_eq!(sources, ["shop/tls"]);
+
+        let mut e = d.entries[0].clone();
+        e.kept = Some(crate::core::reasons::EXPIRED);
+        assert_eq!(entry(&e, "/").kept.as_deref(), Some("Expired"));
+    }
+
+    #[test]
+    fn other_versions_are_refused() {
+        let json = manifest_json(Mode::Credential).replace("\"version\": 1", "\"version\": 2");
+        assert!(matches!(
+            parse(&json),
+            Err(CoreError::ManifestVersion { found: 2, .. })
+        ));
+    }
+
+    #[test]
+    fn dates_are_rfc_3339_utc() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_609_459_200), "2021-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59Z");
+        assert_eq!(rfc3339(4_133_980_800), "2101-01-01T00:00:00Z");
+    }
+}

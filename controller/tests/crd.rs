@@ -1,0 +1,54 @@
+//! The checked-in CRD must be what the Rust types generate.
+
+use certsync_controller::crd::{crd_yaml, CertMerge};
+
+#[test]
+fn checked_in_crd_matches_the_rust_types() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds/certmerge.yaml");
+    let generated = crd_yaml();
+    if std::env::var_os("UPDATE_CRDS").is_some() {
+        std::fs::write(&path, &generated).unwrap();
+    }
+    let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        checked_in == generated,
+        "{} is stale; regenerate it with:\n  UPDATE_CRDS=1 cargo test -p cert-sync --test crd",
+        path.display()
+    );
+}
+
+#[test]
+fn the_crd_serves_v1alpha1_with_a_status_subresource_and_camel_case_fields() {
+    use kube::CustomResourceExt;
+    let crd = serde_json::to_value(CertMerge::crd()).unwrap();
+    assert_eq!(crd["spec"]["group"], "certsync.istio.io");
+    let version = &crd["spec"]["versions"][0];
+    assert_eq!(version["name"], "v1alpha1");
+    assert!(version["subresources"]["status"].is_object());
+    let spec = &version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
+    assert!(spec["secretList"].is_object() && spec["selector"].is_object());
+    assert_eq!(crd["spec"]["scope"], "Namespaced");
+}
+
+#[test]
+fn a_certmerge_converts_to_the_core_model_with_the_gateway_namespace_as_default() {
+    let cm: CertMerge = serde_json::from_value(serde_json::json!({
+        "apiVersion": "certsync.istio.io/v1alpha1", "kind": "CertMerge",
+        "metadata": {"name": "shop", "namespace": "shop", "creationTimestamp": "2026-11-22T10:00:00Z"},
+        "spec": {"name": "shop.merged",
+                 "selector": [{"labelSelector": {"matchLabels": {"app": "web"},
+                    "matchExpressions": [{"key": "tier", "operator": "In", "values": ["a"]}]}, "namespace": "shop"}],
+                 "secretList": [{"name": "extra", "namespace": "shop"}]}
+    }))
+    .unwrap();
+    let m = cm.to_model("istio-system");
+    assert_eq!(m.target.to_string(), "istio-system/shop.merged");
+    assert_eq!(m.key.to_string(), "shop/shop");
+    assert_eq!(m.selectors[0].label_selector.match_labels["app"], "web");
+    assert_eq!(
+        m.selectors[0].label_selector.match_expressions[0].values,
+        ["a"]
+    );
+    assert_eq!(m.secrets[0].to_string(), "shop/extra");
+    assert_eq!(m.created, 1_795_341_600);
+}
