@@ -4,6 +4,8 @@
 //!
 //! `core` holds the decisions as plain functions; `runtime` is the thin layer
 //! that talks to Kubernetes and the file system.
+pub mod config;
 pub mod core;
 pub mod crd;
+pub mod reconcile;
 pub mod runtime;

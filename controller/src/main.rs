@@ -1,0 +1,195 @@
+//! `cert-sync`: see `cert-sync --help`.
+
+use anyhow::{Context, Result};
+use certsync_controller::config::{Args, LogFormat, ModeArg};
+use certsync_controller::reconcile::Reconciler;
+use certsync_controller::runtime::cluster::{self, Events};
+use certsync_controller::runtime::files::DirectoryPublisher;
+use certsync_controller::runtime::gateway_config::GatewayConfig;
+use certsync_controller::runtime::http::{self, HttpState};
+use certsync_controller::runtime::leader::{LeaderElector, LeaseConfig};
+use certsync_controller::runtime::metrics::{Metrics, ReconcileOutcome};
+use clap::Parser;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::{watch, Notify};
+
+/// Reconcile at least this often, whatever the watches say.
+const RESYNC: Duration = Duration::from_secs(60);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    init_logging(args.log_format);
+    let policy = args.policy().map_err(anyhow::Error::msg)?;
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API (in-cluster or KUBECONFIG)")?;
+    let directory = args.mode == ModeArg::Directory;
+    let metrics = Metrics::new();
+
+    let changed = Arc::new(Notify::new());
+    let with_namespaces = matches!(
+        policy.namespaces,
+        certsync_controller::core::model::NamespacePolicy::Selector(_)
+    );
+    let (stores, _watches) = cluster::watch(
+        &client,
+        &policy.gateway_namespace,
+        with_namespaces,
+        args.certmerge && !directory,
+        Arc::clone(&changed),
+    );
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        let _ = shutdown_tx.send(true);
+    });
+
+    let (ready_tx, ready_rx) = watch::channel(false);
+    let filter_wasm = match &args.filter_wasm {
+        Some(path) => Some(Arc::new(
+            std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+        )),
+        None => None,
+    };
+    let mut gateway_config = if args.manage_gateway_config && !directory && !args.once {
+        let sha256 = filter_wasm.as_deref().map(|m| {
+            use sha2::Digest;
+            certsync_core::Fingerprint(sha2::Sha256::digest(m).into()).to_string()
+        });
+        Some(GatewayConfig::new(
+            args.gateway_settings(sha256).map_err(anyhow::Error::msg)?,
+        ))
+    } else {
+        None
+    };
+    if !args.once {
+        let state = Arc::new(HttpState::new(metrics.clone(), ready_rx, filter_wasm));
+        let listener = tokio::net::TcpListener::bind(args.http_addr)
+            .await
+            .with_context(|| format!("binding {}", args.http_addr))?;
+        let mut stop = shutdown_rx.clone();
+        tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            if let Err(e) = http::serve(listener, state, shutdown).await {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        });
+    }
+
+    stores
+        .wait_ready()
+        .await
+        .context("initial list of watched resources")?;
+    let _ = ready_tx.send(true);
+    tracing::info!(mode = ?args.mode, gateway_namespace = %policy.gateway_namespace, "caches synced");
+
+    let leading = if args.leader_election && !directory && !args.once {
+        let elector = LeaderElector::new(
+            client.clone(),
+            &policy.gateway_namespace,
+            &args.lease_name,
+            &args.pod_name,
+            LeaseConfig::default(),
+        )?
+        .with_metrics(metrics.clone());
+        let mut stop = shutdown_rx.clone();
+        elector.run(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+    } else {
+        watch::channel(true).1
+    };
+
+    let files = if directory {
+        Some((
+            DirectoryPublisher::open(&args.cert_dir)
+                .with_context(|| format!("opening {}", args.cert_dir.display()))?,
+            args.cert_dir.clone(),
+        ))
+    } else {
+        None
+    };
+    let events = Events::new(client.clone(), &args.pod_name);
+    let mut reconciler = Reconciler::new(
+        client.clone(),
+        policy,
+        stores,
+        events,
+        metrics.clone(),
+        files,
+    );
+
+    if args.once {
+        let outcome = reconciler.reconcile(unix_now()).await?;
+        tracing::info!(?outcome, "published once; exiting");
+        return Ok(());
+    }
+
+    let mut backoff = Duration::from_millis(200);
+    let mut shutdown = shutdown_rx;
+    loop {
+        tokio::select! {
+            _ = changed.notified() => {}
+            _ = tokio::time::sleep(RESYNC) => {}
+            _ = shutdown.wait_for(|s| *s) => break,
+        }
+        let triggered = std::time::Instant::now();
+        // Coalesce a burst of watch events into one reconcile.
+        tokio::time::sleep(args.debounce()).await;
+        if !*leading.borrow() {
+            continue;
+        }
+        if let Some(config) = gateway_config.as_mut() {
+            if let Err(e) = config.apply(&client).await {
+                tracing::warn!(error = %e, "applying the gateway-side Istio objects failed; retrying");
+            }
+        }
+        match reconciler.reconcile(unix_now()).await {
+            Ok(outcome) => {
+                metrics.reconciled(ReconcileOutcome::Ok);
+                backoff = Duration::from_millis(200);
+                if outcome.writes + outcome.deletes > 0 || outcome.files_swapped {
+                    metrics.observe_publish(triggered.elapsed());
+                    tracing::info!(?outcome, "reconciled");
+                }
+            }
+            Err(e) => {
+                metrics.reconciled(ReconcileOutcome::Error);
+                tracing::warn!(error = %e, retry_in = ?backoff, "reconcile failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                changed.notify_one();
+            }
+        }
+    }
+    tracing::info!("shutting down");
+    // Let the elector release the Lease, so a standby takes over at once.
+    let mut leading = leading;
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while leading.changed().await.is_ok() {}
+    })
+    .await;
+    Ok(())
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}

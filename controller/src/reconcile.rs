@@ -1,0 +1,376 @@
+//! One reconcile: read the stores, let `core` decide, write the difference.
+//! Kept thin on purpose; the decisions and their tests live in `core`.
+//!
+//! ```text
+//!  stores ─▶ select ─▶ read data (GET only where resourceVersion moved) ─▶ validate
+//!     ─▶ render desired (keeping the last good publication) ─▶ diff ─▶ SSA / delete / file swap
+//!     ─▶ manifest ConfigMap ─▶ Events on transitions
+//! ```
+
+use crate::core::desired::{self, Action, DesiredState};
+use crate::core::model::{ObjectRef, Policy, Published, SourceData};
+use crate::core::reasons::{Refusal, Subject};
+use crate::core::{manifest, selection, validation};
+use crate::runtime::cluster::{self, Events, Stores};
+use crate::runtime::files::{DirectoryPublisher, FilesError};
+use crate::runtime::metrics::{ApiOutcome, ApiVerb, Metrics, PublishedKind};
+use kube::Client;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ReconcileError {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("certificate directory: {0}")]
+    Files(#[from] FilesError),
+    #[error("manifest: {0}")]
+    Manifest(#[from] crate::core::error::CoreError),
+}
+
+/// What one reconcile did, for logs and tests.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub writes: usize,
+    pub deletes: usize,
+    pub files_swapped: bool,
+    pub refusals: usize,
+    pub reads: usize,
+}
+
+pub struct Reconciler {
+    client: Client,
+    policy: Policy,
+    stores: Stores,
+    events: Events,
+    metrics: Metrics,
+    files: Option<DirectoryPublisher>,
+    cert_dir: String,
+    /// Data of selected sources by resourceVersion: read again only when it moves.
+    data: BTreeMap<ObjectRef, (String, SourceData)>,
+    /// Refusals already announced (Events only on transitions).
+    announced: BTreeSet<(String, &'static str, String)>,
+    /// Fingerprint last published per source (a Normal Event when it moves).
+    published: BTreeMap<ObjectRef, String>,
+    last_manifest: Option<BTreeMap<String, String>>,
+}
+
+impl Reconciler {
+    pub fn new(
+        client: Client,
+        policy: Policy,
+        stores: Stores,
+        events: Events,
+        metrics: Metrics,
+        files: Option<(DirectoryPublisher, PathBuf)>,
+    ) -> Self {
+        let (files, cert_dir) = match files {
+            Some((publisher, dir)) => (Some(publisher), dir.display().to_string()),
+            None => (None, String::new()),
+        };
+        Reconciler {
+            client,
+            policy,
+            stores,
+            events,
+            metrics,
+            files,
+            cert_dir,
+            data: BTreeMap::new(),
+            announced: BTreeSet::new(),
+            published: BTreeMap::new(),
+            last_manifest: None,
+        }
+    }
+
+    pub async fn reconcile(&mut self, now: i64) -> Result<Outcome, ReconcileError> {
+        let mut outcome = Outcome::default();
+        let gateway = self.policy.gateway_namespace.clone();
+        let sources = self.stores.sources();
+        let selection = selection::select(
+            &self.policy,
+            &sources,
+            &self.stores.namespace_labels(),
+            &self.stores.cert_merges(&gateway),
+        );
+        let versions: BTreeMap<&ObjectRef, &str> = sources
+            .iter()
+            .map(|s| (&s.key, s.resource_version.as_str()))
+            .collect();
+        let wanted: Vec<ObjectRef> = selection.sources().into_iter().cloned().collect();
+        self.data.retain(|k, _| wanted.contains(k));
+        for source in &wanted {
+            let fresh = self
+                .data
+                .get(source)
+                .is_some_and(|(rv, _)| Some(&rv.as_str()) == versions.get(source));
+            if fresh {
+                continue;
+            }
+            outcome.reads += 1;
+            match cluster::read_source(&self.client, source).await? {
+                Some(read) => {
+                    self.data.insert(source.clone(), read);
+                }
+                None => {
+                    self.data.remove(source);
+                }
+            }
+        }
+        let data: BTreeMap<ObjectRef, SourceData> = self
+            .data
+            .iter()
+            .map(|(k, (_, d))| (k.clone(), d.clone()))
+            .collect();
+        let validations = validation::check_all(wanted.iter(), &data, now);
+
+        let mut current = Published {
+            secrets: self.stores.managed_secrets(),
+            files: BTreeMap::new(),
+        };
+        if let Some(files) = &self.files {
+            current.files = files
+                .current()?
+                .into_iter()
+                .map(|(path, bytes)| (path.display().to_string(), bytes))
+                .collect();
+        }
+        let mut desired = desired::render(&self.policy, &selection, &validations, &current);
+        // Objects in a target's way that cert-sync does not manage are not in
+        // the managed store: look them up, so `diff` refuses to touch them.
+        let mut in_the_way = false;
+        for secret in &desired.secrets {
+            if !current.secrets.contains_key(&secret.name) {
+                if let Some(found) =
+                    cluster::read_target(&self.client, &gateway, &secret.name).await?
+                {
+                    current.secrets.insert(secret.name.clone(), found);
+                    in_the_way = true;
+                }
+            }
+        }
+        if in_the_way {
+            desired = desired::render(&self.policy, &selection, &validations, &current);
+        }
+        let plan = desired::diff(&current, &desired);
+
+        self.write(&desired, &plan, &current, &mut outcome).await?;
+
+        let refusals: Vec<&Refusal> = selection
+            .refusals
+            .iter()
+            .chain(validations.refusals())
+            .chain(plan.refusals.iter())
+            .collect();
+        outcome.refusals = refusals.len();
+        self.announce(&refusals, &desired).await;
+        self.count_published(&desired);
+
+        if self.files.is_none() || !matches!(self.policy.mode, crate::core::model::Mode::Directory)
+        {
+            let manifest = manifest::build(&self.policy, &desired, &plan, &self.cert_dir);
+            let rendered = manifest::render(&manifest)?;
+            if self.last_manifest.as_ref() != Some(&rendered) {
+                cluster::apply_config_map(
+                    &self.client,
+                    &gateway,
+                    manifest::NAME,
+                    &manifest::labels(),
+                    &rendered,
+                )
+                .await?;
+                self.metrics.api_request(ApiVerb::Apply, ApiOutcome::Ok);
+                self.last_manifest = Some(rendered);
+            }
+        }
+        Ok(outcome)
+    }
+
+    async fn write(
+        &mut self,
+        desired: &DesiredState,
+        plan: &desired::Plan,
+        current: &Published,
+        outcome: &mut Outcome,
+    ) -> Result<(), ReconcileError> {
+        let gateway = self.policy.gateway_namespace.clone();
+        let by_name: BTreeMap<&str, &desired::DesiredSecret> = desired
+            .secrets
+            .iter()
+            .map(|s| (s.name.as_str(), s))
+            .collect();
+        let versions: BTreeMap<String, Option<String>> = self
+            .stores
+            .managed
+            .state()
+            .iter()
+            .map(|s| {
+                (
+                    kube::ResourceExt::name_any(s.as_ref()),
+                    kube::ResourceExt::resource_version(s.as_ref()),
+                )
+            })
+            .collect();
+        let mut first_error = None;
+        for change in plan.writes() {
+            let (verb, result) = match change.action {
+                Action::Create | Action::Update => match by_name.get(change.name.as_str()) {
+                    Some(secret) => (
+                        ApiVerb::Apply,
+                        cluster::apply_secret(&self.client, secret).await,
+                    ),
+                    None => (ApiVerb::Apply, Ok(())),
+                },
+                Action::Replace => {
+                    let rv = versions.get(&change.name).cloned().flatten();
+                    let deleted =
+                        cluster::delete_secret(&self.client, &gateway, &change.name, rv).await;
+                    match (deleted, by_name.get(change.name.as_str())) {
+                        (Ok(()), Some(secret)) => (
+                            ApiVerb::Apply,
+                            cluster::apply_secret(&self.client, secret).await,
+                        ),
+                        (other, _) => (ApiVerb::Delete, other),
+                    }
+                }
+                Action::Delete => {
+                    outcome.deletes += 1;
+                    let rv = versions.get(&change.name).cloned().flatten();
+                    (
+                        ApiVerb::Delete,
+                        cluster::delete_secret(&self.client, &gateway, &change.name, rv).await,
+                    )
+                }
+                Action::Unchanged => continue,
+            };
+            self.metrics.api_request(verb, ApiOutcome::of(&result));
+            match result {
+                Ok(()) => outcome.writes += 1,
+                Err(e) => {
+                    tracing::warn!(secret = %change.name, error = %e, "write failed; retrying on the next reconcile");
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(files) = &self.files {
+            if plan.files_changed || desired.files.len() != current.files.len() {
+                let tree = desired
+                    .files
+                    .iter()
+                    .map(|(path, bytes)| (PathBuf::from(path), bytes.clone()))
+                    .collect();
+                outcome.files_swapped = matches!(
+                    files.publish(&tree)?,
+                    crate::runtime::files::PublishOutcome::Published { .. }
+                );
+            }
+        }
+        match first_error {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
+    }
+
+    /// Events and logs for refusals that are new, and for sources whose
+    /// published certificate changed. Nothing is repeated while nothing changes.
+    async fn announce(&mut self, refusals: &[&Refusal], desired: &DesiredState) {
+        let mut now_refused = BTreeSet::new();
+        for refusal in refusals {
+            let key = (
+                subject_key(&refusal.subject),
+                refusal.reason,
+                refusal.message.clone(),
+            );
+            now_refused.insert(key.clone());
+            if self.announced.contains(&key) {
+                continue;
+            }
+            self.metrics.refused(refusal.reason);
+            tracing::warn!(subject = %key.0, reason = refusal.reason, "{}", refusal.message);
+            let about = match &refusal.subject {
+                Subject::Source(s) | Subject::Member { source: s, .. } => {
+                    Some(cluster::secret_reference(s))
+                }
+                Subject::CertMerge(m) => Some(cluster::certmerge_reference(m)),
+                Subject::Target(_) => None,
+            };
+            if let Some(about) = about {
+                if let Err(e) = self
+                    .events
+                    .emit(about, true, refusal.reason, &refusal.message)
+                    .await
+                {
+                    tracing::warn!(error = %e, "could not record an Event");
+                }
+            }
+        }
+        self.announced = now_refused;
+
+        let mut now_published = BTreeMap::new();
+        for entry in &desired.entries {
+            let sha = entry.summary.sha256.to_string();
+            self.metrics
+                .set_not_after(&entry.source, entry.summary.not_after);
+            if entry.kept.is_none() && self.published.get(&entry.source) != Some(&sha) {
+                let message = format!(
+                    "published sha256 {} (serial {}, notAfter {})",
+                    &sha[..12],
+                    entry.summary.serial,
+                    manifest::rfc3339(entry.summary.not_after)
+                );
+                tracing::info!(source = %entry.source, "{message}");
+                if let Err(e) = self
+                    .events
+                    .emit(
+                        cluster::secret_reference(&entry.source),
+                        false,
+                        "Published",
+                        &message,
+                    )
+                    .await
+                {
+                    tracing::warn!(error = %e, "could not record an Event");
+                }
+            }
+            now_published.insert(entry.source.clone(), sha);
+        }
+        for gone in self
+            .published
+            .keys()
+            .filter(|k| !now_published.contains_key(*k))
+        {
+            self.metrics.forget_source(gone);
+        }
+        self.published = now_published;
+    }
+}
+
+impl Reconciler {
+    fn count_published(&self, desired: &DesiredState) {
+        use crate::core::selection::Target;
+        let count =
+            |pred: fn(&Target) -> bool| desired.entries.iter().filter(|e| pred(&e.target)).count();
+        self.metrics.set_published(
+            PublishedKind::Secret,
+            count(|t| matches!(t, Target::Credential(_))),
+        );
+        self.metrics.set_published(
+            PublishedKind::MergedEntry,
+            count(|t| matches!(t, Target::Merged(_))),
+        );
+        self.metrics.set_published(
+            PublishedKind::FilePair,
+            count(|t| matches!(t, Target::Directory)),
+        );
+    }
+}
+
+fn subject_key(subject: &Subject) -> String {
+    match subject {
+        Subject::Source(s) => format!("secret {s}"),
+        Subject::CertMerge(m) => format!("certmerge {m}"),
+        Subject::Member { merge, source } => format!("certmerge {merge} member {source}"),
+        Subject::Target(t) => format!("target {t}"),
+    }
+}

@@ -1,0 +1,87 @@
+//! The gateway-side Istio objects (EnvoyFilter, status Gateway, WasmPlugin),
+//! rendered by `certsync-wasmplugin` and server-side applied with the one
+//! field manager. Re-applied only when the rendering changes (or when a
+//! re-trigger asks), so a quiet controller writes nothing.
+
+use crate::runtime::cluster::FIELD_MANAGER;
+use certsync_wasmplugin::{render, GatewaySettings, SettingsError};
+use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
+use kube::core::GroupVersionKind;
+use kube::{Api, Client};
+use serde_json::Value;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum GatewayConfigError {
+    #[error("gateway settings: {0}")]
+    Settings(#[from] SettingsError),
+    #[error("rendered object lacks {0}")]
+    Malformed(&'static str),
+    #[error("applying {kind} {name}: {source}")]
+    Apply {
+        kind: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// Applies the rendered objects when they differ from the last applied set.
+pub struct GatewayConfig {
+    settings: GatewaySettings,
+    applied: Option<Vec<Value>>,
+}
+
+impl GatewayConfig {
+    pub fn new(settings: GatewaySettings) -> Self {
+        GatewayConfig {
+            settings,
+            applied: None,
+        }
+    }
+
+    /// Returns how many objects were written (0 when nothing changed).
+    pub async fn apply(&mut self, client: &Client) -> Result<usize, GatewayConfigError> {
+        let objects = render(&self.settings)?;
+        if self.applied.as_ref() == Some(&objects) {
+            return Ok(0);
+        }
+        for object in &objects {
+            apply_object(client, object).await?;
+        }
+        let written = objects.len();
+        self.applied = Some(objects);
+        Ok(written)
+    }
+
+    /// Forget what was applied, so the next `apply` writes again (the
+    /// re-trigger ladder's "re-apply gateway config" step).
+    pub fn invalidate(&mut self) {
+        self.applied = None;
+    }
+}
+
+async fn apply_object(client: &Client, object: &Value) -> Result<(), GatewayConfigError> {
+    let text = |v: &Value| v.as_str().map(str::to_owned);
+    let api_version =
+        text(&object["apiVersion"]).ok_or(GatewayConfigError::Malformed("apiVersion"))?;
+    let kind = text(&object["kind"]).ok_or(GatewayConfigError::Malformed("kind"))?;
+    let name =
+        text(&object["metadata"]["name"]).ok_or(GatewayConfigError::Malformed("metadata.name"))?;
+    let namespace = text(&object["metadata"]["namespace"])
+        .ok_or(GatewayConfigError::Malformed("metadata.namespace"))?;
+    let (group, version) = api_version
+        .split_once('/')
+        .unwrap_or(("", api_version.as_str()));
+    let gvk = GroupVersionKind::gvk(group, version, &kind);
+    let resource = ApiResource::from_gvk(&gvk);
+    let api = Api::<DynamicObject>::namespaced_with(client.clone(), &namespace, &resource);
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(object),
+    )
+    .await
+    .map(|_| ())
+    .map_err(|source| GatewayConfigError::Apply { kind, name, source })
+}

@@ -1,0 +1,175 @@
+//! Bad input, kind by kind: each refusal is a Warning Event with its reason on
+//! the source, and what was published before stays byte for byte.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use support::*;
+
+/// A source first published good, then updated to `bad`.
+async fn refused_update(bad_crt: &str, bad_key: Option<&str>, reason: &str) {
+    let mut rig = Rig::new(credential_policy(), None).await;
+    rig.put(mk_secret(
+        "shop",
+        "tls",
+        fixture!("p256.chain.pem"),
+        fixture!("p256.pkcs8.key"),
+        true,
+    ))
+    .await;
+    rig.reconcile().await;
+    let before = rig
+        .published("shop.tls")
+        .expect("the good version is published");
+    let writes = rig.server.write_count("secrets", GW, "shop.tls");
+
+    let mut bad = mk_secret("shop", "tls", bad_crt, bad_key.unwrap_or(""), true);
+    if bad_key.is_none() {
+        bad["data"].as_object_mut().unwrap().remove("tls.key");
+    }
+    rig.put(bad).await;
+    let outcome = rig.reconcile().await;
+    assert!(outcome.refusals >= 1, "{reason}: refused");
+    let after = rig.published("shop.tls").unwrap();
+    assert_eq!(
+        after["data"], before["data"],
+        "{reason}: the last good pair stays"
+    );
+    assert_eq!(
+        rig.server.write_count("secrets", GW, "shop.tls"),
+        writes,
+        "{reason}: no write"
+    );
+    let events = rig.events_about("tls");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["type"] == "Warning" && e["reason"] == reason),
+        "{reason}: expected a Warning Event, got {:?}",
+        events
+            .iter()
+            .map(|e| (&e["type"], &e["reason"]))
+            .collect::<Vec<_>>()
+    );
+    assert_no_key_material(&rig);
+}
+
+#[tokio::test]
+async fn garbage_pem() {
+    refused_update(
+        "garbage",
+        Some(fixture!("p256.pkcs8.key")),
+        "MalformedCertificate",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn key_and_certificate_do_not_match() {
+    refused_update(
+        fixture!("rsa.chain.pem"),
+        Some(fixture!("p256.pkcs8.key")),
+        "KeyMismatch",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn expired_certificate() {
+    refused_update(
+        fixture!("expired.crt"),
+        Some(fixture!("rsa.pkcs8.key")),
+        "Expired",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn not_yet_valid_certificate() {
+    refused_update(
+        fixture!("future.crt"),
+        Some(fixture!("rsa.pkcs8.key")),
+        "NotYetValid",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn missing_tls_key() {
+    refused_update(fixture!("p384.chain.pem"), None, "MissingKey").await;
+}
+
+#[tokio::test]
+async fn oversized_certificate() {
+    let huge = fixture!("p384.chain.pem").repeat(200);
+    refused_update(&huge, Some(fixture!("p384.pkcs8.key")), "TooLarge").await;
+}
+
+#[tokio::test]
+async fn encrypted_key_is_unsupported() {
+    let encrypted = "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIBvTBXBgkqhkiG9w0BBQ0wSjApBgkqhkiG9w0BBQwwHAQI\n-----END ENCRYPTED PRIVATE KEY-----\n";
+    refused_update(
+        fixture!("p384.chain.pem"),
+        Some(encrypted),
+        "UnsupportedKey",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn chain_in_the_wrong_order() {
+    refused_update(
+        fixture!("p256.reversed.pem"),
+        Some(fixture!("p256.pkcs8.key")),
+        "ChainOrder",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn key_pasted_into_the_certificate_slot() {
+    refused_update(
+        fixture!("p256.pkcs8.key"),
+        Some(fixture!("p256.chain.pem")),
+        "MalformedCertificate",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn annotation_removed_while_invalid_unpublishes() {
+    let mut rig = Rig::new(credential_policy(), None).await;
+    rig.put(mk_secret(
+        "shop",
+        "tls",
+        fixture!("p256.chain.pem"),
+        fixture!("p256.pkcs8.key"),
+        true,
+    ))
+    .await;
+    rig.reconcile().await;
+    rig.put(mk_secret("shop", "tls", "garbage", "garbage", true))
+        .await;
+    rig.reconcile().await;
+    assert!(rig.published("shop.tls").is_some(), "kept while invalid");
+    rig.put(mk_secret("shop", "tls", "garbage", "garbage", false))
+        .await;
+    rig.reconcile().await;
+    assert!(rig.published("shop.tls").is_none(), "deselected: removed");
+}
+
+#[tokio::test]
+async fn a_never_published_invalid_source_publishes_nothing() {
+    let mut rig = Rig::new(credential_policy(), None).await;
+    rig.put(mk_secret(
+        "shop",
+        "tls",
+        fixture!("expired.crt"),
+        fixture!("rsa.pkcs8.key"),
+        true,
+    ))
+    .await;
+    let outcome = rig.reconcile().await;
+    assert_eq!(outcome.writes, 0);
+    assert!(rig.published("shop.tls").is_none());
+}

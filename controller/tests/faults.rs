@@ -1,0 +1,174 @@
+//! Faults between the controller and the API server: a write failing mid-way
+//! (the controller killed between two writes), conflicts, throttling, server
+//! errors, dropped watches and an API server restart. Each published Secret
+//! is always a complete, matching pair, and the controller converges.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use certsync_fakekube::{FaultMatch, Verb};
+use support::*;
+
+/// Every published credential Secret holds a cert and key that belong together.
+fn assert_consistent_pairs(rig: &Rig) {
+    use base64::Engine;
+    for secret in rig.server.list("secrets", Some(GW)) {
+        if secret["metadata"]["labels"]["app.kubernetes.io/managed-by"] != "cert-sync" {
+            continue;
+        }
+        let get = |k: &str| {
+            base64::engine::general_purpose::STANDARD
+                .decode(secret["data"][k].as_str().unwrap_or(""))
+                .unwrap()
+        };
+        certsync_core::key::check_matches(&get("tls.crt"), &get("tls.key")).unwrap();
+        let sha = certsync_core::summarize_chain(&get("tls.crt"))
+            .unwrap()
+            .sha256
+            .to_string();
+        assert_eq!(
+            secret["metadata"]["annotations"]["certsync.istio.io/source-sha256"],
+            sha
+        );
+    }
+}
+
+async fn two_sources(rig: &Rig) {
+    rig.put(mk_secret(
+        "shop",
+        "a",
+        fixture!("p256.chain.pem"),
+        fixture!("p256.pkcs8.key"),
+        true,
+    ))
+    .await;
+    rig.put(mk_secret(
+        "shop",
+        "b",
+        fixture!("rsa.chain.pem"),
+        fixture!("rsa.pkcs8.key"),
+        true,
+    ))
+    .await;
+}
+
+#[tokio::test]
+async fn a_write_failing_between_two_publications_leaves_whole_pairs_and_is_retried() {
+    let mut rig = Rig::new(credential_policy(), None).await;
+    two_sources(&rig).await;
+    rig.server
+        .fail_once(Verb::Apply, "secrets", GW, "shop.b", 500);
+    let failed = rig.reconciler.reconcile(NOW).await;
+    assert!(failed.is_err(), "the failure surfaces, so the loop retries");
+    assert!(rig.published("shop.a").is_some());
+    assert!(rig.published("shop.b").is_none(), "nothing half-written");
+    assert_consistent_pairs(&rig);
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    rig.reconcile().await;
+    assert!(rig.published("shop.b").is_some());
+    assert_consistent_pairs(&rig);
+}
+
+#[tokio::test]
+async fn a_conflict_is_retried_on_the_next_reconcile() {
+    let mut rig = Rig::new(credential_policy(), None).await;
+    two_sources(&rig).await;
+    rig.server
+        .fail_once(Verb::Apply, "secrets", GW, "shop.a", 409);
+    assert!(rig.reconciler.reconcile(NOW).await.is_err());
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    rig.reconcile().await;
+    assert!(rig.published("shop.a").is_some() && rig.published("shop.b").is_some());
+}
+
+#[tokio::test]
+async fn server_errors_fail_the_reconcile_and_nothing_is_lost_once_they_stop() {
+    let mut rig = Rig::new(credential_policy(), None).await;
+    two_sources(&rig).await;
+    rig.reconcile().await;
+    rig.put(mk_secret(
+        "shop",
+        "a",
+        fixture!("p384.chain.pem"),
+        fixture!("p384.pkcs8.key"),
+        true,
+    ))
+    .await;
+    rig.server
+        .fail_next(3, 500, FaultMatch::any().verb(Verb::Apply));
+    for _ in 0..3 {
+        assert!(rig.reconciler.reconcile(NOW).await.is_err());
+        assert_eq!(
+            data_of(&rig.published("shop.a").unwrap(), "tls.crt"),
+            fixture!("p256.chain.pem")
+        );
+    }
+    rig.reconcile().await;
+    assert_eq!(
+        data_of(&rig.published("shop.a").unwrap(), "tls.crt"),
+        fixture!("p384.chain.pem")
+    );
+    assert_consistent_pairs(&rig);
+}
+
+#[tokio::test]
+async fn a_dropped_watch_and_an_api_server_restart_converge() {
+    let mut rig = Rig::new(credential_policy(), None).await;
+    two_sources(&rig).await;
+    rig.reconcile().await;
+
+    rig.server.drop_watches();
+    rig.put(mk_secret(
+        "shop",
+        "a",
+        fixture!("p384.chain.pem"),
+        fixture!("p384.pkcs8.key"),
+        true,
+    ))
+    .await;
+    rig.reconcile().await;
+    assert_eq!(
+        data_of(&rig.published("shop.a").unwrap(), "tls.crt"),
+        fixture!("p384.chain.pem")
+    );
+
+    // Restart: every resourceVersion the watches hold is now too old (410 → relist).
+    rig.server.restart();
+    rig.put(mk_secret(
+        "shop",
+        "b",
+        fixture!("ed25519.chain.pem"),
+        fixture!("ed25519.pkcs8.key"),
+        true,
+    ))
+    .await;
+    rig.put(mk_secret(
+        "shop",
+        "c",
+        fixture!("p256.chain.pem"),
+        fixture!("p256.pkcs8.key"),
+        true,
+    ))
+    .await;
+    rig.reconcile().await;
+    assert_eq!(
+        data_of(&rig.published("shop.b").unwrap(), "tls.crt"),
+        fixture!("ed25519.chain.pem")
+    );
+    assert!(rig.published("shop.c").is_some());
+    assert_consistent_pairs(&rig);
+}
+
+#[tokio::test]
+async fn throttling_reaches_the_controller_as_a_retryable_failure() {
+    let mut rig = Rig::new(credential_policy(), None).await;
+    two_sources(&rig).await;
+    rig.server
+        .throttle_next(2, 1, FaultMatch::any().verb(Verb::Apply));
+    // kube's client honours Retry-After itself; either way the pairs end up published.
+    let _ = rig.reconciler.reconcile(NOW).await;
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    rig.reconcile().await;
+    assert!(rig.published("shop.a").is_some() && rig.published("shop.b").is_some());
+    assert_consistent_pairs(&rig);
+}

@@ -1,0 +1,184 @@
+//! Shared by the controller's integration tests: a fake API server, the
+//! controller's watches and reconciler on it, and Secret builders.
+#![allow(dead_code)] // each test binary uses part of this
+
+pub use certsync_controller::core::model::{Mode, NamespacePolicy, Policy};
+pub use certsync_controller::reconcile::{Outcome, Reconciler};
+use certsync_controller::runtime::cluster::{self, Events};
+pub use certsync_controller::runtime::files::DirectoryPublisher;
+use certsync_controller::runtime::metrics::Metrics;
+pub use certsync_fakekube::FakeApiServer;
+pub use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+pub const GW: &str = "istio-system";
+/// 2030-01-01: every fixture is valid then, but the expired one.
+pub const NOW: i64 = 1_893_456_000;
+
+#[macro_export]
+macro_rules! fixture {
+    ($name:literal) => {
+        include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../filter/core/tests/fixtures/",
+            $name
+        ))
+    };
+}
+
+pub fn b64(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+pub fn mk_secret(ns: &str, name: &str, cert: &str, key: &str, autosync: bool) -> Value {
+    let mut annotations = serde_json::Map::new();
+    if autosync {
+        annotations.insert("certsync.istio.io/autosync".into(), "true".into());
+    }
+    json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+        "metadata": {"name": name, "namespace": ns, "annotations": annotations},
+        "data": {"tls.crt": b64(cert), "tls.key": b64(key)},
+    })
+}
+
+pub fn credential_policy() -> Policy {
+    Policy {
+        gateway_namespace: GW.into(),
+        mode: Mode::Credential,
+        namespaces: NamespacePolicy::All,
+    }
+}
+
+pub struct Rig {
+    pub server: FakeApiServer,
+    pub reconciler: Reconciler,
+    pub stores: cluster::Stores,
+}
+
+impl Rig {
+    pub async fn new(
+        policy: Policy,
+        files: Option<(DirectoryPublisher, std::path::PathBuf)>,
+    ) -> Rig {
+        let server = FakeApiServer::start().await.unwrap();
+        let client = server.client().unwrap();
+        let (stores, _tasks) = cluster::watch(&client, GW, false, true, Arc::new(Notify::new()));
+        stores.wait_ready().await.unwrap();
+        let events = Events::new(client.clone(), "test-replica");
+        let reconciler = Reconciler::new(
+            client,
+            policy,
+            stores.clone(),
+            events,
+            Metrics::new(),
+            files,
+        );
+        Rig {
+            server,
+            reconciler,
+            stores,
+        }
+    }
+
+    /// Stores a Secret and waits until the watches have seen it.
+    pub async fn put(&self, obj: Value) {
+        let stored = self.server.put(obj).unwrap();
+        self.settle(
+            stored["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap_or("0"),
+        )
+        .await;
+    }
+
+    /// Waits until the source store holds every object at or past `rv`.
+    pub async fn settle(&self, _rv: &str) {
+        let target = self.server.resource_version();
+        for _ in 0..200 {
+            let seen = self
+                .stores
+                .tls_sources
+                .state()
+                .iter()
+                .chain(std::iter::empty())
+                .filter_map(|s| {
+                    s.metadata
+                        .resource_version
+                        .as_deref()
+                        .and_then(|v| v.parse::<u64>().ok())
+                })
+                .max()
+                .unwrap_or(0);
+            let managed = self
+                .stores
+                .managed
+                .state()
+                .iter()
+                .filter_map(|s| {
+                    s.metadata
+                        .resource_version
+                        .as_deref()
+                        .and_then(|v| v.parse::<u64>().ok())
+                })
+                .max()
+                .unwrap_or(0);
+            if seen.max(managed) >= target {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    pub async fn reconcile(&mut self) -> Outcome {
+        let outcome = self.reconciler.reconcile(NOW).await.unwrap();
+        // Let the managed store see our own writes before the next round.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        outcome
+    }
+
+    pub fn published(&self, name: &str) -> Option<Value> {
+        self.server.get("secrets", GW, name)
+    }
+
+    pub fn events_about(&self, name: &str) -> Vec<Value> {
+        let mut all = self.server.list("events", None);
+        all.extend(self.server.list("events.events.k8s.io", None));
+        all.into_iter()
+            .filter(|e| e["regarding"]["name"] == name || e["involvedObject"]["name"] == name)
+            .collect()
+    }
+}
+
+pub fn data_of(secret: &Value, key: &str) -> String {
+    use base64::Engine;
+    let b = secret["data"][key].as_str().unwrap_or("");
+    String::from_utf8(base64::engine::general_purpose::STANDARD.decode(b).unwrap()).unwrap()
+}
+
+/// No private-key line of any fixture in Events, ConfigMaps or published
+/// annotations.
+pub fn assert_no_key_material(rig: &Rig) {
+    let mut dump = String::new();
+    for resource in ["events", "events.events.k8s.io", "configmaps"] {
+        dump.push_str(&serde_json::to_string(&rig.server.list(resource, None)).unwrap());
+    }
+    for key in [
+        fixture!("p256.pkcs8.key"),
+        fixture!("p384.pkcs8.key"),
+        fixture!("rsa.pkcs8.key"),
+        fixture!("rsa.pkcs1.key"),
+    ] {
+        for line in key.lines().filter(|l| !l.starts_with("-----")) {
+            assert!(!dump.contains(line), "private key bytes leaked");
+            assert!(
+                !dump.contains(&b64(line)[..20]),
+                "base64 of private key bytes leaked"
+            );
+        }
+    }
+}
