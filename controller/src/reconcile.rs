@@ -288,11 +288,13 @@ impl Reconciler {
             }
             self.metrics.refused(refusal.reason);
             tracing::warn!(subject = %key.0, reason = refusal.reason, "{}", refusal.message);
+            // A CertMerge's member problems are told on the CertMerge: a tenant's
+            // CertMerge must not put Events on another tenant's Secrets.
             let about = match &refusal.subject {
-                Subject::Source(s) | Subject::Member { source: s, .. } => {
-                    Some(cluster::secret_reference(s))
+                Subject::Source(s) => Some(cluster::secret_reference(s)),
+                Subject::CertMerge(m) | Subject::Member { merge: m, .. } => {
+                    Some(cluster::certmerge_reference(m))
                 }
-                Subject::CertMerge(m) => Some(cluster::certmerge_reference(m)),
                 Subject::Target(_) => None,
             };
             if let Some(about) = about {

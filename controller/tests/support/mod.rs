@@ -134,6 +134,37 @@ impl Rig {
         }
     }
 
+    /// Waits until the CertMerge store holds `n` objects.
+    pub async fn settle_certmerges(&self, n: usize) {
+        for _ in 0..300 {
+            if self
+                .stores
+                .certmerges
+                .as_ref()
+                .is_some_and(|s| s.state().len() >= n)
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("CertMerge store never reached {n} objects");
+    }
+
+    /// Waits until the source store no longer holds `ns/name`.
+    pub async fn settle_deleted(&self, ns: &str, name: &str) {
+        for _ in 0..300 {
+            let present = self.stores.tls_sources.state().iter().any(|s| {
+                s.metadata.namespace.as_deref() == Some(ns)
+                    && s.metadata.name.as_deref() == Some(name)
+            });
+            if !present {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{ns}/{name} never left the source store");
+    }
+
     pub async fn reconcile(&mut self) -> Outcome {
         let outcome = self.reconciler.reconcile(NOW).await.unwrap();
         // Let the managed store see our own writes before the next round.
