@@ -1,0 +1,130 @@
+//! The `cert-sync` binary as an operator runs it, against the fake API
+//! server: `--once` in directory mode (the init-container case), and a
+//! running controller whose whole log is searched for private-key bytes.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use support::*;
+
+fn cert_sync() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_cert-sync"));
+    command.env_remove("RUST_LOG");
+    command
+}
+
+fn key_lines() -> Vec<&'static str> {
+    [fixture!("p256.pkcs8.key"), fixture!("rsa.pkcs8.key")]
+        .iter()
+        .flat_map(|k| k.lines())
+        .filter(|l| !l.starts_with("-----"))
+        .collect()
+}
+
+#[tokio::test]
+async fn once_in_directory_mode_writes_the_files_and_exits() {
+    let server = FakeApiServer::start().await.unwrap();
+    server
+        .put(mk_secret(
+            "shop",
+            "tls",
+            fixture!("p256.chain.pem"),
+            fixture!("p256.pkcs8.key"),
+            true,
+        ))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig).unwrap();
+    let certs = dir.path().join("certs");
+    let output = tokio::task::spawn_blocking(move || {
+        cert_sync()
+            .env("KUBECONFIG", &kubeconfig)
+            .args(["--mode", "directory", "--once", "--cert-dir"])
+            .arg(&certs)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let crt = std::fs::read_to_string(dir.path().join("certs/shop/tls.crt")).unwrap();
+    assert_eq!(crt, fixture!("p256.chain.pem"));
+    assert!(
+        server.list("secrets", Some(GW)).is_empty(),
+        "directory mode writes no Secret"
+    );
+}
+
+#[tokio::test]
+async fn a_running_controller_publishes_refuses_and_never_logs_key_bytes() {
+    let server = FakeApiServer::start().await.unwrap();
+    server
+        .put(mk_secret(
+            "shop",
+            "good",
+            fixture!("p256.chain.pem"),
+            fixture!("p256.pkcs8.key"),
+            true,
+        ))
+        .unwrap();
+    // Key in the certificate slot: the refusal must not quote it.
+    server
+        .put(mk_secret(
+            "shop",
+            "swapped",
+            fixture!("rsa.pkcs8.key"),
+            fixture!("rsa.chain.pem"),
+            true,
+        ))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = cert_sync()
+        .env("KUBECONFIG", &kubeconfig)
+        .env("RUST_LOG", "debug")
+        .args(["--log-format", "json", "--pod-name", "test", "--http-addr"])
+        .arg(format!("127.0.0.1:{port}"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.get("secrets", GW, "shop.good").is_none() {
+        assert!(Instant::now() < deadline, "never published");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Let the refusal be logged and announced.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    child.kill().unwrap();
+    let output = child.wait_with_output().unwrap();
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        log.contains("MalformedCertificate"),
+        "the refusal is logged with its reason"
+    );
+    for line in key_lines() {
+        assert!(!log.contains(line), "private key bytes in the log");
+    }
+    assert!(
+        !log.contains("PRIVATE KEY-----\n"),
+        "a PEM key block in the log"
+    );
+    assert!(server.get("secrets", GW, "shop.swapped").is_none());
+}
