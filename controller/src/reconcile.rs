@@ -87,12 +87,27 @@ impl Reconciler {
     pub async fn reconcile(&mut self, now: i64) -> Result<Outcome, ReconcileError> {
         let mut outcome = Outcome::default();
         let gateway = self.policy.gateway_namespace.clone();
-        let sources = self.stores.sources();
+        let mut sources = self.stores.sources();
+        let merges = self.stores.cert_merges(&gateway);
+        // Listed Secrets outside the TLS watch: look up their type.
+        let known: BTreeSet<ObjectRef> = sources.iter().map(|s| s.key.clone()).collect();
+        let unknown: BTreeSet<ObjectRef> = merges
+            .iter()
+            .flat_map(|m| m.secrets.iter())
+            .filter(|s| !s.namespace.is_empty() && !known.contains(*s))
+            .cloned()
+            .collect();
+        for listed in &unknown {
+            outcome.reads += 1;
+            if let Some(meta) = cluster::read_source_meta(&self.client, listed).await? {
+                sources.push(meta);
+            }
+        }
         let selection = selection::select(
             &self.policy,
             &sources,
             &self.stores.namespace_labels(),
-            &self.stores.cert_merges(&gateway),
+            &merges,
         );
         let versions: BTreeMap<&ObjectRef, &str> = sources
             .iter()

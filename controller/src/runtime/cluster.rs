@@ -196,6 +196,28 @@ pub fn published_secret(secret: &Secret) -> PublishedSecret {
     }
 }
 
+/// Metadata of one Secret whatever its type: a CertMerge may list a Secret
+/// the TLS-only watch never shows, and the user deserves the real reason
+/// (`NotTLS`) rather than "not found".
+pub async fn read_source_meta(
+    client: &Client,
+    source: &ObjectRef,
+) -> Result<Option<SourceMeta>, kube::Error> {
+    let api = Api::<Secret>::namespaced(client.clone(), &source.namespace);
+    let Some(secret) = api.get_opt(&source.name).await? else {
+        return Ok(None);
+    };
+    Ok(Some(SourceMeta {
+        key: source.clone(),
+        uid: secret.uid().unwrap_or_default(),
+        resource_version: secret.resource_version().unwrap_or_default(),
+        secret_type: secret.type_.clone().unwrap_or_else(|| "Opaque".to_owned()),
+        labels: secret.labels().clone(),
+        annotations: secret.annotations().clone(),
+        created: secret.creation_timestamp().map_or(0, |t| t.0.as_second()),
+    }))
+}
+
 /// Reads a source's data; `None` when it is gone.
 pub async fn read_source(
     client: &Client,
