@@ -83,7 +83,7 @@ fn allowed(rules: &[Rule], r: &certsync_fakekube::RequestRecord) -> bool {
     };
     rules.iter().any(|rule| {
         rule.groups.iter().any(|g| g == group)
-            && rule.resources.iter().any(|x| *x == plural)
+            && rule.resources.contains(&plural)
             && rule.verbs.iter().any(|v| v == verb)
             && (rule.names.is_empty() || r.name.as_ref().is_some_and(|n| rule.names.contains(n)))
             && rule
