@@ -342,51 +342,17 @@ fn remove_if_exists(path: &Path) -> Result<()> {
 /// The kubelet's payload directory name for a Unix time in nanoseconds.
 fn timestamp_dir_name(unix_nanos: u128) -> String {
     let secs = i64::try_from(unix_nanos / 1_000_000_000).unwrap_or(i64::MAX);
-    let nanos = unix_nanos % 1_000_000_000;
-    let (year, month, day) = civil_from_days(secs.div_euclid(86_400));
-    let rem = secs.rem_euclid(86_400);
+    let stamp = jiff::Timestamp::from_second(secs).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
     format!(
-        "..{year:04}_{month:02}_{day:02}_{:02}_{:02}_{:02}.{nanos:09}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
+        "..{}.{:09}",
+        stamp.strftime("%Y_%m_%d_%H_%M_%S"),
+        unix_nanos % 1_000_000_000
     )
 }
 
-/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian
-/// (Howard Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month as u32, day as u32)
-}
-
 fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 #[cfg(test)]
@@ -405,7 +371,10 @@ mod tests {
             timestamp_dir_name(1_795_373_522_931_000_001),
             "..2026_11_22_18_52_02.931000001"
         );
-        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
+        assert_eq!(
+            timestamp_dir_name(1_709_164_800_000_000_000),
+            "..2024_02_29_00_00_00.000000000"
+        );
     }
 
     #[test]

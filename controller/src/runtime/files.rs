@@ -600,31 +600,12 @@ fn is_payload_name(name: &OsStr) -> bool {
 /// `..YYYY_MM_DD_HH_MM_SS.nnnnnnnnn` (UTC), like the kubelet's.
 fn payload_name(t: SystemTime) -> String {
     let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs();
-    let (y, m, d) = civil_from_days(secs / 86_400);
-    let s = secs % 86_400;
+    let stamp = jiff::Timestamp::try_from(t).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
     format!(
-        "..{y:04}_{m:02}_{d:02}_{:02}_{:02}_{:02}.{:09}",
-        s / 3600,
-        s / 60 % 60,
-        s % 60,
+        "..{}.{:09}",
+        stamp.strftime("%Y_%m_%d_%H_%M_%S"),
         since.subsec_nanos()
     )
-}
-
-/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian
-/// (H. Hinnant's `civil_from_days`, for non-negative days).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + u64::from(m <= 2);
-    (y, m, d)
 }
 
 fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> FilesError {
@@ -641,7 +622,8 @@ mod tests {
         let t = UNIX_EPOCH + Duration::new(1_795_376_401, 123_456_789);
         assert_eq!(payload_name(t), "..2026_11_22_19_40_01.123456789");
         assert_eq!(payload_name(UNIX_EPOCH), "..1970_01_01_00_00_00.000000000");
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400);
+        assert_eq!(payload_name(leap), "..2000_02_29_00_00_00.000000000");
         assert!(is_payload_name(OsStr::new(&payload_name(t))));
         for other in ["..data", "..data_tmp", "..lock", "shop", "..", "..x1"] {
             assert!(!is_payload_name(OsStr::new(other)), "{other}");
