@@ -29,6 +29,7 @@ lint:
 filter-wasm:
     bash filter/build-wasm.sh
 
-# Benchmarks; writes bench-report.md.
+# Benchmarks; writes bench-report.md (the filter's, then the controller's appended).
 bench:
     cargo run --quiet --release --locked -p certsync-e2e --bin bench -- --out bench-report.md
+    cargo run --quiet --release --locked -p certsync-e2e --bin controller_bench -- --out bench-report.md --append
