@@ -10,6 +10,7 @@
 use crate::core::desired::{self, Action, DesiredState};
 use crate::core::model::{ObjectRef, Policy, Published, SourceData};
 use crate::core::reasons::{Refusal, Subject};
+use crate::core::validation::Validations;
 use crate::core::{manifest, selection, validation};
 use crate::runtime::cluster::{self, Events, Stores};
 use crate::runtime::files::{DirectoryPublisher, FilesError};
@@ -47,8 +48,12 @@ pub struct Reconciler {
     metrics: Metrics,
     files: Option<DirectoryPublisher>,
     cert_dir: String,
-    /// Data of selected sources by resourceVersion: read again only when it moves.
-    data: BTreeMap<ObjectRef, (String, SourceData)>,
+    /// Validation results of selected sources, kept across reconciles.
+    validations: Validations,
+    /// resourceVersion and hour at which each selected source was validated:
+    /// a source is read and checked again only when its resourceVersion
+    /// moves, and re-checked (validity window) once an hour.
+    checked: BTreeMap<ObjectRef, (String, i64)>,
     /// Refusals already announced (Events only on transitions).
     announced: BTreeSet<(String, &'static str, String)>,
     /// Fingerprint last published per source (a Normal Event when it moves).
@@ -77,7 +82,8 @@ impl Reconciler {
             metrics,
             files,
             cert_dir,
-            data: BTreeMap::new(),
+            validations: Validations::default(),
+            checked: BTreeMap::new(),
             announced: BTreeSet::new(),
             published: BTreeMap::new(),
             last_manifest: None,
@@ -85,10 +91,20 @@ impl Reconciler {
     }
 
     pub async fn reconcile(&mut self, now: i64) -> Result<Outcome, ReconcileError> {
+        let started = std::time::Instant::now();
         let mut outcome = Outcome::default();
         let gateway = self.policy.gateway_namespace.clone();
-        let mut sources = self.stores.sources();
         let merges = self.stores.cert_merges(&gateway);
+        let merge_namespaces: BTreeSet<String> = merges
+            .iter()
+            .flat_map(|m| {
+                let own = std::iter::once(m.key.namespace.clone());
+                let selected = m.selectors.iter().map(|s| s.namespace.clone());
+                let listed = m.secrets.iter().map(|s| s.namespace.clone());
+                own.chain(selected).chain(listed)
+            })
+            .collect();
+        let mut sources = self.stores.sources(&merge_namespaces);
         // Listed Secrets outside the TLS watch: look up their type.
         let known: BTreeSet<ObjectRef> = sources.iter().map(|s| s.key.clone()).collect();
         let unknown: BTreeSet<ObjectRef> = merges
@@ -113,32 +129,11 @@ impl Reconciler {
             .iter()
             .map(|s| (&s.key, s.resource_version.as_str()))
             .collect();
-        let wanted: Vec<ObjectRef> = selection.sources().into_iter().cloned().collect();
-        self.data.retain(|k, _| wanted.contains(k));
-        for source in &wanted {
-            let fresh = self
-                .data
-                .get(source)
-                .is_some_and(|(rv, _)| Some(&rv.as_str()) == versions.get(source));
-            if fresh {
-                continue;
-            }
-            outcome.reads += 1;
-            match cluster::read_source(&self.client, source).await? {
-                Some(read) => {
-                    self.data.insert(source.clone(), read);
-                }
-                None => {
-                    self.data.remove(source);
-                }
-            }
-        }
-        let data: BTreeMap<ObjectRef, SourceData> = self
-            .data
-            .iter()
-            .map(|(k, (_, d))| (k.clone(), d.clone()))
-            .collect();
-        let validations = validation::check_all(wanted.iter(), &data, now);
+        let selected_at = started.elapsed();
+        let wanted: BTreeSet<ObjectRef> = selection.sources().into_iter().cloned().collect();
+        self.refresh_validations(&wanted, &versions, now, &mut outcome)
+            .await?;
+        let validations = &self.validations;
 
         let mut current = Published {
             secrets: self.stores.managed_secrets(),
@@ -151,7 +146,7 @@ impl Reconciler {
                 .map(|(path, bytes)| (path.display().to_string(), bytes))
                 .collect();
         }
-        let mut desired = desired::render(&self.policy, &selection, &validations, &current);
+        let mut desired = desired::render(&self.policy, &selection, validations, &current);
         // Objects in a target's way that cert-sync does not manage are not in
         // the managed store: look them up, so `diff` refuses to touch them.
         let mut in_the_way = false;
@@ -166,20 +161,24 @@ impl Reconciler {
             }
         }
         if in_the_way {
-            desired = desired::render(&self.policy, &selection, &validations, &current);
+            desired = desired::render(&self.policy, &selection, &self.validations, &current);
         }
         let plan = desired::diff(&current, &desired);
+        let planned_at = started.elapsed();
 
         self.write(&desired, &plan, &current, &mut outcome).await?;
+        let written_at = started.elapsed();
 
-        let refusals: Vec<&Refusal> = selection
+        let refusals: Vec<Refusal> = selection
             .refusals
             .iter()
-            .chain(validations.refusals())
+            .chain(self.validations.refusals())
             .chain(plan.refusals.iter())
+            .cloned()
             .collect();
         outcome.refusals = refusals.len();
-        self.announce(&refusals, &desired).await;
+        self.announce(&refusals.iter().collect::<Vec<_>>(), &desired)
+            .await;
         self.count_published(&desired);
 
         if self.files.is_none() || !matches!(self.policy.mode, crate::core::model::Mode::Directory)
@@ -199,7 +198,87 @@ impl Reconciler {
                 self.last_manifest = Some(rendered);
             }
         }
+        tracing::debug!(
+            ?selected_at,
+            ?planned_at,
+            ?written_at,
+            total = ?started.elapsed(),
+            "reconcile phases"
+        );
         Ok(outcome)
+    }
+
+    /// Brings `self.validations` up to date for `wanted`, reading a source's
+    /// data only when its resourceVersion moved. With 1,000 sources a change
+    /// to one costs one read and one validation, not a thousand.
+    async fn refresh_validations(
+        &mut self,
+        wanted: &BTreeSet<ObjectRef>,
+        versions: &BTreeMap<&ObjectRef, &str>,
+        now: i64,
+        outcome: &mut Outcome,
+    ) -> Result<(), ReconcileError> {
+        let hour = now.div_euclid(3600);
+        self.checked.retain(|k, _| wanted.contains(k));
+        self.validations.ok.retain(|k, _| wanted.contains(k));
+        self.validations.refused.retain(|k, _| wanted.contains(k));
+        for source in wanted {
+            let seen = self.checked.get(source);
+            let same_version =
+                seen.is_some_and(|(rv, _)| Some(&rv.as_str()) == versions.get(source));
+            if same_version && seen.is_some_and(|(_, h)| *h == hour) {
+                continue;
+            }
+            // Same version, new hour: re-check the bytes already held.
+            let held = self
+                .validations
+                .ok
+                .get(source)
+                .filter(|_| same_version)
+                .map(|v| {
+                    let rv = seen.map(|(rv, _)| rv.clone()).unwrap_or_default();
+                    let data = SourceData {
+                        cert_pem: Some(v.cert_pem.clone()),
+                        key_pem: Some(v.key_pem.clone()),
+                        ca_pem: v.ca_pem.clone(),
+                    };
+                    (rv, data)
+                });
+            let read = match held {
+                Some(held) => Some(held),
+                None => {
+                    outcome.reads += 1;
+                    cluster::read_source(&self.client, source).await?
+                }
+            };
+            let result = match &read {
+                Some((_, data)) => validation::check(source, data, now),
+                None => Err(Refusal::new(
+                    Subject::Source(source.clone()),
+                    crate::core::reasons::NOT_FOUND,
+                    "Secret data could not be read (deleted?)",
+                )),
+            };
+            self.validations.ok.remove(source);
+            self.validations.refused.remove(source);
+            match result {
+                Ok(valid) => {
+                    self.validations.ok.insert(source.clone(), valid);
+                }
+                Err(refusal) => {
+                    self.validations.refused.insert(source.clone(), refusal);
+                }
+            }
+            match read {
+                Some((rv, _)) => {
+                    self.checked.insert(source.clone(), (rv, hour));
+                }
+                None => {
+                    self.checked.remove(source);
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn write(

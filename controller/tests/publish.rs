@@ -346,3 +346,29 @@ async fn gateway_side_objects_are_applied_once_and_point_at_the_served_module() 
         "an identical apply changes nothing server-side"
     );
 }
+
+#[tokio::test]
+async fn a_change_to_one_of_many_sources_reads_and_writes_only_that_one() {
+    let mut rig = Rig::new(credential_policy(), None).await;
+    for name in ["a", "b", "c", "d"] {
+        rig.put(mk_secret(
+            "shop",
+            name,
+            fixture!("p256.chain.pem"),
+            fixture!("p256.pkcs8.key"),
+            true,
+        ))
+        .await;
+    }
+    assert_eq!(rig.reconcile().await.reads, 4);
+    rig.put(mk_secret(
+        "shop",
+        "c",
+        fixture!("p384.chain.pem"),
+        fixture!("p384.pkcs8.key"),
+        true,
+    ))
+    .await;
+    let outcome = rig.reconcile().await;
+    assert_eq!((outcome.reads, outcome.writes), (1, 1), "{outcome:?}");
+}

@@ -109,7 +109,13 @@ where
 {
     let (store, writer) = reflector::store();
     let changed = Arc::clone(changed);
-    let stream = reflector::reflector(writer, watcher(api, config)).default_backoff();
+    // managedFields are often the largest part of an object's metadata and
+    // cert-sync never reads them: drop them before they reach the store.
+    let stream = reflector::reflector(
+        writer,
+        watcher(api, config).modify(|obj| obj.managed_fields_mut().clear()),
+    )
+    .default_backoff();
     tasks.push(tokio::spawn(async move {
         futures::pin_mut!(stream);
         while let Some(event) = stream.next().await {
@@ -135,10 +141,22 @@ impl Stores {
         self.managed.wait_until_ready().await
     }
 
-    pub fn sources(&self) -> Vec<SourceMeta> {
+    /// The sources a decision can involve: annotated TLS Secrets, and any
+    /// TLS Secret in a namespace a CertMerge reads. Converting only these
+    /// keeps a reconcile's cost with the number of candidates, not with all
+    /// the TLS Secrets in the cluster.
+    pub fn sources(
+        &self,
+        merge_namespaces: &std::collections::BTreeSet<String>,
+    ) -> Vec<SourceMeta> {
         self.tls_sources
             .state()
             .iter()
+            .filter(|m| {
+                m.annotations().contains_key(keys::AUTOSYNC)
+                    || m.namespace()
+                        .is_some_and(|ns| merge_namespaces.contains(&ns))
+            })
             .map(|m| source_meta(m))
             .collect()
     }
