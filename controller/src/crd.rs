@@ -142,3 +142,69 @@ pub fn label_selector(selector: &LabelSelector) -> model::LabelSelector {
             .collect(),
     }
 }
+
+/// The CRD status for a computed merge status. Conditions keep their
+/// `lastTransitionTime` while their status does not change.
+pub fn status_from(
+    computed: &crate::core::merge_status::MergeStatus,
+    generation: Option<i64>,
+    previous: &CertMergeStatus,
+    now: i64,
+) -> CertMergeStatus {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    let condition = |type_: &str, status: &str, reason: &str, message: &str| {
+        let since = previous
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_ && c.status == status)
+            .map(|c| c.last_transition_time.clone())
+            .unwrap_or_else(|| {
+                Time(jiff::Timestamp::from_second(now).unwrap_or(jiff::Timestamp::UNIX_EPOCH))
+            });
+        Condition {
+            type_: type_.to_owned(),
+            status: status.to_owned(),
+            reason: reason.to_owned(),
+            message: message.to_owned(),
+            last_transition_time: since,
+            observed_generation: generation,
+        }
+    };
+    let ready = if computed.ready { "True" } else { "False" };
+    CertMergeStatus {
+        observed_generation: generation,
+        conditions: vec![
+            condition("Ready", ready, &computed.reason, &computed.message),
+            condition(
+                "RolledOut",
+                "Unknown",
+                "NotVerified",
+                "gateway pods have not reported this publication yet",
+            ),
+        ],
+        members: computed
+            .members
+            .iter()
+            .map(|m| MemberStatus {
+                source: m.source.to_string(),
+                sha256: m.sha256.clone(),
+                not_after: m.not_after.map(crate::core::manifest::rfc3339),
+                state: m.state.clone(),
+                message: m.message.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// Equal but for the conditions' transition times.
+pub fn same_status(a: &CertMergeStatus, b: &CertMergeStatus) -> bool {
+    let strip = |s: &CertMergeStatus| {
+        let mut s = s.clone();
+        for c in &mut s.conditions {
+            c.last_transition_time =
+                k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH);
+        }
+        s
+    };
+    strip(a) == strip(b)
+}

@@ -11,7 +11,8 @@ use crate::core::desired::{self, Action, DesiredState};
 use crate::core::model::{ObjectRef, Policy, Published, SourceData};
 use crate::core::reasons::{Refusal, Subject};
 use crate::core::validation::Validations;
-use crate::core::{manifest, selection, validation};
+use crate::core::{manifest, merge_status, selection, validation};
+use crate::crd;
 use crate::runtime::cluster::{self, Events, Stores};
 use crate::runtime::files::{DirectoryPublisher, FilesError};
 use crate::runtime::metrics::{ApiOutcome, ApiVerb, Metrics, PublishedKind};
@@ -59,6 +60,8 @@ pub struct Reconciler {
     /// Fingerprint last published per source (a Normal Event when it moves).
     published: BTreeMap<ObjectRef, String>,
     last_manifest: Option<BTreeMap<String, String>>,
+    /// Status last written per CertMerge (the store may lag our own writes).
+    merge_statuses: BTreeMap<ObjectRef, crd::CertMergeStatus>,
 }
 
 impl Reconciler {
@@ -87,6 +90,7 @@ impl Reconciler {
             announced: BTreeSet::new(),
             published: BTreeMap::new(),
             last_manifest: None,
+            merge_statuses: BTreeMap::new(),
         }
     }
 
@@ -179,6 +183,8 @@ impl Reconciler {
         outcome.refusals = refusals.len();
         self.announce(&refusals.iter().collect::<Vec<_>>(), &desired)
             .await;
+        self.write_merge_statuses(&selection, &desired, &plan, &refusals, now)
+            .await?;
         self.count_published(&desired);
 
         if self.files.is_none() || !matches!(self.policy.mode, crate::core::model::Mode::Directory)
@@ -206,6 +212,40 @@ impl Reconciler {
             "reconcile phases"
         );
         Ok(outcome)
+    }
+
+    /// `.status` of every CertMerge: members with what is published for them
+    /// or why not, and the `Ready` / `RolledOut` conditions. Written only
+    /// when it changes.
+    async fn write_merge_statuses(
+        &mut self,
+        selection: &selection::Selection,
+        desired: &DesiredState,
+        plan: &desired::Plan,
+        refusals: &[Refusal],
+        now: i64,
+    ) -> Result<(), ReconcileError> {
+        let Some(store) = &self.stores.certmerges else {
+            return Ok(());
+        };
+        for object in store.state() {
+            let key = ObjectRef::new(
+                object.metadata.namespace.clone().unwrap_or_default(),
+                object.metadata.name.clone().unwrap_or_default(),
+            );
+            let computed = merge_status::compute(&key, selection, desired, plan, refusals);
+            let previous = object.status.clone().unwrap_or_default();
+            let status = crd::status_from(&computed, object.metadata.generation, &previous, now);
+            if crd::same_status(&status, &previous)
+                || self.merge_statuses.get(&key) == Some(&status)
+            {
+                continue;
+            }
+            cluster::apply_certmerge_status(&self.client, &key, &status).await?;
+            self.metrics.api_request(ApiVerb::Apply, ApiOutcome::Ok);
+            self.merge_statuses.insert(key, status);
+        }
+        Ok(())
     }
 
     /// Brings `self.validations` up to date for `wanted`, reading a source's

@@ -249,3 +249,91 @@ async fn deleting_a_source_removes_what_was_published_for_it_and_nothing_else() 
     assert!(rig.published("shop.a").is_none());
     assert!(rig.published("shop.b").is_some());
 }
+
+#[tokio::test]
+async fn the_certmerge_status_lists_members_and_says_whether_it_is_ready() {
+    let mut rig = Rig::new(credential_policy(), None).await;
+    rig.put(mk_secret(
+        "shop",
+        "a",
+        fixture!("p256.chain.pem"),
+        fixture!("p256.pkcs8.key"),
+        false,
+    ))
+    .await;
+    rig.put(mk_secret(
+        "shop",
+        "bad",
+        fixture!("expired.crt"),
+        fixture!("rsa.pkcs8.key"),
+        false,
+    ))
+    .await;
+    rig.server
+        .put(mk_certmerge(GW, "m", "merged", "2026-01-01T00:00:00Z", json!({
+            "secretList": [{"name": "a", "namespace": "shop"}, {"name": "bad", "namespace": "shop"}],
+        })))
+        .unwrap();
+    rig.settle_certmerges(1).await;
+    rig.reconcile().await;
+    let m = rig
+        .server
+        .get("certmerges.certsync.istio.io", GW, "m")
+        .unwrap();
+    let status = &m["status"];
+    let members = status["members"].as_array().unwrap();
+    assert_eq!(members.len(), 2, "{status}");
+    assert_eq!(members[0]["source"], "shop/a");
+    assert_eq!(members[0]["state"], "Published");
+    assert_eq!(
+        members[0]["sha256"],
+        "ab46a6d03325d3f6008ffb6d8da954885a4bf5e414f522ee0320a8d4e294ef9a"
+    );
+    assert_eq!(members[1]["source"], "shop/bad");
+    assert_eq!(members[1]["state"], "Expired");
+    let ready = status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .unwrap();
+    assert_eq!(
+        (ready["status"].as_str(), ready["reason"].as_str()),
+        (Some("False"), Some("MembersRefused"))
+    );
+    assert!(!serde_json::to_string(status).unwrap().contains("PRIVATE"));
+
+    // Nothing changed: the status is not written again.
+    let writes = rig
+        .server
+        .write_count("certmerges.certsync.istio.io", GW, "m");
+    rig.reconcile().await;
+    assert_eq!(
+        rig.server
+            .write_count("certmerges.certsync.istio.io", GW, "m"),
+        writes
+    );
+
+    // Fixed: Ready.
+    rig.put(mk_secret(
+        "shop",
+        "bad",
+        fixture!("rsa.chain.pem"),
+        fixture!("rsa.pkcs8.key"),
+        false,
+    ))
+    .await;
+    rig.reconcile().await;
+    let m = rig
+        .server
+        .get("certmerges.certsync.istio.io", GW, "m")
+        .unwrap();
+    let ready = m["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .unwrap()
+        .clone();
+    assert_eq!(ready["status"], "True", "{}", m["status"]);
+}

@@ -26,6 +26,7 @@ pub mod desired;
 pub mod error;
 pub mod labels;
 pub mod manifest;
+pub mod merge_status;
 pub mod model;
 pub mod naming;
 pub mod reasons;

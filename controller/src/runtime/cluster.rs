@@ -344,6 +344,27 @@ pub async fn apply_config_map(
     .map(|_| ())
 }
 
+/// Server-side applies a CertMerge's status subresource.
+pub async fn apply_certmerge_status(
+    client: &Client,
+    merge: &ObjectRef,
+    status: &crate::crd::CertMergeStatus,
+) -> Result<(), kube::Error> {
+    let api = Api::<CertMerge>::namespaced(client.clone(), &merge.namespace);
+    let body = serde_json::json!({
+        "apiVersion": "certsync.istio.io/v1alpha1",
+        "kind": "CertMerge",
+        "status": status,
+    });
+    api.patch_status(
+        &merge.name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(body),
+    )
+    .await
+    .map(|_| ())
+}
+
 /// Events on sources and CertMerges.
 pub struct Events {
     recorder: Recorder,

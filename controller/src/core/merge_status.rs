@@ -1,0 +1,121 @@
+//! What a CertMerge's `.status` says: per member, whether it is published
+//! (and which certificate) or why not; and whether the merge as a whole is
+//! Ready. Plain data; `runtime` turns it into the CRD's status.
+
+use crate::core::desired::{DesiredState, Plan};
+use crate::core::model::ObjectRef;
+use crate::core::reasons::{Refusal, Subject};
+use crate::core::selection::{Owner, Selection};
+use std::collections::BTreeMap;
+
+/// Reason of the Ready condition when everything selected is published.
+pub const PUBLISHED: &str = "Published";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberState {
+    pub source: ObjectRef,
+    /// Leaf SHA-256 of what is published for this member, if anything.
+    pub sha256: Option<String>,
+    pub not_after: Option<i64>,
+    /// `Published`, or the reason it is not (or not current).
+    pub state: String,
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MergeStatus {
+    pub members: Vec<MemberState>,
+    pub ready: bool,
+    pub reason: String,
+    pub message: String,
+}
+
+/// The status of CertMerge `merge` after a reconcile.
+pub fn compute(
+    merge: &ObjectRef,
+    selection: &Selection,
+    desired: &DesiredState,
+    plan: &Plan,
+    refusals: &[Refusal],
+) -> MergeStatus {
+    let own = |r: &&Refusal| match &r.subject {
+        Subject::CertMerge(m) | Subject::Member { merge: m, .. } => m == merge,
+        _ => false,
+    };
+    let by_source: BTreeMap<&ObjectRef, &Refusal> = refusals
+        .iter()
+        .filter_map(|r| match &r.subject {
+            Subject::Source(s) => Some((s, r)),
+            _ => None,
+        })
+        .collect();
+    let mut members = Vec::new();
+    let publication = selection
+        .publications
+        .iter()
+        .find(|p| matches!(&p.owner, Owner::CertMerge(m) if m == merge));
+    if let Some(publication) = publication {
+        for source in &publication.members {
+            let entry = desired
+                .entries
+                .iter()
+                .find(|e| &e.source == source && e.target == publication.target);
+            let refused = by_source.get(source);
+            members.push(MemberState {
+                source: source.clone(),
+                sha256: entry.map(|e| e.summary.sha256.to_string()),
+                not_after: entry.map(|e| e.summary.not_after),
+                state: match (entry, refused) {
+                    (Some(e), _) if e.kept.is_none() => PUBLISHED.to_owned(),
+                    (_, Some(r)) => r.reason.to_owned(),
+                    _ => "Pending".to_owned(),
+                },
+                message: refused.map(|r| r.message.clone()),
+            });
+        }
+    }
+    for refusal in refusals.iter().filter(own) {
+        if let Subject::Member { source, .. } = &refusal.subject {
+            members.push(MemberState {
+                source: source.clone(),
+                sha256: None,
+                not_after: None,
+                state: refusal.reason.to_owned(),
+                message: Some(refusal.message.clone()),
+            });
+        }
+    }
+    members.sort_by(|a, b| a.source.cmp(&b.source));
+
+    let whole = refusals
+        .iter()
+        .find(|r| matches!(&r.subject, Subject::CertMerge(m) if m == merge));
+    let blocked = publication
+        .and_then(|p| p.target.secret_name())
+        .filter(|name| plan.blocked(name));
+    let published = members.iter().filter(|m| m.state == PUBLISHED).count();
+    let (ready, reason, message) = match (whole, blocked) {
+        (Some(r), _) => (false, r.reason.to_owned(), r.message.clone()),
+        (None, Some(name)) => (
+            false,
+            crate::core::reasons::TARGET_NOT_MANAGED.to_owned(),
+            format!("Secret {name} exists and is not managed by cert-sync"),
+        ),
+        (None, None) => (
+            published == members.len(),
+            if published == members.len() {
+                PUBLISHED
+            } else {
+                "MembersRefused"
+            }
+            .to_owned(),
+            format!("{published} of {} members published", members.len()),
+        ),
+    };
+    MergeStatus {
+        members,
+        ready,
+        reason,
+        message,
+    }
+}
