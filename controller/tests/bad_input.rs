@@ -9,14 +9,7 @@ use support::*;
 /// A source first published good, then updated to `bad`.
 async fn refused_update(bad_crt: &str, bad_key: Option<&str>, reason: &str) {
     let mut rig = Rig::new(credential_policy(), None).await;
-    rig.put(mk_secret(
-        "shop",
-        "tls",
-        fixture!("p256.chain.pem"),
-        fixture!("p256.pkcs8.key"),
-        true,
-    ))
-    .await;
+    rig.put(mk_pair("shop", "tls", P256, true)).await;
     rig.reconcile().await;
     let before = rig
         .published("shop.tls")
@@ -139,14 +132,7 @@ async fn key_pasted_into_the_certificate_slot() {
 #[tokio::test]
 async fn annotation_removed_while_invalid_unpublishes() {
     let mut rig = Rig::new(credential_policy(), None).await;
-    rig.put(mk_secret(
-        "shop",
-        "tls",
-        fixture!("p256.chain.pem"),
-        fixture!("p256.pkcs8.key"),
-        true,
-    ))
-    .await;
+    rig.put(mk_pair("shop", "tls", P256, true)).await;
     rig.reconcile().await;
     rig.put(mk_secret("shop", "tls", "garbage", "garbage", true))
         .await;

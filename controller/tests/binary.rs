@@ -26,15 +26,7 @@ fn key_lines() -> Vec<&'static str> {
 #[tokio::test]
 async fn once_in_directory_mode_writes_the_files_and_exits() {
     let server = FakeApiServer::start().await.unwrap();
-    server
-        .put(mk_secret(
-            "shop",
-            "tls",
-            fixture!("p256.chain.pem"),
-            fixture!("p256.pkcs8.key"),
-            true,
-        ))
-        .unwrap();
+    server.put(mk_pair("shop", "tls", P256, true)).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
     server.write_kubeconfig(&kubeconfig).unwrap();
@@ -65,15 +57,7 @@ async fn once_in_directory_mode_writes_the_files_and_exits() {
 #[tokio::test]
 async fn a_running_controller_publishes_refuses_and_never_logs_key_bytes() {
     let server = FakeApiServer::start().await.unwrap();
-    server
-        .put(mk_secret(
-            "shop",
-            "good",
-            fixture!("p256.chain.pem"),
-            fixture!("p256.pkcs8.key"),
-            true,
-        ))
-        .unwrap();
+    server.put(mk_pair("shop", "good", P256, true)).unwrap();
     // Key in the certificate slot: the refusal must not quote it.
     server
         .put(mk_secret(

@@ -26,34 +26,11 @@ fn labelled(mut secret: Value, key: &str, value: &str) -> Value {
 #[tokio::test]
 async fn a_certmerge_merges_selected_and_listed_secrets_into_one_target() {
     let mut rig = Rig::new(credential_policy(), None).await;
+    rig.put(labelled(mk_pair("shop", "a", P256, false), "merge", "yes"))
+        .await;
+    rig.put(mk_pair("blog", "b", RSA, false)).await;
     rig.put(labelled(
-        mk_secret(
-            "shop",
-            "a",
-            fixture!("p256.chain.pem"),
-            fixture!("p256.pkcs8.key"),
-            false,
-        ),
-        "merge",
-        "yes",
-    ))
-    .await;
-    rig.put(mk_secret(
-        "blog",
-        "b",
-        fixture!("rsa.chain.pem"),
-        fixture!("rsa.pkcs8.key"),
-        false,
-    ))
-    .await;
-    rig.put(labelled(
-        mk_secret(
-            "shop",
-            "unlabelled",
-            fixture!("p384.chain.pem"),
-            fixture!("p384.pkcs8.key"),
-            false,
-        ),
+        mk_pair("shop", "unlabelled", P384, false),
         "merge",
         "no",
     ))
@@ -79,22 +56,8 @@ async fn a_certmerge_merges_selected_and_listed_secrets_into_one_target() {
 #[tokio::test]
 async fn two_claims_on_one_target_the_older_wins_and_the_newer_is_told() {
     let mut rig = Rig::new(credential_policy(), None).await;
-    rig.put(mk_secret(
-        "shop",
-        "a",
-        fixture!("p256.chain.pem"),
-        fixture!("p256.pkcs8.key"),
-        false,
-    ))
-    .await;
-    rig.put(mk_secret(
-        "blog",
-        "b",
-        fixture!("rsa.chain.pem"),
-        fixture!("rsa.pkcs8.key"),
-        false,
-    ))
-    .await;
+    rig.put(mk_pair("shop", "a", P256, false)).await;
+    rig.put(mk_pair("blog", "b", RSA, false)).await;
     let list = |ns: &str, name: &str| json!({"secretList": [{"name": name, "namespace": ns}]});
     rig.server
         .put(mk_certmerge(
@@ -132,22 +95,8 @@ async fn two_claims_on_one_target_the_older_wins_and_the_newer_is_told() {
 #[tokio::test]
 async fn a_tenant_cannot_select_another_namespace_or_write_a_foreign_target() {
     let mut rig = Rig::new(credential_policy(), None).await;
-    rig.put(mk_secret(
-        "shop",
-        "a",
-        fixture!("p256.chain.pem"),
-        fixture!("p256.pkcs8.key"),
-        false,
-    ))
-    .await;
-    rig.put(mk_secret(
-        "bank",
-        "vault",
-        fixture!("rsa.chain.pem"),
-        fixture!("rsa.pkcs8.key"),
-        false,
-    ))
-    .await;
+    rig.put(mk_pair("shop", "a", P256, false)).await;
+    rig.put(mk_pair("bank", "vault", RSA, false)).await;
     // Its own target, but reaching into another tenant's namespace.
     rig.server.put(mk_certmerge("shop", "grab", "shop.merged", "2026-01-01T00:00:00Z", json!({
         "secretList": [{"name": "a", "namespace": "shop"}, {"name": "vault", "namespace": "bank"}],
@@ -190,14 +139,7 @@ async fn a_tenant_cannot_select_another_namespace_or_write_a_foreign_target() {
 #[tokio::test]
 async fn a_listed_secret_that_is_not_tls_is_refused_and_the_rest_published() {
     let mut rig = Rig::new(credential_policy(), None).await;
-    rig.put(mk_secret(
-        "shop",
-        "a",
-        fixture!("p256.chain.pem"),
-        fixture!("p256.pkcs8.key"),
-        false,
-    ))
-    .await;
+    rig.put(mk_pair("shop", "a", P256, false)).await;
     rig.server
         .put(
             json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
@@ -225,22 +167,8 @@ async fn a_listed_secret_that_is_not_tls_is_refused_and_the_rest_published() {
 #[tokio::test]
 async fn deleting_a_source_removes_what_was_published_for_it_and_nothing_else() {
     let mut rig = Rig::new(credential_policy(), None).await;
-    rig.put(mk_secret(
-        "shop",
-        "a",
-        fixture!("p256.chain.pem"),
-        fixture!("p256.pkcs8.key"),
-        true,
-    ))
-    .await;
-    rig.put(mk_secret(
-        "shop",
-        "b",
-        fixture!("rsa.chain.pem"),
-        fixture!("rsa.pkcs8.key"),
-        true,
-    ))
-    .await;
+    rig.put(mk_pair("shop", "a", P256, true)).await;
+    rig.put(mk_pair("shop", "b", RSA, true)).await;
     rig.reconcile().await;
     rig.server.delete("secrets", "shop", "a");
     rig.settle_deleted("shop", "a").await;
@@ -253,14 +181,7 @@ async fn deleting_a_source_removes_what_was_published_for_it_and_nothing_else() 
 #[tokio::test]
 async fn the_certmerge_status_lists_members_and_says_whether_it_is_ready() {
     let mut rig = Rig::new(credential_policy(), None).await;
-    rig.put(mk_secret(
-        "shop",
-        "a",
-        fixture!("p256.chain.pem"),
-        fixture!("p256.pkcs8.key"),
-        false,
-    ))
-    .await;
+    rig.put(mk_pair("shop", "a", P256, false)).await;
     rig.put(mk_secret(
         "shop",
         "bad",
@@ -315,14 +236,7 @@ async fn the_certmerge_status_lists_members_and_says_whether_it_is_ready() {
     );
 
     // Fixed: Ready.
-    rig.put(mk_secret(
-        "shop",
-        "bad",
-        fixture!("rsa.chain.pem"),
-        fixture!("rsa.pkcs8.key"),
-        false,
-    ))
-    .await;
+    rig.put(mk_pair("shop", "bad", RSA, false)).await;
     rig.reconcile().await;
     let m = rig
         .server

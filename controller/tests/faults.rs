@@ -34,22 +34,8 @@ fn assert_consistent_pairs(rig: &Rig) {
 }
 
 async fn two_sources(rig: &Rig) {
-    rig.put(mk_secret(
-        "shop",
-        "a",
-        fixture!("p256.chain.pem"),
-        fixture!("p256.pkcs8.key"),
-        true,
-    ))
-    .await;
-    rig.put(mk_secret(
-        "shop",
-        "b",
-        fixture!("rsa.chain.pem"),
-        fixture!("rsa.pkcs8.key"),
-        true,
-    ))
-    .await;
+    rig.put(mk_pair("shop", "a", P256, true)).await;
+    rig.put(mk_pair("shop", "b", RSA, true)).await;
 }
 
 #[tokio::test]
@@ -86,14 +72,7 @@ async fn server_errors_fail_the_reconcile_and_nothing_is_lost_once_they_stop() {
     let mut rig = Rig::new(credential_policy(), None).await;
     two_sources(&rig).await;
     rig.reconcile().await;
-    rig.put(mk_secret(
-        "shop",
-        "a",
-        fixture!("p384.chain.pem"),
-        fixture!("p384.pkcs8.key"),
-        true,
-    ))
-    .await;
+    rig.put(mk_pair("shop", "a", P384, true)).await;
     rig.server
         .fail_next(3, 500, FaultMatch::any().verb(Verb::Apply));
     for _ in 0..3 {
@@ -118,14 +97,7 @@ async fn a_dropped_watch_and_an_api_server_restart_converge() {
     rig.reconcile().await;
 
     rig.server.drop_watches();
-    rig.put(mk_secret(
-        "shop",
-        "a",
-        fixture!("p384.chain.pem"),
-        fixture!("p384.pkcs8.key"),
-        true,
-    ))
-    .await;
+    rig.put(mk_pair("shop", "a", P384, true)).await;
     rig.reconcile().await;
     assert_eq!(
         data_of(&rig.published("shop.a").unwrap(), "tls.crt"),
@@ -134,22 +106,8 @@ async fn a_dropped_watch_and_an_api_server_restart_converge() {
 
     // Restart: every resourceVersion the watches hold is now too old (410 → relist).
     rig.server.restart();
-    rig.put(mk_secret(
-        "shop",
-        "b",
-        fixture!("ed25519.chain.pem"),
-        fixture!("ed25519.pkcs8.key"),
-        true,
-    ))
-    .await;
-    rig.put(mk_secret(
-        "shop",
-        "c",
-        fixture!("p256.chain.pem"),
-        fixture!("p256.pkcs8.key"),
-        true,
-    ))
-    .await;
+    rig.put(mk_pair("shop", "b", ED25519, true)).await;
+    rig.put(mk_pair("shop", "c", P256, true)).await;
     rig.reconcile().await;
     assert_eq!(
         data_of(&rig.published("shop.b").unwrap(), "tls.crt"),

@@ -11,22 +11,8 @@ use support::*;
 #[tokio::test]
 async fn an_annotated_secret_is_published_as_namespace_dot_name_with_provenance() {
     let mut rig = Rig::new(credential_policy(), None).await;
-    rig.put(mk_secret(
-        "shop",
-        "shop-tls",
-        fixture!("p256.chain.pem"),
-        fixture!("p256.pkcs8.key"),
-        true,
-    ))
-    .await;
-    rig.put(mk_secret(
-        "shop",
-        "not-annotated",
-        fixture!("rsa.chain.pem"),
-        fixture!("rsa.pkcs8.key"),
-        false,
-    ))
-    .await;
+    rig.put(mk_pair("shop", "shop-tls", P256, true)).await;
+    rig.put(mk_pair("shop", "not-annotated", RSA, false)).await;
     rig.reconcile().await;
 
     let published = rig.published("shop.shop-tls").expect("published");
@@ -65,14 +51,7 @@ async fn an_annotated_secret_is_published_as_namespace_dot_name_with_provenance(
 #[tokio::test]
 async fn nothing_changed_means_no_write() {
     let mut rig = Rig::new(credential_policy(), None).await;
-    rig.put(mk_secret(
-        "shop",
-        "tls",
-        fixture!("p256.chain.pem"),
-        fixture!("p256.pkcs8.key"),
-        true,
-    ))
-    .await;
+    rig.put(mk_pair("shop", "tls", P256, true)).await;
     let first = rig.reconcile().await;
     assert_eq!(first.writes, 1);
     let writes = rig.server.write_count("secrets", GW, "shop.tls");
@@ -86,23 +65,9 @@ async fn nothing_changed_means_no_write() {
 #[tokio::test]
 async fn a_rotation_is_published_and_a_bad_update_never_replaces_the_good_one() {
     let mut rig = Rig::new(credential_policy(), None).await;
-    rig.put(mk_secret(
-        "shop",
-        "tls",
-        fixture!("p256.chain.pem"),
-        fixture!("p256.pkcs8.key"),
-        true,
-    ))
-    .await;
+    rig.put(mk_pair("shop", "tls", P256, true)).await;
     rig.reconcile().await;
-    rig.put(mk_secret(
-        "shop",
-        "tls",
-        fixture!("p384.chain.pem"),
-        fixture!("p384.pkcs8.key"),
-        true,
-    ))
-    .await;
+    rig.put(mk_pair("shop", "tls", P384, true)).await;
     rig.reconcile().await;
     assert_eq!(
         data_of(&rig.published("shop.tls").unwrap(), "tls.crt"),
@@ -145,35 +110,14 @@ async fn a_rotation_is_published_and_a_bad_update_never_replaces_the_good_one() 
 #[tokio::test]
 async fn removing_the_annotation_unpublishes_only_that_source() {
     let mut rig = Rig::new(credential_policy(), None).await;
-    rig.put(mk_secret(
-        "shop",
-        "a",
-        fixture!("p256.chain.pem"),
-        fixture!("p256.pkcs8.key"),
-        true,
-    ))
-    .await;
-    rig.put(mk_secret(
-        "blog",
-        "a",
-        fixture!("rsa.chain.pem"),
-        fixture!("rsa.pkcs8.key"),
-        true,
-    ))
-    .await;
+    rig.put(mk_pair("shop", "a", P256, true)).await;
+    rig.put(mk_pair("blog", "a", RSA, true)).await;
     rig.reconcile().await;
     assert!(
         rig.published("shop.a").is_some() && rig.published("blog.a").is_some(),
         "same name, two namespaces"
     );
-    rig.put(mk_secret(
-        "shop",
-        "a",
-        fixture!("p256.chain.pem"),
-        fixture!("p256.pkcs8.key"),
-        false,
-    ))
-    .await;
+    rig.put(mk_pair("shop", "a", P256, false)).await;
     let outcome = rig.reconcile().await;
     assert_eq!(outcome.deletes, 1);
     assert!(rig.published("shop.a").is_none());
@@ -188,14 +132,7 @@ async fn an_unmanaged_object_in_the_way_is_never_overwritten() {
         "metadata": {"name": "shop.tls", "namespace": GW}, "data": {"hand": b64("made")}}),
     )
     .await;
-    rig.put(mk_secret(
-        "shop",
-        "tls",
-        fixture!("p256.chain.pem"),
-        fixture!("p256.pkcs8.key"),
-        true,
-    ))
-    .await;
+    rig.put(mk_pair("shop", "tls", P256, true)).await;
     let outcome = rig.reconcile().await;
     assert_eq!(outcome.writes, 0);
     let still = rig.published("shop.tls").unwrap();
@@ -210,14 +147,7 @@ async fn a_namespace_outside_the_policy_is_refused_with_an_event() {
         ..credential_policy()
     };
     let mut rig = Rig::new(policy, None).await;
-    rig.put(mk_secret(
-        "rogue",
-        "tls",
-        fixture!("p256.chain.pem"),
-        fixture!("p256.pkcs8.key"),
-        true,
-    ))
-    .await;
+    rig.put(mk_pair("rogue", "tls", P256, true)).await;
     rig.reconcile().await;
     assert!(rig.published("rogue.tls").is_none());
     let events = rig.events_about("tls");
@@ -236,22 +166,8 @@ async fn merged_mode_writes_one_secret_with_a_pair_per_source() {
         ..credential_policy()
     };
     let mut rig = Rig::new(policy, None).await;
-    rig.put(mk_secret(
-        "shop",
-        "a",
-        fixture!("p256.chain.pem"),
-        fixture!("p256.pkcs8.key"),
-        true,
-    ))
-    .await;
-    rig.put(mk_secret(
-        "blog",
-        "b",
-        fixture!("rsa.chain.pem"),
-        fixture!("rsa.pkcs8.key"),
-        true,
-    ))
-    .await;
+    rig.put(mk_pair("shop", "a", P256, true)).await;
+    rig.put(mk_pair("blog", "b", RSA, true)).await;
     rig.reconcile().await;
     let merged = rig
         .published("istio-ingressgateway-certs")
@@ -269,14 +185,7 @@ async fn directory_mode_swaps_files_into_the_shared_volume() {
         ..credential_policy()
     };
     let mut rig = Rig::new(policy, Some((publisher, dir.path().to_path_buf()))).await;
-    rig.put(mk_secret(
-        "shop",
-        "tls",
-        fixture!("p256.chain.pem"),
-        fixture!("p256.pkcs8.key"),
-        true,
-    ))
-    .await;
+    rig.put(mk_pair("shop", "tls", P256, true)).await;
     let outcome = rig.reconcile().await;
     assert!(outcome.files_swapped);
     assert_eq!(
@@ -361,14 +270,7 @@ async fn a_change_to_one_of_many_sources_reads_and_writes_only_that_one() {
         .await;
     }
     assert_eq!(rig.reconcile().await.reads, 4);
-    rig.put(mk_secret(
-        "shop",
-        "c",
-        fixture!("p384.chain.pem"),
-        fixture!("p384.pkcs8.key"),
-        true,
-    ))
-    .await;
+    rig.put(mk_pair("shop", "c", P384, true)).await;
     let outcome = rig.reconcile().await;
     assert_eq!((outcome.reads, outcome.writes), (1, 1), "{outcome:?}");
 }

@@ -132,14 +132,7 @@ async fn every_request_of_a_full_scenario_is_allowed() {
     .unwrap()
     .run(std::future::pending());
     // Publication, rotation, refusal, removal, CertMerge, manifest, Events.
-    rig.put(mk_secret(
-        "shop",
-        "a",
-        fixture!("p256.chain.pem"),
-        fixture!("p256.pkcs8.key"),
-        true,
-    ))
-    .await;
+    rig.put(mk_pair("shop", "a", P256, true)).await;
     rig.put(mk_secret(
         "blog",
         "b",
@@ -153,23 +146,9 @@ async fn every_request_of_a_full_scenario_is_allowed() {
         "spec": {"name": "merged", "secretList": [{"name": "a", "namespace": "shop"}, {"name": "nope", "namespace": "shop"}]}})).unwrap();
     rig.settle_certmerges(1).await;
     rig.reconcile().await;
-    rig.put(mk_secret(
-        "shop",
-        "a",
-        fixture!("p384.chain.pem"),
-        fixture!("p384.pkcs8.key"),
-        true,
-    ))
-    .await;
+    rig.put(mk_pair("shop", "a", P384, true)).await;
     rig.reconcile().await;
-    rig.put(mk_secret(
-        "shop",
-        "a",
-        fixture!("p384.chain.pem"),
-        fixture!("p384.pkcs8.key"),
-        false,
-    ))
-    .await;
+    rig.put(mk_pair("shop", "a", P384, false)).await;
     rig.reconcile().await;
     // The gateway-side Istio objects.
     let settings = certsync_wasmplugin::GatewaySettings::default();

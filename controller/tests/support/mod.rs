@@ -45,6 +45,35 @@ pub fn mk_secret(ns: &str, name: &str, cert: &str, key: &str, autosync: bool) ->
     })
 }
 
+/// A matching certificate chain and key from the certsync-core fixtures.
+#[derive(Clone, Copy)]
+pub struct Pair {
+    pub cert: &'static str,
+    pub key: &'static str,
+}
+
+pub const P256: Pair = Pair {
+    cert: fixture!("p256.chain.pem"),
+    key: fixture!("p256.pkcs8.key"),
+};
+pub const P384: Pair = Pair {
+    cert: fixture!("p384.chain.pem"),
+    key: fixture!("p384.pkcs8.key"),
+};
+pub const RSA: Pair = Pair {
+    cert: fixture!("rsa.chain.pem"),
+    key: fixture!("rsa.pkcs8.key"),
+};
+pub const ED25519: Pair = Pair {
+    cert: fixture!("ed25519.chain.pem"),
+    key: fixture!("ed25519.pkcs8.key"),
+};
+
+/// A TLS Secret holding `pair`.
+pub fn mk_pair(ns: &str, name: &str, pair: Pair, autosync: bool) -> Value {
+    mk_secret(ns, name, pair.cert, pair.key, autosync)
+}
+
 pub fn credential_policy() -> Policy {
     Policy {
         gateway_namespace: GW.into(),
