@@ -19,12 +19,6 @@ pub struct Response {
     pub body: Vec<u8>,
 }
 
-impl Response {
-    pub fn is_success(&self) -> bool {
-        matches!(self.status, Some(200..=299))
-    }
-}
-
 pub trait Host {
     /// Wall-clock time in milliseconds since the Unix epoch.
     fn now_ms(&self) -> u64;
