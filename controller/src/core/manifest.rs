@@ -52,6 +52,12 @@ pub struct ManifestEntry {
     /// published certificate is the last good one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kept: Option<String>,
+    /// When this certificate was first published (RFC 3339), once known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published_at: Option<String>,
+    /// `Converged`, `Progressing` or `NoPods`, once rollout verification ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
     /// Pod name → rollout state (`Verified`, `Stale`, `Missing`, `Unknown`),
     /// filled by rollout verification; empty until then.
     #[serde(default)]
@@ -157,6 +163,8 @@ fn entry(e: &Entry, certdir: &str) -> ManifestEntry {
         serial: e.summary.serial.clone(),
         not_after: rfc3339(e.summary.not_after),
         kept: e.kept.map(str::to_owned),
+        published_at: None,
+        state: None,
         rollout: BTreeMap::new(),
     }
 }

@@ -30,6 +30,7 @@ pub mod merge_status;
 pub mod model;
 pub mod naming;
 pub mod reasons;
+pub mod rollout;
 pub mod selection;
 #[cfg(test)]
 mod testing;
