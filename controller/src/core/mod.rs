@@ -32,6 +32,7 @@ pub mod naming;
 pub mod reasons;
 pub mod rollout;
 pub mod selection;
+pub mod status;
 #[cfg(test)]
 mod testing;
 pub mod validation;

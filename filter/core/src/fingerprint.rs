@@ -74,8 +74,9 @@ impl Serialize for Fingerprint {
 
 impl<'de> Deserialize<'de> for Fingerprint {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = <&str>::deserialize(d)?;
-        Fingerprint::from_hex(s)
+        // Owned: a borrowed &str fails inside `#[serde(flatten)]` and `from_value`.
+        let s = String::deserialize(d)?;
+        Fingerprint::from_hex(&s)
             .ok_or_else(|| de::Error::custom("expected a SHA-256 fingerprint as 64 hex digits"))
     }
 }
