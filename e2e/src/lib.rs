@@ -21,8 +21,10 @@
 pub mod config;
 pub mod envoy;
 pub mod http1;
+pub mod local;
 pub mod pki;
 pub mod ports;
+pub mod procs;
 pub mod receiver;
 pub mod sds;
 pub mod tls_client;

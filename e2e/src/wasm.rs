@@ -32,8 +32,11 @@ pub fn filter_wasm_path() -> Result<PathBuf> {
 
 fn build() -> Result<PathBuf> {
     let script = crate::workspace_root().join("filter/build-wasm.sh");
+    // The script reads cargo's output under the workspace's `target/`, so
+    // its cargo must put it there whatever target dir the caller uses.
     let output = Command::new("bash")
         .arg(&script)
+        .env_remove("CARGO_TARGET_DIR")
         .output()
         .with_context(|| format!("running {}", script.display()))?;
     if !output.status.success() {

@@ -16,20 +16,19 @@
 
 mod fake;
 mod observer;
-mod procs;
 mod report;
 mod seed;
 
 use anyhow::{bail, Context, Result};
+use certsync_e2e::procs::{self, Proc};
 use fake::FakeApi;
 use observer::Observer;
-use procs::Proc;
 use report::{CertSyncRun, NaiveRun, Results};
 use seed::{Pki, Scale};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
-use tokio::process::Command;
 use tokio::time::Instant;
 
 /// The gateway namespace cert-sync publishes into.
@@ -78,7 +77,14 @@ async fn main() -> Result<()> {
     let args = parse_args()?;
     if args.build {
         eprintln!("[controller_bench] building fake-apiserver, cert-sync, naive-watcher");
-        tokio::task::spawn_blocking(procs::build_binaries).await??;
+        tokio::task::spawn_blocking(|| {
+            procs::build_binaries(&[
+                ("certsync-fakekube", "fake-apiserver"),
+                ("cert-sync", "cert-sync"),
+                ("cert-sync", "naive-watcher"),
+            ])
+        })
+        .await??;
     }
     let scale = if args.quick {
         Scale::QUICK
@@ -143,9 +149,9 @@ async fn run(scale: Scale, keep: bool) -> Result<Results> {
         .args(["--event-log", "100000"])
         .env("RUST_LOG", "warn");
     let mut fake_proc = Proc::spawn("fake-apiserver", cmd, dir.path().join("fake.log"), true)?;
-    let line = fake_proc
-        .wait_for_line("listening on ", Duration::from_secs(180))
-        .await?;
+    let line = tokio::task::block_in_place(|| {
+        fake_proc.wait_for_line("listening on ", Duration::from_secs(180))
+    })?;
     let url = line.trim_start_matches("listening on ").trim().to_owned();
     log(format!("fake API server at {url}"));
     let api = FakeApi::connect(&url)?;
@@ -177,9 +183,8 @@ async fn naive_phase(
     cmd.env("KUBECONFIG", kubeconfig);
     let start = Instant::now();
     let mut proc = Proc::spawn("naive-watcher", cmd, dir.join("naive.log"), true)?;
-    let line = proc
-        .wait_for_line("synced ", Duration::from_secs(300))
-        .await?;
+    let line =
+        tokio::task::block_in_place(|| proc.wait_for_line("synced ", Duration::from_secs(300)))?;
     let synced = start.elapsed();
     let objects: usize = line
         .trim_start_matches("synced ")

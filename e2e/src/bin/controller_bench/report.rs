@@ -2,8 +2,8 @@
 //! targets and a met/MISSED verdict next to each figure that has one.
 
 use crate::fake::{Count, Traffic};
-use crate::procs::Memory;
 use crate::seed::{Scale, SeedSizes};
+use certsync_e2e::procs::Memory;
 use std::fmt::Write as _;
 use std::time::Duration;
 
