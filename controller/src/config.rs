@@ -2,7 +2,7 @@
 //! manual for the modes, so it says what each one writes and who reads it.
 
 use crate::core::model::{LabelSelector, Mode, NamespacePolicy, Policy};
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -32,7 +32,16 @@ MODES (--mode):
 Every source is validated first (PEM parses, key matches the leaf, within its validity window, chain \
 in order, sizes bounded). A source that fails keeps whatever was published for it before; the \
 refusal is a Warning Event on the source, a log line and the metric certsync_refusals_total{reason}. \
-cert-sync never overwrites or deletes an object it does not manage.";
+cert-sync never overwrites or deletes an object it does not manage.
+
+VERIFYING: the filter in every gateway pod (WasmPlugin) reports what Envoy serves to POST /v1/reports \
+(bearer token from --report-token-file, and the pod's own address). Per publication and pod the state is \
+Verified, Stale, Missing or Unknown; a rollout still not Converged after --rollout-timeout climbs a ladder \
+(re-push the published Secret, re-apply the gateway config, and with --evict-stale-pods evict the pod), \
+each step an Event and a metric. `cert-sync status` prints the table; /v1/status serves it as JSON.
+
+In directory mode, run one central instance with --publish-files=false: it writes no files but keeps \
+the manifest, verifies rollouts and serves the status, while the per-pod instances write the files.";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ModeArg {
@@ -145,6 +154,92 @@ pub struct Args {
     /// Log format.
     #[arg(long, env = "CERTSYNC_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+
+    /// directory mode: write the files (the per-pod writer). `false` for the
+    /// central instance that indexes, verifies and reports status.
+    #[arg(long, env = "CERTSYNC_PUBLISH_FILES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub publish_files: bool,
+
+    /// File holding the bearer token gateway filters present with their
+    /// reports (also written into the WasmPlugin's pluginConfig).
+    #[arg(long, env = "CERTSYNC_REPORT_TOKEN_FILE")]
+    pub report_token_file: Option<PathBuf>,
+
+    /// Accept a report only from the reporting pod's own address (needs the
+    /// controller to run without a sidecar).
+    #[arg(long, env = "CERTSYNC_REPORT_SOURCE_CHECK", default_value_t = true, action = clap::ArgAction::Set)]
+    pub report_source_check: bool,
+
+    /// A gateway pod silent for this long is Unknown (`500ms`, `30s`, `2m`).
+    #[arg(long, env = "CERTSYNC_HEARTBEAT_WINDOW", default_value = "35s", value_parser = parse_duration)]
+    pub heartbeat_window: Duration,
+
+    /// A rollout not Converged after this long climbs the re-trigger ladder, one step per period.
+    #[arg(long, env = "CERTSYNC_ROLLOUT_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub rollout_timeout: Duration,
+
+    /// Last ladder step: evict a gateway pod that still serves a stale
+    /// certificate (eviction API, respects PodDisruptionBudgets).
+    #[arg(long, env = "CERTSYNC_EVICT_STALE_PODS")]
+    pub evict_stale_pods: bool,
+
+    /// Warn when a served certificate expires within this long (`14d`).
+    #[arg(long, env = "CERTSYNC_EXPIRY_WARNING", default_value = "14d", value_parser = parse_duration)]
+    pub expiry_warning: Duration,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Print what is published and whether every gateway pod serves it.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct StatusArgs {
+    /// Read the controller's /v1/status (e.g. http://127.0.0.1:8080 after a
+    /// port-forward): includes each pod's served fingerprint, warnings and
+    /// refusals. Without it, the manifest ConfigMap is read with your kubeconfig.
+    #[arg(long, env = "CERTSYNC_SERVER")]
+    pub server: Option<String>,
+
+    /// Namespace of the manifest ConfigMap.
+    #[arg(short = 'n', long, default_value = "istio-system")]
+    pub namespace: String,
+
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value = "table")]
+    pub output: StatusOutput,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StatusOutput {
+    Table,
+    Wide,
+    Json,
+}
+
+/// `250ms`, `30s`, `5m`, `2h`, `14d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{text:?}: add a unit (ms, s, m, h, d)"))?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 30s"))?;
+    let ms = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("{text:?}: unit must be ms, s, m, h or d")),
+    };
+    Ok(Duration::from_millis(n.saturating_mul(ms)))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -159,6 +254,7 @@ impl Args {
     pub fn gateway_settings(
         &self,
         module_sha256: Option<String>,
+        report_token: Option<&str>,
     ) -> Result<certsync_wasmplugin::GatewaySettings, String> {
         use certsync_wasmplugin::{GatewaySettings, ModuleSource};
         let selector = parse_selector(&self.gateway_selector)
@@ -173,7 +269,7 @@ impl Args {
                 sha256: module_sha256,
             },
         };
-        let settings = GatewaySettings {
+        let mut settings = GatewaySettings {
             namespace: self.gateway_namespace.clone(),
             selector,
             controller_host: self.controller_host.clone(),
@@ -181,6 +277,10 @@ impl Args {
             module,
             ..GatewaySettings::default()
         };
+        if let Some(token) = report_token {
+            settings.plugin.report_token =
+                Some(certsync_wasmplugin::ReportToken::new(token).map_err(|e| e.to_string())?);
+        }
         settings.validate().map_err(|e| e.to_string())?;
         Ok(settings)
     }
@@ -269,6 +369,29 @@ mod tests {
     }
 
     #[test]
+    fn durations_read_like_kubectl() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("14d"), Ok(Duration::from_secs(14 * 86_400)));
+        assert!(parse_duration("30").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("3w").is_err());
+        let a = parse(&["--rollout-timeout", "3s", "--heartbeat-window", "4s"]);
+        assert_eq!(a.rollout_timeout, Duration::from_secs(3));
+        assert_eq!(a.heartbeat_window, Duration::from_secs(4));
+    }
+
+    #[test]
+    fn status_subcommand() {
+        let a = parse(&["status", "--server", "http://x:1", "-o", "wide"]);
+        let Some(Command::Status(s)) = a.command else {
+            panic!("no status subcommand");
+        };
+        assert_eq!(s.server.as_deref(), Some("http://x:1"));
+        assert_eq!(s.output, StatusOutput::Wide);
+    }
+
+    #[test]
     fn help_explains_every_mode() {
         use clap::CommandFactory;
         let help = Args::command().render_long_help().to_string();
@@ -279,6 +402,8 @@ mod tests {
             "--once",
             "credentialName",
             "atomically",
+            "--publish-files=false",
+            "Verified, Stale, Missing or Unknown",
         ] {
             assert!(help.contains(needle), "--help lacks {needle}");
         }

@@ -147,6 +147,7 @@ pub fn label_selector(selector: &LabelSelector) -> model::LabelSelector {
 /// `lastTransitionTime` while their status does not change.
 pub fn status_from(
     computed: &crate::core::merge_status::MergeStatus,
+    rolled_out: &crate::core::merge_status::RolledOut,
     generation: Option<i64>,
     previous: &CertMergeStatus,
     now: i64,
@@ -177,9 +178,9 @@ pub fn status_from(
             condition("Ready", ready, &computed.reason, &computed.message),
             condition(
                 "RolledOut",
-                "Unknown",
-                "NotVerified",
-                "gateway pods have not reported this publication yet",
+                rolled_out.status,
+                &rolled_out.reason,
+                &rolled_out.message,
             ),
         ],
         members: computed

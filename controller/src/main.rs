@@ -1,7 +1,8 @@
 //! `cert-sync`: see `cert-sync --help`.
 
 use anyhow::{Context, Result};
-use certsync_controller::config::{Args, LogFormat, ModeArg};
+use certsync_controller::config::{Args, Command, LogFormat, ModeArg, StatusArgs, StatusOutput};
+use certsync_controller::core::status::{self, TableWidth};
 use certsync_controller::reconcile::Reconciler;
 use certsync_controller::runtime::cluster::{self, Events};
 use certsync_controller::runtime::files::DirectoryPublisher;
@@ -9,6 +10,9 @@ use certsync_controller::runtime::gateway_config::GatewayConfig;
 use certsync_controller::runtime::http::{self, HttpState};
 use certsync_controller::runtime::leader::{LeaderElector, LeaseConfig};
 use certsync_controller::runtime::metrics::{Metrics, ReconcileOutcome};
+use certsync_controller::runtime::pods::GatewayPods;
+use certsync_controller::runtime::reports::{ReportAuth, ReportSink};
+use certsync_controller::runtime::rollout::{self, RolloutDriver, RolloutSettings};
 use clap::Parser;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -17,17 +21,34 @@ use tokio::sync::{watch, Notify};
 /// Reconcile at least this often, whatever the watches say.
 const RESYNC: Duration = Duration::from_secs(60);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How often rollouts are re-assessed (reports also trigger a pass).
+const ROLLOUT_TICK: Duration = Duration::from_millis(500);
 
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
+    if let Some(Command::Status(status_args)) = &args.command {
+        return print_status(status_args).await;
+    }
     init_logging(args.log_format);
     let policy = args.policy().map_err(anyhow::Error::msg)?;
     let client = kube::Client::try_default()
         .await
         .context("connecting to the Kubernetes API (in-cluster or KUBECONFIG)")?;
-    let directory = args.mode == ModeArg::Directory;
+    // A directory-mode instance that writes files is a per-pod writer: no
+    // leader election, no gateway config, no manifest, no reports.
+    let writer = args.mode == ModeArg::Directory && args.publish_files;
+    let verify = !writer && !args.once;
     let metrics = Metrics::new();
+    let report_token = match &args.report_token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading the report token {}", path.display()))?
+                .trim()
+                .to_owned(),
+        ),
+        None => None,
+    };
 
     let changed = Arc::new(Notify::new());
     let with_namespaces = matches!(
@@ -38,7 +59,7 @@ async fn main() -> Result<()> {
         &client,
         &policy.gateway_namespace,
         with_namespaces,
-        args.certmerge && !directory,
+        args.certmerge && !writer,
         Arc::clone(&changed),
     );
 
@@ -55,41 +76,19 @@ async fn main() -> Result<()> {
         )),
         None => None,
     };
-    let mut gateway_config = if args.manage_gateway_config && !directory && !args.once {
+    let mut gateway_config = if args.manage_gateway_config && !writer && !args.once {
         let sha256 = filter_wasm.as_deref().map(|m| {
             use sha2::Digest;
             certsync_core::Fingerprint(sha2::Sha256::digest(m).into()).to_string()
         });
         Some(GatewayConfig::new(
-            args.gateway_settings(sha256).map_err(anyhow::Error::msg)?,
+            args.gateway_settings(sha256, report_token.as_deref())
+                .map_err(anyhow::Error::msg)?,
         ))
     } else {
         None
     };
-    if !args.once {
-        let state = Arc::new(HttpState::new(metrics.clone(), ready_rx, filter_wasm));
-        let listener = tokio::net::TcpListener::bind(args.http_addr)
-            .await
-            .with_context(|| format!("binding {}", args.http_addr))?;
-        let mut stop = shutdown_rx.clone();
-        tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stop.wait_for(|s| *s).await;
-            };
-            if let Err(e) = http::serve(listener, state, shutdown).await {
-                tracing::error!(error = %e, "HTTP server failed");
-            }
-        });
-    }
-
-    stores
-        .wait_ready()
-        .await
-        .context("initial list of watched resources")?;
-    let _ = ready_tx.send(true);
-    tracing::info!(mode = ?args.mode, gateway_namespace = %policy.gateway_namespace, "caches synced");
-
-    let leading = if args.leader_election && !directory && !args.once {
+    let leading = if args.leader_election && !writer && !args.once {
         let elector = LeaderElector::new(
             client.clone(),
             &policy.gateway_namespace,
@@ -106,7 +105,76 @@ async fn main() -> Result<()> {
         watch::channel(true).1
     };
 
-    let files = if directory {
+    let rollout_changed = Arc::new(Notify::new());
+    let mut driver = None;
+    let mut report_routes = axum::Router::new();
+    if verify {
+        let (pods, _pods_task) = GatewayPods::watch(
+            &client,
+            &policy.gateway_namespace,
+            &args.gateway_selector,
+            Arc::clone(&rollout_changed),
+        );
+        if report_token.is_none() {
+            tracing::warn!("no --report-token-file: reports are checked by pod address only");
+        }
+        let sink = Arc::new(ReportSink::new(
+            ReportAuth {
+                token: report_token.clone(),
+                check_source: args.report_source_check,
+            },
+            &policy.gateway_namespace,
+            pods.clone(),
+            leading.clone(),
+            metrics.clone(),
+            Arc::clone(&rollout_changed),
+        ));
+        let d = RolloutDriver::new(
+            client.clone(),
+            policy.mode.clone(),
+            &policy.gateway_namespace,
+            &args.cert_dir.display().to_string(),
+            RolloutSettings {
+                heartbeat_window: args.heartbeat_window,
+                timeout: args.rollout_timeout,
+                evict: args.evict_stale_pods,
+                expiry_warning: args.expiry_warning,
+            },
+            gateway_config.is_some(),
+            Arc::clone(&sink),
+            pods,
+            metrics.clone(),
+            &args.pod_name,
+        );
+        report_routes = certsync_controller::runtime::reports::router(sink)
+            .merge(rollout::status_router(d.status()));
+        driver = Some(d);
+    }
+    if !args.once {
+        let state = Arc::new(HttpState::new(metrics.clone(), ready_rx, filter_wasm));
+        let listener = tokio::net::TcpListener::bind(args.http_addr)
+            .await
+            .with_context(|| format!("binding {}", args.http_addr))?;
+        let mut stop = shutdown_rx.clone();
+        tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            let app = http::router(state).merge(report_routes);
+            if let Err(e) = http::serve_router(listener, app, shutdown).await {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        });
+    }
+
+    stores
+        .wait_ready()
+        .await
+        .context("initial list of watched resources")?;
+    let _ = ready_tx.send(true);
+    tracing::info!(mode = ?args.mode, gateway_namespace = %policy.gateway_namespace, "caches synced");
+
+    let files = if writer {
         Some((
             DirectoryPublisher::open(&args.cert_dir)
                 .with_context(|| format!("opening {}", args.cert_dir.display()))?,
@@ -131,41 +199,71 @@ async fn main() -> Result<()> {
         return Ok(());
     }
 
+    if let Some(d) = driver.as_mut() {
+        // Publish times survive a restart through the manifest.
+        if let Some(previous) = read_manifest(&client, &args.gateway_namespace).await {
+            d.seed(&previous);
+        }
+    }
     let mut backoff = Duration::from_millis(200);
     let mut shutdown = shutdown_rx;
+    let mut resync = tokio::time::interval(RESYNC);
+    let mut tick = tokio::time::interval(ROLLOUT_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut reconcile_due = true;
     loop {
-        tokio::select! {
-            _ = changed.notified() => {}
-            _ = tokio::time::sleep(RESYNC) => {}
-            _ = shutdown.wait_for(|s| *s) => break,
-        }
-        let triggered = std::time::Instant::now();
-        // Coalesce a burst of watch events into one reconcile.
-        tokio::time::sleep(args.debounce()).await;
-        if !*leading.borrow() {
-            continue;
-        }
-        if let Some(config) = gateway_config.as_mut() {
-            if let Err(e) = config.apply(&client).await {
-                tracing::warn!(error = %e, "applying the gateway-side Istio objects failed; retrying");
-            }
-        }
-        match reconciler.reconcile(unix_now()).await {
-            Ok(outcome) => {
-                metrics.reconciled(ReconcileOutcome::Ok);
-                backoff = Duration::from_millis(200);
-                if outcome.writes + outcome.deletes > 0 || outcome.files_swapped {
-                    metrics.observe_publish(triggered.elapsed());
-                    tracing::info!(?outcome, "reconciled");
+        if reconcile_due {
+            reconcile_due = false;
+            let triggered = std::time::Instant::now();
+            // Coalesce a burst of watch events into one reconcile.
+            tokio::time::sleep(args.debounce()).await;
+            if *leading.borrow() {
+                if let Some(config) = gateway_config.as_mut() {
+                    if let Err(e) = config.apply(&client).await {
+                        tracing::warn!(error = %e, "applying the gateway-side Istio objects failed; retrying");
+                    }
+                }
+                match reconciler.reconcile(unix_now()).await {
+                    Ok(outcome) => {
+                        metrics.reconciled(ReconcileOutcome::Ok);
+                        backoff = Duration::from_millis(200);
+                        if outcome.writes + outcome.deletes > 0 || outcome.files_swapped {
+                            metrics.observe_publish(triggered.elapsed());
+                            tracing::info!(?outcome, "reconciled");
+                        }
+                    }
+                    Err(e) => {
+                        metrics.reconciled(ReconcileOutcome::Error);
+                        tracing::warn!(error = %e, retry_in = ?backoff, "reconcile failed");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                        changed.notify_one();
+                    }
+                }
+                if let (Some(d), Some((manifest, refusals))) =
+                    (driver.as_mut(), reconciler.published())
+                {
+                    d.set_publications(manifest.clone(), refusals.clone());
                 }
             }
-            Err(e) => {
-                metrics.reconciled(ReconcileOutcome::Error);
-                tracing::warn!(error = %e, retry_in = ?backoff, "reconcile failed");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-                changed.notify_one();
+        }
+        if let Some(d) = driver.as_mut() {
+            let now_ms = jiff::Timestamp::now().as_millisecond();
+            if d.step(now_ms, *leading.borrow(), gateway_config.as_mut())
+                .await
+            {
+                // Rollout states moved: the manifest and CertMerge status say so.
+                reconciler.set_rollout_notes(d.notes().clone());
+                reconcile_due = true;
+                continue;
             }
+        }
+        tokio::select! {
+            _ = changed.notified() => reconcile_due = true,
+            _ = resync.tick() => reconcile_due = true,
+            _ = rollout_changed.notified() => {}
+            _ = tick.tick(), if driver.is_some() => {}
+            _ = shutdown.wait_for(|s| *s) => break,
         }
     }
     tracing::info!("shutting down");
@@ -196,4 +294,101 @@ fn init_logging(format: LogFormat) {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
+}
+
+/// The manifest a previous controller wrote, if any.
+async fn read_manifest(
+    client: &kube::Client,
+    namespace: &str,
+) -> Option<certsync_controller::core::manifest::Manifest> {
+    use certsync_controller::core::manifest;
+    let api =
+        kube::Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), namespace);
+    let cm = api.get_opt(manifest::NAME).await.ok().flatten()?;
+    let json = cm.data?.remove(manifest::DATA_KEY)?;
+    manifest::parse(&json).ok()
+}
+
+/// `cert-sync status`.
+async fn print_status(args: &StatusArgs) -> Result<()> {
+    let json = match &args.server {
+        Some(server) => http_get(server, "/v1/status").await?,
+        None => {
+            let client = kube::Client::try_default()
+                .await
+                .context("connecting to the Kubernetes API (KUBECONFIG)")?;
+            let api = kube::Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(
+                client,
+                &args.namespace,
+            );
+            let name = certsync_controller::core::manifest::NAME;
+            let cm = api
+                .get(name)
+                .await
+                .with_context(|| format!("reading ConfigMap {}/{name}", args.namespace))?;
+            cm.data
+                .and_then(|mut d| d.remove(certsync_controller::core::manifest::DATA_KEY))
+                .with_context(|| format!("ConfigMap {}/{name} holds no manifest", args.namespace))?
+        }
+    };
+    let view = status::parse(&json).context("reading the status")?;
+    match args.output {
+        StatusOutput::Json => println!("{}", serde_json::to_string_pretty(&view)?),
+        StatusOutput::Table | StatusOutput::Wide => {
+            let width = if args.output == StatusOutput::Wide {
+                TableWidth::Wide
+            } else {
+                TableWidth::Normal
+            };
+            print!("{}", status::render_table(&view, width, unix_now()));
+        }
+    }
+    Ok(())
+}
+
+/// A plain HTTP/1.1 GET (the controller's port, usually port-forwarded).
+async fn http_get(server: &str, path: &str) -> Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let authority = server
+        .strip_prefix("http://")
+        .context("--server must be an http:// URL (e.g. after kubectl port-forward)")?
+        .trim_end_matches('/');
+    let mut stream = tokio::net::TcpStream::connect(authority)
+        .await
+        .with_context(|| format!("connecting to {authority}"))?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await?;
+    let text = String::from_utf8_lossy(&response);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .context("malformed HTTP response")?;
+    let status_line = head.lines().next().unwrap_or_default();
+    if !status_line.contains(" 200 ") {
+        anyhow::bail!("{server}{path}: {status_line}: {}", body.trim());
+    }
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return Ok(dechunk(body));
+    }
+    Ok(body.to_owned())
+}
+
+fn dechunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, tail)) = rest.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || tail.len() < n {
+            break;
+        }
+        out.push_str(&tail[..n]);
+        rest = tail[n..].trim_start_matches("\r\n");
+    }
+    out
 }

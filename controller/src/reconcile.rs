@@ -10,6 +10,8 @@
 use crate::core::desired::{self, Action, DesiredState};
 use crate::core::model::{ObjectRef, Policy, Published, SourceData};
 use crate::core::reasons::{Refusal, Subject};
+use crate::core::rollout::{self, RolloutNote};
+use crate::core::status::RefusalView;
 use crate::core::validation::Validations;
 use crate::core::{manifest, merge_status, selection, validation};
 use crate::crd;
@@ -62,6 +64,12 @@ pub struct Reconciler {
     last_manifest: Option<BTreeMap<String, String>>,
     /// Status last written per CertMerge (the store may lag our own writes).
     merge_statuses: BTreeMap<ObjectRef, crd::CertMergeStatus>,
+    /// Rollout per source, from verification: goes into the manifest and
+    /// the CertMerge `RolledOut` condition.
+    notes: BTreeMap<String, RolloutNote>,
+    /// What the last reconcile published (manifest without rollout) and
+    /// refused: verification's input.
+    built: Option<(manifest::Manifest, Vec<RefusalView>)>,
 }
 
 impl Reconciler {
@@ -91,7 +99,19 @@ impl Reconciler {
             published: BTreeMap::new(),
             last_manifest: None,
             merge_statuses: BTreeMap::new(),
+            notes: BTreeMap::new(),
+            built: None,
         }
+    }
+
+    /// Rollout states to write with the next manifest and CertMerge status.
+    pub fn set_rollout_notes(&mut self, notes: BTreeMap<String, RolloutNote>) {
+        self.notes = notes;
+    }
+
+    /// What the last reconcile published and refused.
+    pub fn published(&self) -> Option<&(manifest::Manifest, Vec<RefusalView>)> {
+        self.built.as_ref()
     }
 
     pub async fn reconcile(&mut self, now: i64) -> Result<Outcome, ReconcileError> {
@@ -187,9 +207,24 @@ impl Reconciler {
             .await?;
         self.count_published(&desired);
 
+        let built = manifest::build(&self.policy, &desired, &plan, &self.cert_dir);
+        let refusal_views = refusals
+            .iter()
+            .map(|r| RefusalView {
+                subject: subject_key(&r.subject),
+                reason: r.reason.to_owned(),
+                message: r.message.clone(),
+            })
+            .collect();
+        self.built = Some((built.clone(), refusal_views));
         if self.files.is_none() || !matches!(self.policy.mode, crate::core::model::Mode::Directory)
         {
-            let manifest = manifest::build(&self.policy, &desired, &plan, &self.cert_dir);
+            let mut manifest = built;
+            for entry in &mut manifest.publications {
+                if let Some(note) = self.notes.get(&entry.source) {
+                    rollout::annotate(entry, note);
+                }
+            }
             let rendered = manifest::render(&manifest)?;
             if self.last_manifest.as_ref() != Some(&rendered) {
                 cluster::apply_config_map(
@@ -234,8 +269,15 @@ impl Reconciler {
                 object.metadata.name.clone().unwrap_or_default(),
             );
             let computed = merge_status::compute(&key, selection, desired, plan, refusals);
+            let rolled_out = merge_status::rolled_out(&computed, &self.notes);
             let previous = object.status.clone().unwrap_or_default();
-            let status = crd::status_from(&computed, object.metadata.generation, &previous, now);
+            let status = crd::status_from(
+                &computed,
+                &rolled_out,
+                object.metadata.generation,
+                &previous,
+                now,
+            );
             if crd::same_status(&status, &previous)
                 || self.merge_statuses.get(&key) == Some(&status)
             {

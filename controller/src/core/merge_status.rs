@@ -119,3 +119,82 @@ pub fn compute(
         message,
     }
 }
+
+/// The `RolledOut` condition of a CertMerge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RolledOut {
+    /// `True`, `False` or `Unknown`.
+    pub status: &'static str,
+    pub reason: String,
+    pub message: String,
+}
+
+/// `True` when every published member's certificate is verified on every
+/// live gateway pod; `False` naming the lagging pods; `Unknown` before any
+/// verification (no reports yet, or nothing published).
+pub fn rolled_out(
+    merge: &MergeStatus,
+    notes: &BTreeMap<String, crate::core::rollout::RolloutNote>,
+) -> RolledOut {
+    use crate::core::rollout::{PodState, RolloutState};
+    let published: Vec<(&MemberState, Option<&crate::core::rollout::RolloutNote>)> = merge
+        .members
+        .iter()
+        .filter(|m| m.sha256.is_some())
+        .map(|m| {
+            let note = notes
+                .get(&m.source.to_string())
+                .filter(|n| Some(n.sha256.to_string()) == m.sha256);
+            (m, note)
+        })
+        .collect();
+    let known: Vec<_> = published
+        .iter()
+        .filter_map(|(m, n)| n.map(|n| (*m, n)))
+        .collect();
+    if known.is_empty() || known.len() < published.len() {
+        return RolledOut {
+            status: "Unknown",
+            reason: "NotVerified".to_owned(),
+            message: "gateway pods have not reported every published member yet".to_owned(),
+        };
+    }
+    let converged = known
+        .iter()
+        .filter(|(_, n)| n.state == RolloutState::Converged)
+        .count();
+    if converged == known.len() {
+        let pods = known.first().map_or(0, |(_, n)| n.pods.len());
+        return RolledOut {
+            status: "True",
+            reason: "Verified".to_owned(),
+            message: format!("{converged} members verified on all {pods} gateway pods"),
+        };
+    }
+    if known.iter().all(|(_, n)| n.state == RolloutState::NoPods) {
+        return RolledOut {
+            status: "Unknown",
+            reason: "NoPods".to_owned(),
+            message: "no live gateway pod to verify on".to_owned(),
+        };
+    }
+    let lagging: Vec<String> = known
+        .iter()
+        .flat_map(|(m, n)| {
+            n.pods
+                .iter()
+                .filter(|(_, s)| **s != PodState::Verified)
+                .map(move |(p, s)| format!("{} on {p}: {s}", m.source))
+        })
+        .take(5)
+        .collect();
+    RolledOut {
+        status: "False",
+        reason: "Progressing".to_owned(),
+        message: format!(
+            "{converged} of {} members verified on every pod; {}",
+            known.len(),
+            lagging.join("; ")
+        ),
+    }
+}

@@ -489,6 +489,33 @@ fn next_rung(taken: &BTreeSet<Rung>, ladder: &LadderConfig) -> Option<Rung> {
     .map(|(rung, _)| rung)
 }
 
+/// Per source: what the manifest and CertMerge status say about its rollout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RolloutNote {
+    pub sha256: Fingerprint,
+    pub state: RolloutState,
+    /// Unix milliseconds.
+    pub published_at: Option<i64>,
+    pub pods: BTreeMap<String, PodState>,
+}
+
+/// Writes `note` into a manifest entry, when it is about the same
+/// certificate (a new publication has no rollout yet).
+pub fn annotate(entry: &mut ManifestEntry, note: &RolloutNote) {
+    if note.sha256 != entry.sha256 {
+        return;
+    }
+    entry.state = Some(note.state.as_str().to_owned());
+    entry.published_at = note
+        .published_at
+        .map(|ms| super::manifest::rfc3339(ms.div_euclid(1000)));
+    entry.rollout = note
+        .pods
+        .iter()
+        .map(|(p, s)| (p.clone(), s.as_str().to_owned()))
+        .collect();
+}
+
 /// Why a served certificate deserves a Warning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum WarningKind {
@@ -580,6 +607,36 @@ pub fn warnings(
     }
     out.sort();
     out
+}
+
+/// Whether an SDS resource is in the namespace of names cert-sync
+/// publishes under `mode`: what drift is judged on. Credential-mode names
+/// are `<namespace>.<name>` (a namespace has no dots, so the first dot
+/// splits them); CA resources (`-cacert`) belong to their certificate.
+pub fn is_ours(mode: &super::model::Mode, certdir: &str, resource: &str) -> bool {
+    use super::model::Mode;
+    match mode {
+        Mode::Directory => resource
+            .strip_prefix("file-cert:")
+            .is_some_and(|p| p.starts_with(&format!("{}/", certdir.trim_end_matches('/')))),
+        Mode::Merged { secret_name } => resource.strip_prefix("file-cert:").is_some_and(|p| {
+            p.starts_with(&format!(
+                "{}/",
+                super::naming::merged_mount_dir(secret_name)
+            ))
+        }),
+        Mode::Credential => resource
+            .strip_prefix("kubernetes://")
+            .filter(|name| !name.ends_with("-cacert"))
+            .and_then(|name| name.split_once('.'))
+            .is_some_and(|(ns, name)| {
+                !ns.is_empty()
+                    && !name.is_empty()
+                    && ns
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            }),
+    }
 }
 
 #[cfg(test)]

@@ -403,3 +403,33 @@ fn expiry_and_drift_are_judged_on_our_resources_only() {
     assert!(found[1].message().contains("EXPIRED"));
     assert!(found[2].message().contains("no source publishes it"));
 }
+
+#[test]
+fn drift_is_judged_in_our_namespace_of_names_only() {
+    use crate::core::model::Mode;
+    let dir = Mode::Directory;
+    assert!(is_ours(
+        &dir,
+        "/etc/certs/",
+        "file-cert:/etc/certs/shop/a.crt~/etc/certs/shop/a.key"
+    ));
+    assert!(!is_ours(
+        &dir,
+        "/etc/certs",
+        "file-cert:/etc/certsx/a.crt~/k"
+    ));
+    assert!(!is_ours(&dir, "/etc/certs", "default"));
+    let cred = Mode::Credential;
+    assert!(is_ours(&cred, "", "kubernetes://shop.shop-tls"));
+    assert!(!is_ours(&cred, "", "kubernetes://shop-tls"));
+    assert!(!is_ours(&cred, "", "kubernetes://shop.shop-tls-cacert"));
+    assert!(!is_ours(&cred, "", "ROOTCA"));
+    let merged = Mode::Merged {
+        secret_name: "istio-ingressgateway-certs".into(),
+    };
+    assert!(is_ours(
+        &merged,
+        "",
+        "file-cert:/etc/istio/ingressgateway-certs/shop.a.crt~/etc/istio/ingressgateway-certs/shop.a.key"
+    ));
+}

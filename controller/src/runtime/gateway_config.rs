@@ -30,19 +30,32 @@ pub enum GatewayConfigError {
 pub struct GatewayConfig {
     settings: GatewaySettings,
     applied: Option<Vec<Value>>,
+    /// Set by [`GatewayConfig::reapply`]; kept in every later rendering so a
+    /// normal apply does not take the annotation away again.
+    reapplied_at: Option<String>,
 }
+
+/// Annotation a re-apply stamps on every gateway-side object: identical
+/// objects would be a no-op for the API server and for istiod.
+pub const REAPPLIED_AT: &str = "certsync.istio.io/reapplied-at";
 
 impl GatewayConfig {
     pub fn new(settings: GatewaySettings) -> Self {
         GatewayConfig {
             settings,
             applied: None,
+            reapplied_at: None,
         }
     }
 
     /// Returns how many objects were written (0 when nothing changed).
     pub async fn apply(&mut self, client: &Client) -> Result<usize, GatewayConfigError> {
-        let objects = render(&self.settings)?;
+        let mut objects = render(&self.settings)?;
+        if let Some(stamp) = &self.reapplied_at {
+            for object in &mut objects {
+                object["metadata"]["annotations"][REAPPLIED_AT] = Value::from(stamp.as_str());
+            }
+        }
         if self.applied.as_ref() == Some(&objects) {
             return Ok(0);
         }
@@ -58,6 +71,18 @@ impl GatewayConfig {
     /// re-trigger ladder's "re-apply gateway config" step).
     pub fn invalidate(&mut self) {
         self.applied = None;
+    }
+
+    /// Writes every object again with a new `stamp` in [`REAPPLIED_AT`], so
+    /// istiod sees a change and pushes the gateway's config again.
+    pub async fn reapply(
+        &mut self,
+        client: &Client,
+        stamp: &str,
+    ) -> Result<usize, GatewayConfigError> {
+        self.reapplied_at = Some(stamp.to_owned());
+        self.invalidate();
+        self.apply(client).await
     }
 }
 

@@ -15,7 +15,7 @@
 //!
 //! More routes (reports, status) are added by merging into [`router`] and
 //! serving the result with [`serve_router`], which bounds every request body
-//! (1 MiB by default) for all routes, merged ones included: a report
+//! (to the largest report, 2 MiB) for all routes, merged ones included: a report
 //! endpoint that gateway pods can reach must not let one buffer unbounded
 //! input.
 
@@ -42,7 +42,7 @@ use super::metrics::Metrics;
 
 /// Largest request body any route accepts, unless [`bounded`] is given
 /// another limit.
-pub const DEFAULT_BODY_LIMIT: usize = 1 << 20;
+pub const DEFAULT_BODY_LIMIT: usize = certsync_core::report::MAX_REPORT_BYTES;
 
 /// `Content-Type` of the Prometheus text exposition format.
 pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -158,7 +158,10 @@ pub async fn serve_router(
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr().context("HTTP listener address")?;
     tracing::info!(%addr, "HTTP server listening");
-    axum::serve(listener, bounded(router, DEFAULT_BODY_LIMIT))
+    // Handlers see the peer address (the report endpoint checks it).
+    let app = bounded(router, DEFAULT_BODY_LIMIT)
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
         .with_context(|| format!("HTTP server on {addr}"))?;

@@ -38,6 +38,11 @@ pub const PUBLISH_LATENCY_BUCKETS: [f64; 13] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// Upper bounds (seconds) of the time-to-converge buckets: 100 ms to 10 min.
+pub const CONVERGE_BUCKETS: [f64; 12] = [
+    0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+];
+
 /// `reason` label for a refusal reason that is not in [`reasons::ALL`]: the
 /// label set stays closed even if a caller passes an unexpected string.
 pub const OTHER_REASON: &str = "Other";
@@ -156,6 +161,78 @@ impl ReconcileOutcome {
     }
 }
 
+/// What became of one `POST /v1/reports`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReportOutcome {
+    Accepted,
+    /// No or a wrong bearer token: 401.
+    Unauthenticated,
+    /// Authenticated, but not a live gateway pod reporting for itself: 403.
+    Forbidden,
+    /// Not a report this controller understands: 400.
+    Malformed,
+    /// Over the size or certificate-count bounds: 413.
+    TooLarge,
+    /// An older sequence number than the pod's last report: 409.
+    Stale,
+    /// This replica is not the leader: 503, the filter retries.
+    NotLeader,
+}
+
+impl ReportOutcome {
+    pub const ALL: [ReportOutcome; 7] = [
+        Self::Accepted,
+        Self::Unauthenticated,
+        Self::Forbidden,
+        Self::Malformed,
+        Self::TooLarge,
+        Self::Stale,
+        Self::NotLeader,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Accepted => "accepted",
+            Self::Unauthenticated => "unauthenticated",
+            Self::Forbidden => "forbidden",
+            Self::Malformed => "malformed",
+            Self::TooLarge => "too_large",
+            Self::Stale => "stale",
+            Self::NotLeader => "not_leader",
+        }
+    }
+}
+
+/// A step the rollout ladder took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LadderStep {
+    /// A rollout passed its timeout unconverged (an Event, no action yet).
+    Stalled,
+    RePush,
+    ReapplyGatewayConfig,
+    Evict,
+}
+
+impl LadderStep {
+    pub const ALL: [LadderStep; 4] = [
+        Self::Stalled,
+        Self::RePush,
+        Self::ReapplyGatewayConfig,
+        Self::Evict,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stalled => "stalled",
+            Self::RePush => "repush",
+            Self::ReapplyGatewayConfig => "reapply_gateway_config",
+            Self::Evict => "evict",
+        }
+    }
+}
+
 macro_rules! label_value_via_as_str {
     ($($t:ty),*) => {$(
         impl EncodeLabelValue for $t {
@@ -165,7 +242,14 @@ macro_rules! label_value_via_as_str {
         }
     )*};
 }
-label_value_via_as_str!(PublishedKind, ApiVerb, ApiOutcome, ReconcileOutcome);
+label_value_via_as_str!(
+    PublishedKind,
+    ApiVerb,
+    ApiOutcome,
+    ReconcileOutcome,
+    ReportOutcome,
+    LadderStep
+);
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ReasonLabels {
@@ -201,6 +285,34 @@ struct OutcomeLabels {
     outcome: ReconcileOutcome,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReportLabels {
+    outcome: ReportOutcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct StepLabels {
+    step: LadderStep,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct PodStateLabels {
+    source: String,
+    pod: String,
+    state: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct SourcePodLabels {
+    source: String,
+    pod: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct StateLabels {
+    state: &'static str,
+}
+
 struct Inner {
     registry: Registry,
     publish_latency: Histogram,
@@ -210,6 +322,12 @@ struct Inner {
     api_requests: Family<ApiLabels, Counter>,
     reconciles: Family<OutcomeLabels, Counter>,
     leader: Gauge,
+    reports: Family<ReportLabels, Counter>,
+    ladder: Family<StepLabels, Counter>,
+    pod_state: Family<PodStateLabels, Gauge>,
+    served_not_after: Family<SourcePodLabels, Gauge>,
+    publications: Family<StateLabels, Gauge>,
+    converge: Histogram,
 }
 
 /// The controller's metrics. Cloning is cheap and every clone updates the
@@ -280,7 +398,50 @@ impl Metrics {
             leader.clone(),
         );
 
+        let reports = Family::<ReportLabels, Counter>::default();
+        registry.register(
+            "certsync_reports",
+            "Reports received from gateway pods, by outcome",
+            reports.clone(),
+        );
+        let ladder = Family::<StepLabels, Counter>::default();
+        registry.register(
+            "certsync_rollout_ladder_steps",
+            "Steps the re-trigger ladder took for stuck rollouts, by step",
+            ladder.clone(),
+        );
+        let pod_state = Family::<PodStateLabels, Gauge>::default();
+        registry.register(
+            "certsync_rollout_pod_state",
+            "1 for each publication and gateway pod in its current state (Verified, Stale, Missing, Unknown)",
+            pod_state.clone(),
+        );
+        let served_not_after = Family::<SourcePodLabels, Gauge>::default();
+        registry.register(
+            "certsync_served_not_after_seconds",
+            "notAfter of the certificate each gateway pod serves for each publication, Unix seconds",
+            served_not_after.clone(),
+        );
+        let publications = Family::<StateLabels, Gauge>::default();
+        registry.register(
+            "certsync_rollout_publications",
+            "Publications by rollout state (Converged, Progressing, NoPods)",
+            publications.clone(),
+        );
+        let converge = Histogram::new(CONVERGE_BUCKETS);
+        registry.register(
+            "certsync_rollout_converge_seconds",
+            "Seconds from publishing a certificate to every live gateway pod serving it",
+            converge.clone(),
+        );
+
         // `get_or_create` creates the series; the returned guard is not needed.
+        for outcome in ReportOutcome::ALL {
+            drop(reports.get_or_create(&ReportLabels { outcome }));
+        }
+        for step in LadderStep::ALL {
+            drop(ladder.get_or_create(&StepLabels { step }));
+        }
         for reason in reasons::ALL.iter().copied().chain([OTHER_REASON]) {
             drop(refusals.get_or_create(&ReasonLabels { reason }));
         }
@@ -301,6 +462,12 @@ impl Metrics {
                 api_requests,
                 reconciles,
                 leader,
+                reports,
+                ladder,
+                pod_state,
+                served_not_after,
+                publications,
+                converge,
             }),
         }
     }
@@ -361,6 +528,74 @@ impl Metrics {
             .reconciles
             .get_or_create(&OutcomeLabels { outcome })
             .inc();
+    }
+
+    /// A report was answered with `outcome`.
+    pub fn report(&self, outcome: ReportOutcome) {
+        self.inner
+            .reports
+            .get_or_create(&ReportLabels { outcome })
+            .inc();
+    }
+
+    /// The ladder took `step`.
+    pub fn ladder_step(&self, step: LadderStep) {
+        self.inner.ladder.get_or_create(&StepLabels { step }).inc();
+    }
+
+    /// A publication converged `after` publishing.
+    pub fn observe_converge(&self, after: Duration) {
+        self.inner.converge.observe(after.as_secs_f64());
+    }
+
+    /// Replaces the rollout series with `views`: one state series per
+    /// publication and pod, and the served notAfter where known. Series of
+    /// publications and pods that are gone disappear.
+    pub fn set_rollout(&self, views: &[crate::core::rollout::PublicationView]) {
+        use crate::core::rollout::RolloutState;
+        self.inner.pod_state.clear();
+        self.inner.served_not_after.clear();
+        let mut counts = [0i64; 3];
+        for view in views {
+            counts[match view.state {
+                RolloutState::Converged => 0,
+                RolloutState::Progressing => 1,
+                RolloutState::NoPods => 2,
+            }] += 1;
+            for (pod, p) in &view.pods {
+                let labels = PodStateLabels {
+                    source: view.source.clone(),
+                    pod: pod.clone(),
+                    state: p.state.as_str(),
+                };
+                self.inner.pod_state.get_or_create(&labels).set(1);
+                if let Some(not_after) = p.served_not_after {
+                    let labels = SourcePodLabels {
+                        source: view.source.clone(),
+                        pod: pod.clone(),
+                    };
+                    self.inner
+                        .served_not_after
+                        .get_or_create(&labels)
+                        .set(not_after);
+                }
+            }
+        }
+        for (state, n) in [
+            RolloutState::Converged,
+            RolloutState::Progressing,
+            RolloutState::NoPods,
+        ]
+        .into_iter()
+        .zip(counts)
+        {
+            self.inner
+                .publications
+                .get_or_create(&StateLabels {
+                    state: state.as_str(),
+                })
+                .set(n);
+        }
     }
 
     /// This replica started (`true`) or stopped (`false`) leading.
@@ -575,9 +810,11 @@ mod tests {
         }
         m.observe_publish(Duration::from_millis(1));
         let text = m.encode();
-        let allowed: BTreeSet<&str> = ["reason", "source", "kind", "verb", "outcome", "le"]
-            .into_iter()
-            .collect();
+        let allowed: BTreeSet<&str> = [
+            "reason", "source", "kind", "verb", "outcome", "le", "step", "state", "pod",
+        ]
+        .into_iter()
+        .collect();
         let mut reason_values = BTreeSet::new();
         for line in sample_lines(&text) {
             let Some((_, labels)) = line.split_once('{') else {

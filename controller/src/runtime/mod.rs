@@ -4,3 +4,6 @@ pub mod gateway_config;
 pub mod http;
 pub mod leader;
 pub mod metrics;
+pub mod pods;
+pub mod reports;
+pub mod rollout;

@@ -1,0 +1,121 @@
+//! Gateway pod discovery: the Ready pods matching the gateway selector in the
+//! gateway namespace. They are who must serve every publication, and the
+//! only ones allowed to report.
+
+use crate::core::rollout::LivePod;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Client, ResourceExt};
+use std::net::IpAddr;
+use std::sync::Arc;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+/// A store of the gateway pods, kept current by a watch.
+#[derive(Clone)]
+pub struct GatewayPods {
+    store: Store<Pod>,
+}
+
+impl GatewayPods {
+    /// Watches pods in `namespace` matching `selector` (`k=v,...`); every
+    /// change pokes `changed`.
+    pub fn watch(
+        client: &Client,
+        namespace: &str,
+        selector: &str,
+        changed: Arc<Notify>,
+    ) -> (GatewayPods, JoinHandle<()>) {
+        let (store, writer) = reflector::store();
+        let api = Api::<Pod>::namespaced(client.clone(), namespace);
+        let stream = reflector::reflector(
+            writer,
+            watcher(api, watcher::Config::default().labels(selector))
+                .modify(|pod| pod.managed_fields_mut().clear()),
+        )
+        .default_backoff();
+        let task = tokio::spawn(async move {
+            futures::pin_mut!(stream);
+            while let Some(event) = stream.next().await {
+                if let Err(e) = event {
+                    tracing::warn!(error = %e, "gateway pod watch failed; relisting with backoff");
+                }
+                changed.notify_one();
+            }
+        });
+        (GatewayPods { store }, task)
+    }
+
+    pub async fn wait_ready(&self) -> Result<(), reflector::store::WriterDropped> {
+        self.store.wait_until_ready().await
+    }
+
+    /// Ready, running, not being deleted; sorted by name.
+    pub fn live(&self) -> Vec<LivePod> {
+        let mut pods: Vec<LivePod> = self
+            .store
+            .state()
+            .iter()
+            .filter(|p| is_live(p))
+            .map(|p| LivePod {
+                name: p.name_any(),
+                ip: pod_ip(p),
+            })
+            .collect();
+        pods.sort_by(|a, b| a.name.cmp(&b.name));
+        pods
+    }
+}
+
+fn is_live(pod: &Pod) -> bool {
+    let Some(status) = &pod.status else {
+        return false;
+    };
+    pod.metadata.deletion_timestamp.is_none()
+        && status.phase.as_deref() == Some("Running")
+        && status
+            .conditions
+            .iter()
+            .flatten()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
+fn pod_ip(pod: &Pod) -> Option<IpAddr> {
+    pod.status.as_ref()?.pod_ip.as_deref()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn mk_pod(phase: &str, ready: &str, deleting: bool) -> Pod {
+        let mut pod = json!({
+            "metadata": {"name": "gw", "namespace": "istio-system"},
+            "status": {
+                "phase": phase,
+                "podIP": "10.1.2.3",
+                "conditions": [{"type": "Ready", "status": ready}]
+            }
+        });
+        if deleting {
+            pod["metadata"]["deletionTimestamp"] = json!("2030-01-01T00:00:00Z");
+        }
+        serde_json::from_value(pod).unwrap_or_default()
+    }
+
+    #[test]
+    fn only_ready_running_pods_count() {
+        assert!(is_live(&mk_pod("Running", "True", false)));
+        assert!(!is_live(&mk_pod("Running", "False", false)));
+        assert!(!is_live(&mk_pod("Pending", "True", false)));
+        assert!(!is_live(&mk_pod("Running", "True", true)));
+        assert!(!is_live(&Pod::default()));
+        assert_eq!(
+            pod_ip(&mk_pod("Running", "True", false)),
+            "10.1.2.3".parse().ok()
+        );
+    }
+}

@@ -1,0 +1,505 @@
+//! The rollout loop's I/O: feeds `core::rollout` with the manifest, the live
+//! gateway pods and their reports, and carries out what it decides —
+//! Events, metrics, the status view, and the re-trigger ladder's writes.
+//!
+//! ```text
+//!  reconcile ──set_publications(manifest, refusals)──┐
+//!  POST /v1/reports ─▶ ReportSink (observations) ────┤
+//!  Pod watch ─▶ GatewayPods (live pods) ─────────────┼─▶ step(now) ─▶ assess ─▶ Tracker::step
+//!                                                     │                  │             │
+//!        /v1/status ◀── StatusView ◀─────────────────┘      metrics ◀──┘   Events, re-push,
+//!        manifest rollout map ◀── annotations()                               re-apply, evict
+//! ```
+//!
+//! Only the leader acts (writes, Events); every replica keeps its view.
+
+use crate::core::manifest::{self, Manifest, TargetRef};
+use crate::core::model::Mode;
+use crate::core::rollout::{
+    self, Action, LadderConfig, PublicationView, RolloutNote, Tracker, Warning,
+};
+use crate::core::status::{PodSummary, PublicationStatus, RefusalView, StatusView};
+use crate::runtime::cluster::{secret_reference, FIELD_MANAGER};
+use crate::runtime::gateway_config::GatewayConfig;
+use crate::runtime::metrics::{LadderStep, Metrics};
+use crate::runtime::pods::GatewayPods;
+use crate::runtime::reports::ReportSink;
+use k8s_openapi::api::core::v1::{ObjectReference, Pod, Secret};
+use kube::api::{EvictParams, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Api, Client};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+// Event reasons of rollout verification.
+/// Every live gateway pod serves the published certificate.
+pub const ROLLED_OUT: &str = "RolledOut";
+/// Past the rollout timeout, some live pod does not serve it.
+pub const ROLLOUT_STALLED: &str = "RolloutStalled";
+pub const REPUSHED: &str = "RePushed";
+pub const GATEWAY_CONFIG_REAPPLIED: &str = "GatewayConfigReapplied";
+pub const POD_EVICTED: &str = "PodEvicted";
+pub const EVICTION_FAILED: &str = "EvictionFailed";
+pub const CERTIFICATE_EXPIRING: &str = "CertificateExpiring";
+pub const CERTIFICATE_EXPIRED: &str = "CertificateExpired";
+pub const SERVED_DRIFT: &str = "ServedNotPublished";
+
+/// Annotation a re-push writes on the published Secret, so the gateway's
+/// watch (istiod's SDS, the kubelet) sees an update.
+pub const REPUSHED_AT: &str = "certsync.istio.io/repushed-at";
+
+/// The knobs of verification.
+#[derive(Debug, Clone)]
+pub struct RolloutSettings {
+    /// A pod without a report for this long is `Unknown`.
+    pub heartbeat_window: Duration,
+    /// A rollout unconverged this long climbs the ladder, one rung per timeout.
+    pub timeout: Duration,
+    pub evict: bool,
+    /// Warn when a served certificate expires within this long.
+    pub expiry_warning: Duration,
+}
+
+pub struct RolloutDriver {
+    client: Client,
+    gateway_namespace: String,
+    mode: Mode,
+    certdir: String,
+    settings: RolloutSettings,
+    ladder: LadderConfig,
+    sink: Arc<ReportSink>,
+    pods: GatewayPods,
+    metrics: Metrics,
+    recorder: Recorder,
+    tracker: Tracker,
+    manifest: Option<Manifest>,
+    refusals: Vec<RefusalView>,
+    warned: BTreeSet<Warning>,
+    notes: BTreeMap<String, RolloutNote>,
+    status: Arc<RwLock<Option<StatusView>>>,
+}
+
+/// What `/v1/status` serves: the latest view, shared with the HTTP server.
+pub type SharedStatus = Arc<RwLock<Option<StatusView>>>;
+
+impl RolloutDriver {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        client: Client,
+        mode: Mode,
+        gateway_namespace: &str,
+        certdir: &str,
+        settings: RolloutSettings,
+        manages_gateway_config: bool,
+        sink: Arc<ReportSink>,
+        pods: GatewayPods,
+        metrics: Metrics,
+        instance: &str,
+    ) -> Self {
+        let ladder = LadderConfig {
+            timeout_ms: millis(settings.timeout),
+            can_repush: !matches!(mode, Mode::Directory),
+            can_reapply: manages_gateway_config,
+            can_evict: settings.evict,
+            // Never more than one eviction per five timeouts, cluster-wide.
+            eviction_interval_ms: millis(settings.timeout) * 5,
+        };
+        let reporter = Reporter {
+            controller: "cert-sync".into(),
+            instance: Some(instance.to_owned()),
+        };
+        RolloutDriver {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            gateway_namespace: gateway_namespace.to_owned(),
+            mode,
+            certdir: certdir.to_owned(),
+            settings,
+            ladder,
+            sink,
+            pods,
+            metrics,
+            tracker: Tracker::default(),
+            manifest: None,
+            refusals: Vec::new(),
+            warned: BTreeSet::new(),
+            notes: BTreeMap::new(),
+            status: Arc::new(RwLock::new(None)),
+        }
+    }
+
+    /// The view `/v1/status` serves.
+    pub fn status(&self) -> SharedStatus {
+        Arc::clone(&self.status)
+    }
+
+    /// Publish times from a manifest a previous controller wrote, so a
+    /// restart keeps time-to-converge honest.
+    pub fn seed(&mut self, previous: &Manifest) {
+        for entry in &previous.publications {
+            let at = entry
+                .published_at
+                .as_deref()
+                .and_then(|t| t.parse::<jiff::Timestamp>().ok());
+            if let Some(at) = at {
+                self.tracker
+                    .remember_published(&entry.source, entry.sha256, at.as_millisecond());
+            }
+        }
+    }
+
+    /// What the last reconcile published, and what it refused.
+    pub fn set_publications(&mut self, manifest: Manifest, refusals: Vec<RefusalView>) {
+        self.manifest = Some(manifest);
+        self.refusals = refusals;
+    }
+
+    /// Rollout notes per source for the manifest and CertMerge status.
+    pub fn notes(&self) -> &BTreeMap<String, RolloutNote> {
+        &self.notes
+    }
+
+    /// One pass: assess, update metrics and the status view, and (when
+    /// `leading`) act. Returns true when the notes changed, i.e. the
+    /// manifest and CertMerge status need writing.
+    pub async fn step(
+        &mut self,
+        now_ms: i64,
+        leading: bool,
+        gateway_config: Option<&mut GatewayConfig>,
+    ) -> bool {
+        let Some(manifest) = self.manifest.clone() else {
+            return false;
+        };
+        let live = self.pods.live();
+        let names: BTreeSet<String> = live.iter().map(|p| p.name.clone()).collect();
+        self.sink.retain_pods(&names);
+        let observations = self.sink.observations();
+        let window = millis(self.settings.heartbeat_window);
+        let views = rollout::assess(&manifest.publications, &live, &observations, now_ms, window);
+        let actions = self.tracker.step(&views, now_ms, &self.ladder);
+        let mode = self.mode.clone();
+        let certdir = self.certdir.clone();
+        let warnings = rollout::warnings(
+            &manifest.publications,
+            &live,
+            &observations,
+            |r| rollout::is_ours(&mode, &certdir, r),
+            now_ms.div_euclid(1000),
+            i64::try_from(self.settings.expiry_warning.as_secs()).unwrap_or(i64::MAX),
+        );
+        self.metrics.set_rollout(&views);
+
+        if leading {
+            self.act(&actions, &manifest, gateway_config).await;
+            self.warn(&warnings, &manifest).await;
+        }
+
+        let notes: BTreeMap<String, RolloutNote> = views
+            .iter()
+            .map(|v| (v.source.clone(), self.notes_for(v)))
+            .collect();
+        let pods = live
+            .iter()
+            .map(|p| {
+                let obs = observations.get(&p.name);
+                PodSummary {
+                    name: p.name.clone(),
+                    ip: p.ip.map(|ip| ip.to_string()),
+                    last_report: obs.map(|o| rfc3339_ms(o.received_at_ms)),
+                    seq: obs.map(|o| o.seq),
+                    certificates: obs.map_or(0, |o| o.certificates.len()),
+                }
+            })
+            .collect();
+        let view = self.view(&manifest, &views, pods, warnings, now_ms);
+        if let Ok(mut status) = self.status.write() {
+            *status = Some(view);
+        }
+        let changed = notes != self.notes;
+        self.notes = notes;
+        changed
+    }
+
+    fn view(
+        &self,
+        manifest: &Manifest,
+        views: &[PublicationView],
+        pods: Vec<PodSummary>,
+        warnings: Vec<Warning>,
+        now_ms: i64,
+    ) -> StatusView {
+        let publications = manifest
+            .publications
+            .iter()
+            .zip(views)
+            .map(|(entry, v)| {
+                let mut entry = entry.clone();
+                rollout::annotate(&mut entry, &self.notes_for(v));
+                PublicationStatus {
+                    verified: v.verified(),
+                    total: v.pods.len(),
+                    converged_at: self.tracker.converged_at_ms(&v.source).map(rfc3339_ms),
+                    pods: v.pods.clone(),
+                    entry,
+                }
+            })
+            .collect();
+        StatusView {
+            gateway_namespace: manifest.gateway_namespace.clone(),
+            mode: manifest.mode.clone(),
+            generated_at: Some(rfc3339_ms(now_ms)),
+            pods,
+            publications,
+            refusals: self.refusals.clone(),
+            warnings: warnings.into_iter().map(Into::into).collect(),
+        }
+    }
+
+    fn notes_for(&self, v: &PublicationView) -> RolloutNote {
+        RolloutNote {
+            sha256: v.sha256,
+            state: v.state,
+            published_at: self.tracker.published_at_ms(&v.source),
+            pods: v.pods.iter().map(|(p, s)| (p.clone(), s.state)).collect(),
+        }
+    }
+
+    async fn act(
+        &mut self,
+        actions: &[Action],
+        manifest: &Manifest,
+        mut gateway_config: Option<&mut GatewayConfig>,
+    ) {
+        let targets: BTreeMap<&str, &TargetRef> = manifest
+            .publications
+            .iter()
+            .map(|e| (e.source.as_str(), &e.target))
+            .collect();
+        let stamp = jiff::Timestamp::now().to_string();
+        for action in actions {
+            match action {
+                Action::Converged {
+                    source,
+                    sha256,
+                    after_ms,
+                } => {
+                    let after = Duration::from_millis(u64::try_from(*after_ms).unwrap_or(0));
+                    self.metrics.observe_converge(after);
+                    let pods = self.pods.live().len();
+                    let message = format!(
+                        "sha256 {} verified on {pods}/{pods} gateway pods after {:.1}s",
+                        sha256.short(),
+                        after.as_secs_f64()
+                    );
+                    tracing::info!(%source, "{message}");
+                    self.emit(source_ref(source), false, ROLLED_OUT, "Verify", &message)
+                        .await;
+                }
+                Action::Stalled {
+                    source,
+                    sha256,
+                    pods,
+                } => {
+                    self.metrics.ladder_step(LadderStep::Stalled);
+                    let lagging: Vec<String> =
+                        pods.iter().map(|(p, s)| format!("{p} {s}")).collect();
+                    let message = format!(
+                        "sha256 {} not served by every gateway pod after {}s: {}",
+                        sha256.short(),
+                        self.settings.timeout.as_secs(),
+                        lagging.join(", ")
+                    );
+                    tracing::warn!(%source, "{message}");
+                    self.emit(
+                        source_ref(source),
+                        true,
+                        ROLLOUT_STALLED,
+                        "Verify",
+                        &message,
+                    )
+                    .await;
+                }
+                Action::RePush { source } => {
+                    let Some(secret) = targets
+                        .get(source.as_str())
+                        .and_then(|t| published_secret(t))
+                    else {
+                        continue;
+                    };
+                    self.metrics.ladder_step(LadderStep::RePush);
+                    let result = self.repush(secret, &stamp).await;
+                    let message = match &result {
+                        Ok(()) => format!("re-pushed Secret {secret}: a gateway pod still serves an older certificate"),
+                        Err(e) => format!("re-pushing Secret {secret} failed: {e}"),
+                    };
+                    tracing::warn!(%source, "{message}");
+                    self.emit(source_ref(source), true, REPUSHED, "Retrigger", &message)
+                        .await;
+                }
+                Action::Reapply => {
+                    let Some(config) = gateway_config.as_deref_mut() else {
+                        continue;
+                    };
+                    self.metrics.ladder_step(LadderStep::ReapplyGatewayConfig);
+                    let result = config.reapply(&self.client, &stamp).await;
+                    let message = match &result {
+                        Ok(n) => format!("re-applied {n} gateway-side objects: rollouts are stuck"),
+                        Err(e) => format!("re-applying the gateway-side objects failed: {e}"),
+                    };
+                    tracing::warn!("{message}");
+                    let about = ObjectReference {
+                        api_version: Some("extensions.istio.io/v1alpha1".into()),
+                        kind: Some("WasmPlugin".into()),
+                        namespace: Some(self.gateway_namespace.clone()),
+                        name: Some(certsync_wasmplugin::WASM_PLUGIN_NAME.into()),
+                        ..ObjectReference::default()
+                    };
+                    self.emit(about, true, GATEWAY_CONFIG_REAPPLIED, "Retrigger", &message)
+                        .await;
+                }
+                Action::Evict { pod, source } => {
+                    self.metrics.ladder_step(LadderStep::Evict);
+                    let api = Api::<Pod>::namespaced(self.client.clone(), &self.gateway_namespace);
+                    let result = api.evict(pod, &EvictParams::default()).await;
+                    let (reason, message) = match &result {
+                        Ok(_) => (
+                            POD_EVICTED,
+                            format!("evicted gateway pod {pod}: it does not serve {source}'s current certificate"),
+                        ),
+                        Err(e) => (
+                            EVICTION_FAILED,
+                            format!("evicting gateway pod {pod} failed (a PodDisruptionBudget?): {e}"),
+                        ),
+                    };
+                    tracing::warn!(%source, "{message}");
+                    self.emit(
+                        pod_ref(&self.gateway_namespace, pod),
+                        true,
+                        reason,
+                        "Retrigger",
+                        &message,
+                    )
+                    .await;
+                }
+            }
+        }
+    }
+
+    /// Events for warnings that are new; nothing repeats while they persist.
+    async fn warn(&mut self, warnings: &[Warning], manifest: &Manifest) {
+        let sources: BTreeMap<&str, &str> = manifest
+            .publications
+            .iter()
+            .map(|e| (e.sds_resource.as_str(), e.source.as_str()))
+            .collect();
+        let now: BTreeSet<Warning> = warnings.iter().cloned().collect();
+        for w in now.difference(&self.warned) {
+            let reason = match w.kind {
+                rollout::WarningKind::Expiring => CERTIFICATE_EXPIRING,
+                rollout::WarningKind::Expired => CERTIFICATE_EXPIRED,
+                rollout::WarningKind::Drift => SERVED_DRIFT,
+            };
+            let message = w.message();
+            tracing::warn!(pod = %w.pod, resource = %w.resource, "{message}");
+            let about = match sources.get(w.resource.as_str()) {
+                Some(source) => source_ref(source),
+                None => pod_ref(&self.gateway_namespace, &w.pod),
+            };
+            self.emit(about, true, reason, "Verify", &message).await;
+        }
+        self.warned = now;
+    }
+
+    async fn repush(&self, secret: &str, stamp: &str) -> Result<(), kube::Error> {
+        let api = Api::<Secret>::namespaced(self.client.clone(), &self.gateway_namespace);
+        // A merge patch, not an apply: an apply of only this annotation would
+        // drop every other field cert-sync's apply owns.
+        let patch = serde_json::json!({"metadata": {"annotations": {REPUSHED_AT: stamp}}});
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+            ..PatchParams::default()
+        };
+        api.patch(secret, &params, &Patch::Merge(&patch))
+            .await
+            .map(|_| ())
+    }
+
+    async fn emit(
+        &self,
+        about: ObjectReference,
+        warning: bool,
+        reason: &str,
+        action: &str,
+        message: &str,
+    ) {
+        let event = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.to_owned(),
+            note: Some(message.chars().take(1000).collect()),
+            action: action.to_owned(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &about).await {
+            tracing::warn!(error = %e, "could not record an Event");
+        }
+    }
+}
+
+fn published_secret(target: &TargetRef) -> Option<&str> {
+    match target {
+        TargetRef::Credential { secret } | TargetRef::Merged { secret, .. } => Some(secret),
+        TargetRef::Directory { .. } => None,
+    }
+}
+
+fn source_ref(source: &str) -> ObjectReference {
+    let (namespace, name) = source.split_once('/').unwrap_or(("", source));
+    secret_reference(&crate::core::model::ObjectRef::new(namespace, name))
+}
+
+fn pod_ref(namespace: &str, pod: &str) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Pod".into()),
+        namespace: Some(namespace.to_owned()),
+        name: Some(pod.to_owned()),
+        ..ObjectReference::default()
+    }
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn rfc3339_ms(ms: i64) -> String {
+    manifest::rfc3339(ms.div_euclid(1000))
+}
+
+/// `GET /v1/status`: the latest view as JSON (503 until the first pass).
+pub fn status_router(status: SharedStatus) -> axum::Router {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    axum::Router::new().route(
+        "/v1/status",
+        axum::routing::get(move || {
+            let status = Arc::clone(&status);
+            async move {
+                let view = status.read().ok().and_then(|v| v.clone());
+                match view {
+                    Some(view) => axum::Json(view).into_response(),
+                    None => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "no status yet: the first reconcile has not finished\n",
+                    )
+                        .into_response(),
+                }
+            }
+        }),
+    )
+}
