@@ -198,3 +198,81 @@ pub fn rolled_out(
         ),
     }
 }
+
+#[cfg(test)]
+mod rolled_out_tests {
+    use super::*;
+    use crate::core::rollout::{PodState, RolloutNote, RolloutState};
+    use certsync_core::Fingerprint;
+
+    fn mk_member(source: &str, sha: Option<u8>) -> MemberState {
+        MemberState {
+            source: ObjectRef::new(
+                source.split('/').next().unwrap_or(""),
+                source.split('/').nth(1).unwrap_or(""),
+            ),
+            sha256: sha.map(|b| Fingerprint([b; 32]).to_string()),
+            not_after: None,
+            state: PUBLISHED.to_owned(),
+            message: None,
+        }
+    }
+
+    fn mk_note(sha: u8, state: RolloutState, pods: &[(&str, PodState)]) -> RolloutNote {
+        RolloutNote {
+            sha256: Fingerprint([sha; 32]),
+            state,
+            published_at: None,
+            pods: pods.iter().map(|(p, s)| ((*p).to_owned(), *s)).collect(),
+        }
+    }
+
+    fn merge(members: Vec<MemberState>) -> MergeStatus {
+        MergeStatus {
+            members,
+            ready: true,
+            reason: PUBLISHED.to_owned(),
+            message: String::new(),
+        }
+    }
+
+    #[test]
+    fn rolled_out_follows_the_members_rollouts() {
+        let m = merge(vec![mk_member("a/x", Some(1)), mk_member("b/y", Some(2))]);
+        let verified = [("gw-0", PodState::Verified), ("gw-1", PodState::Verified)];
+        let mut notes = BTreeMap::new();
+        assert_eq!(rolled_out(&m, &notes).status, "Unknown");
+        notes.insert(
+            "a/x".to_owned(),
+            mk_note(1, RolloutState::Converged, &verified),
+        );
+        assert_eq!(
+            rolled_out(&m, &notes).status,
+            "Unknown",
+            "one member not verified yet"
+        );
+        notes.insert(
+            "b/y".to_owned(),
+            mk_note(
+                2,
+                RolloutState::Progressing,
+                &[("gw-0", PodState::Verified), ("gw-1", PodState::Stale)],
+            ),
+        );
+        let r = rolled_out(&m, &notes);
+        assert_eq!((r.status, r.reason.as_str()), ("False", "Progressing"));
+        assert!(r.message.contains("b/y on gw-1: Stale"), "{}", r.message);
+        notes.insert(
+            "b/y".to_owned(),
+            mk_note(2, RolloutState::Converged, &verified),
+        );
+        let r = rolled_out(&m, &notes);
+        assert_eq!((r.status, r.reason.as_str()), ("True", "Verified"));
+        // A note about an older certificate says nothing about the new one.
+        notes.insert(
+            "b/y".to_owned(),
+            mk_note(9, RolloutState::Converged, &verified),
+        );
+        assert_eq!(rolled_out(&m, &notes).status, "Unknown");
+    }
+}
