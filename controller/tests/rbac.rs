@@ -9,9 +9,15 @@ mod support;
 
 use certsync_controller::runtime::gateway_config::GatewayConfig;
 use certsync_controller::runtime::leader::{LeaderElector, LeaseConfig};
+use certsync_controller::runtime::metrics::Metrics;
+use certsync_controller::runtime::pods::GatewayPods;
+use certsync_controller::runtime::reports::{ReportAuth, ReportSink};
+use certsync_controller::runtime::rollout::{RolloutDriver, RolloutSettings};
 use certsync_fakekube::Verb;
+use std::sync::Arc;
 use std::time::Duration;
 use support::*;
+use tokio::sync::Notify;
 
 #[derive(Debug)]
 struct Rule {
@@ -152,7 +158,65 @@ async fn every_request_of_a_full_scenario_is_allowed() {
     rig.reconcile().await;
     // The gateway-side Istio objects.
     let settings = certsync_wasmplugin::GatewaySettings::default();
-    GatewayConfig::new(settings).apply(&client).await.unwrap();
+    let mut gateway_config = GatewayConfig::new(settings);
+    gateway_config.apply(&client).await.unwrap();
+    // Rollout verification: pod discovery, reports, the whole ladder.
+    rig.put(mk_pair("shop", "a", P256, true)).await;
+    rig.reconcile().await;
+    rig.server
+        .put(mk_gateway_pod("gw-0", "127.0.0.1", true))
+        .unwrap();
+    let (pods, _task) =
+        GatewayPods::watch(&client, GW, "istio=ingressgateway", Arc::new(Notify::new()));
+    pods.wait_ready().await.unwrap();
+    let (_leading_tx, leading_rx) = tokio::sync::watch::channel(true);
+    let sink = Arc::new(ReportSink::new(
+        ReportAuth {
+            token: Some(TOKEN.into()),
+            check_source: true,
+        },
+        GW,
+        pods.clone(),
+        leading_rx,
+        Metrics::new(),
+        Arc::new(Notify::new()),
+    ));
+    let mut driver = RolloutDriver::new(
+        client.clone(),
+        Mode::Credential,
+        GW,
+        "",
+        RolloutSettings {
+            heartbeat_window: Duration::from_secs(60),
+            timeout: Duration::from_millis(1),
+            evict: true,
+            expiry_warning: Duration::from_secs(100 * 365 * 86_400),
+        },
+        true,
+        Arc::clone(&sink),
+        pods,
+        Metrics::new(),
+        "replica-a",
+    );
+    let (manifest, refusals) = rig.reconciler.published().cloned().unwrap();
+    driver.set_publications(manifest, refusals);
+    let stale = mk_report(
+        "gw-0",
+        1,
+        &[("kubernetes://shop.a", P384), ("kubernetes://x.gone", RSA)],
+    );
+    let auth = format!("Bearer {TOKEN}");
+    sink.receive(Some(&auth), peer("127.0.0.1"), &stale, NOW * 1000);
+    for step in 0..4 {
+        driver
+            .step(NOW * 1000 + step * 10_000, true, Some(&mut gateway_config))
+            .await;
+    }
+    assert_eq!(
+        rig.server.evictions().len(),
+        1,
+        "the ladder reached eviction"
+    );
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert!(*leading.borrow(), "the replica leads");
 
@@ -170,6 +234,9 @@ async fn every_request_of_a_full_scenario_is_allowed() {
         (Verb::Apply, "secrets"),
         (Verb::Delete, "secrets"),
         (Verb::Apply, "configmaps"),
+        (Verb::Patch, "secrets"),
+        (Verb::Watch, "pods"),
+        (Verb::Create, "pods"),
     ] {
         assert!(
             requests

@@ -11,61 +11,15 @@ use certsync_controller::runtime::metrics::{Metrics, ReportOutcome};
 use certsync_controller::runtime::pods::GatewayPods;
 use certsync_controller::runtime::reports::{ReportAuth, ReportSink};
 use certsync_controller::runtime::rollout::{RolloutDriver, RolloutSettings, REPUSHED_AT};
-use certsync_core::report::{LoadedCertificate, PodRef, Report, Trigger, REPORT_VERSION};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use support::*;
 use tokio::sync::{watch, Notify};
 
-const TOKEN: &str = "s3cret-report-token";
 const RESOURCE: &str = "kubernetes://shop.shop-tls";
 const TIMEOUT_MS: i64 = 10_000;
 /// The rollout clock: the fixtures' NOW, in milliseconds.
 const T0: i64 = NOW * 1000;
-
-fn mk_pod(name: &str, ip: &str, ready: bool) -> Value {
-    json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "namespace": GW, "labels": {"istio": "ingressgateway"}},
-        "status": {
-            "phase": "Running", "podIP": ip,
-            "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]
-        }
-    })
-}
-
-fn peer(ip: &str) -> Option<SocketAddr> {
-    format!("{ip}:40000").parse().ok()
-}
-
-/// What a pod's filter would report serving `pair` under `resource`.
-fn mk_report(pod: &str, seq: u64, served: &[(&str, Pair)]) -> Vec<u8> {
-    Report {
-        version: REPORT_VERSION,
-        pod: PodRef {
-            name: pod.into(),
-            namespace: GW.into(),
-        },
-        node_id: format!("router~10.0.0.1~{pod}.{GW}~{GW}.svc.cluster.local"),
-        seq,
-        trigger: if seq == 1 {
-            Trigger::Startup
-        } else {
-            Trigger::Change
-        },
-        certificates: served
-            .iter()
-            .map(|(resource, pair)| LoadedCertificate {
-                resource: (*resource).into(),
-                version: "1".into(),
-                cert: certsync_core::summarize_chain(pair.cert.as_bytes()).unwrap(),
-            })
-            .collect(),
-        errors: vec![],
-    }
-    .encode()
-}
 
 struct Verifier {
     rig: Rig,
@@ -82,7 +36,7 @@ async fn mk_verifier(
 ) -> Verifier {
     let rig = Rig::new(credential_policy(), None).await;
     for (name, ip, ready) in pods {
-        rig.server.put(mk_pod(name, ip, *ready)).unwrap();
+        rig.server.put(mk_gateway_pod(name, ip, *ready)).unwrap();
     }
     let client = rig.server.client().unwrap();
     let (gateway_pods, _task) =

@@ -7,8 +7,10 @@ pub use certsync_controller::reconcile::{Outcome, Reconciler};
 use certsync_controller::runtime::cluster::{self, Events};
 pub use certsync_controller::runtime::files::DirectoryPublisher;
 use certsync_controller::runtime::metrics::Metrics;
+use certsync_core::report::{LoadedCertificate, PodRef, Report, Trigger, REPORT_VERSION};
 pub use certsync_fakekube::FakeApiServer;
 pub use serde_json::{json, Value};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -72,6 +74,53 @@ pub const ED25519: Pair = Pair {
 /// A TLS Secret holding `pair`.
 pub fn mk_pair(ns: &str, name: &str, pair: Pair, autosync: bool) -> Value {
     mk_secret(ns, name, pair.cert, pair.key, autosync)
+}
+
+/// The bearer token test filters present.
+pub const TOKEN: &str = "s3cret-report-token";
+
+/// A gateway pod (`istio: ingressgateway`) in the gateway namespace.
+pub fn mk_gateway_pod(name: &str, ip: &str, ready: bool) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": GW, "labels": {"istio": "ingressgateway"}},
+        "status": {
+            "phase": "Running", "podIP": ip,
+            "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]
+        }
+    })
+}
+
+pub fn peer(ip: &str) -> Option<SocketAddr> {
+    format!("{ip}:40000").parse().ok()
+}
+
+/// What a gateway pod's filter would report serving `pair` under `resource`.
+pub fn mk_report(pod: &str, seq: u64, served: &[(&str, Pair)]) -> Vec<u8> {
+    Report {
+        version: REPORT_VERSION,
+        pod: PodRef {
+            name: pod.into(),
+            namespace: GW.into(),
+        },
+        node_id: format!("router~10.0.0.1~{pod}.{GW}~{GW}.svc.cluster.local"),
+        seq,
+        trigger: if seq == 1 {
+            Trigger::Startup
+        } else {
+            Trigger::Change
+        },
+        certificates: served
+            .iter()
+            .map(|(resource, pair)| LoadedCertificate {
+                resource: (*resource).into(),
+                version: "1".into(),
+                cert: certsync_core::summarize_chain(pair.cert.as_bytes()).unwrap(),
+            })
+            .collect(),
+        errors: vec![],
+    }
+    .encode()
 }
 
 pub fn credential_policy() -> Policy {
