@@ -9,15 +9,9 @@ mod support;
 
 use certsync_controller::runtime::gateway_config::GatewayConfig;
 use certsync_controller::runtime::leader::{LeaderElector, LeaseConfig};
-use certsync_controller::runtime::metrics::Metrics;
-use certsync_controller::runtime::pods::GatewayPods;
-use certsync_controller::runtime::reports::{ReportAuth, ReportSink};
-use certsync_controller::runtime::rollout::{RolloutDriver, RolloutSettings};
 use certsync_fakekube::Verb;
-use std::sync::Arc;
 use std::time::Duration;
 use support::*;
-use tokio::sync::Notify;
 
 #[derive(Debug)]
 struct Rule {
@@ -166,38 +160,15 @@ async fn every_request_of_a_full_scenario_is_allowed() {
     rig.server
         .put(mk_gateway_pod("gw-0", "127.0.0.1", true))
         .unwrap();
-    let (pods, _task) =
-        GatewayPods::watch(&client, GW, "istio=ingressgateway", Arc::new(Notify::new()));
-    pods.wait_ready().await.unwrap();
-    let (_leading_tx, leading_rx) = tokio::sync::watch::channel(true);
-    let sink = Arc::new(ReportSink::new(
-        ReportAuth {
-            token: Some(TOKEN.into()),
-            check_source: true,
-        },
-        GW,
-        pods.clone(),
-        leading_rx,
-        Metrics::new(),
-        Arc::new(Notify::new()),
-    ));
-    let mut driver = RolloutDriver::new(
-        client.clone(),
-        Mode::Credential,
-        GW,
-        "",
-        RolloutSettings {
-            heartbeat_window: Duration::from_secs(60),
-            timeout: Duration::from_millis(1),
-            evict: true,
-            expiry_warning: Duration::from_secs(100 * 365 * 86_400),
-        },
-        true,
-        Arc::clone(&sink),
-        pods,
-        Metrics::new(),
-        "replica-a",
-    );
+    let settings = RolloutSettings {
+        heartbeat_window: Duration::from_secs(60),
+        timeout: Duration::from_millis(1),
+        evict: true,
+        expiry_warning: Duration::from_secs(100 * 365 * 86_400),
+    };
+    let Verification {
+        sink, mut driver, ..
+    } = mk_verification(&client, settings, true).await;
     let (manifest, refusals) = rig.reconciler.published().cloned().unwrap();
     driver.set_publications(manifest, refusals);
     let stale = mk_report(

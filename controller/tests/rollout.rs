@@ -8,13 +8,12 @@ mod support;
 use certsync_controller::core::rollout::{PodState, RolloutState};
 use certsync_controller::core::status::StatusView;
 use certsync_controller::runtime::metrics::{Metrics, ReportOutcome};
-use certsync_controller::runtime::pods::GatewayPods;
-use certsync_controller::runtime::reports::{ReportAuth, ReportSink};
-use certsync_controller::runtime::rollout::{RolloutDriver, RolloutSettings, REPUSHED_AT};
+use certsync_controller::runtime::reports::ReportSink;
+use certsync_controller::runtime::rollout::REPUSHED_AT;
 use std::sync::Arc;
 use std::time::Duration;
 use support::*;
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 
 const RESOURCE: &str = "kubernetes://shop.shop-tls";
 const TIMEOUT_MS: i64 = 10_000;
@@ -39,45 +38,24 @@ async fn mk_verifier(
         rig.server.put(mk_gateway_pod(name, ip, *ready)).unwrap();
     }
     let client = rig.server.client().unwrap();
-    let (gateway_pods, _task) =
-        GatewayPods::watch(&client, GW, "istio=ingressgateway", Arc::new(Notify::new()));
-    gateway_pods.wait_ready().await.unwrap();
-    let (leading_tx, leading) = watch::channel(true);
-    let metrics = Metrics::new();
-    let sink = Arc::new(ReportSink::new(
-        ReportAuth {
-            token: Some(TOKEN.into()),
-            check_source: true,
-        },
-        GW,
-        gateway_pods.clone(),
+    let settings = RolloutSettings {
+        heartbeat_window: Duration::from_secs(30),
+        timeout: Duration::from_millis(TIMEOUT_MS as u64),
+        evict,
+        expiry_warning,
+    };
+    let Verification {
+        sink,
+        driver,
+        metrics,
         leading,
-        metrics.clone(),
-        Arc::new(Notify::new()),
-    ));
-    let driver = RolloutDriver::new(
-        client,
-        Mode::Credential,
-        GW,
-        "",
-        RolloutSettings {
-            heartbeat_window: Duration::from_secs(30),
-            timeout: Duration::from_millis(TIMEOUT_MS as u64),
-            evict,
-            expiry_warning,
-        },
-        false,
-        Arc::clone(&sink),
-        gateway_pods,
-        metrics.clone(),
-        "test-replica",
-    );
+    } = mk_verification(&client, settings, false).await;
     Verifier {
         rig,
         sink,
         driver,
         metrics,
-        _leading: leading_tx,
+        _leading: leading,
     }
 }
 

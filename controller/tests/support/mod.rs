@@ -7,6 +7,9 @@ pub use certsync_controller::reconcile::{Outcome, Reconciler};
 use certsync_controller::runtime::cluster::{self, Events};
 pub use certsync_controller::runtime::files::DirectoryPublisher;
 use certsync_controller::runtime::metrics::Metrics;
+use certsync_controller::runtime::pods::GatewayPods;
+use certsync_controller::runtime::reports::{ReportAuth, ReportSink};
+pub use certsync_controller::runtime::rollout::{RolloutDriver, RolloutSettings};
 use certsync_core::report::{LoadedCertificate, PodRef, Report, Trigger, REPORT_VERSION};
 pub use certsync_fakekube::FakeApiServer;
 pub use serde_json::{json, Value};
@@ -289,5 +292,55 @@ pub fn assert_no_key_material(rig: &Rig) {
                 "base64 of private key bytes leaked"
             );
         }
+    }
+}
+
+/// Rollout verification wired as `main` wires it: the gateway pod watch,
+/// the report sink (leading, token [`TOKEN`], source check on) and the driver.
+pub struct Verification {
+    pub sink: Arc<ReportSink>,
+    pub driver: RolloutDriver,
+    pub metrics: Metrics,
+    pub leading: tokio::sync::watch::Sender<bool>,
+}
+
+pub async fn mk_verification(
+    client: &kube::Client,
+    settings: RolloutSettings,
+    manages_gateway_config: bool,
+) -> Verification {
+    let (pods, _task) =
+        GatewayPods::watch(client, GW, "istio=ingressgateway", Arc::new(Notify::new()));
+    pods.wait_ready().await.unwrap();
+    let (leading, leading_rx) = tokio::sync::watch::channel(true);
+    let metrics = Metrics::new();
+    let sink = Arc::new(ReportSink::new(
+        ReportAuth {
+            token: Some(TOKEN.into()),
+            check_source: true,
+        },
+        GW,
+        pods.clone(),
+        leading_rx,
+        metrics.clone(),
+        Arc::new(Notify::new()),
+    ));
+    let driver = RolloutDriver::new(
+        client.clone(),
+        Mode::Credential,
+        GW,
+        "",
+        settings,
+        manages_gateway_config,
+        Arc::clone(&sink),
+        pods,
+        metrics.clone(),
+        "test-replica",
+    );
+    Verification {
+        sink,
+        driver,
+        metrics,
+        leading,
     }
 }
