@@ -96,8 +96,22 @@ pub fn build_binaries(bins: &[BinSpec]) -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// [`build_binaries`] of [`CLUSTER_BINARIES`], once per process.
+/// Set to a directory holding prebuilt `fake-apiserver` and `cert-sync`
+/// binaries, to use them as they are instead of building.
+pub const BIN_DIR_ENV: &str = "CERTSYNC_E2E_BIN_DIR";
+
+/// [`build_binaries`] of [`CLUSTER_BINARIES`], once per process, unless
+/// `$CERTSYNC_E2E_BIN_DIR` names prebuilt ones.
 pub fn cluster_binaries() -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os(BIN_DIR_ENV).filter(|d| !d.is_empty()) {
+        let dir = PathBuf::from(dir);
+        for (_, bin) in CLUSTER_BINARIES {
+            if !dir.join(bin).is_file() {
+                bail!("{BIN_DIR_ENV}={} holds no {bin}", dir.display());
+            }
+        }
+        return Ok(dir);
+    }
     static BUILT: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
     BUILT
         .get_or_init(|| build_binaries(&CLUSTER_BINARIES).map_err(|e| format!("{e:#}")))

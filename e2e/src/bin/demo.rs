@@ -1,165 +1,236 @@
-//! `just demo`: the cert-sync filter inside a real Envoy gateway, proving
-//! which certificate each hostname serves — through a rotation and through
-//! an update Envoy rejects.
+//! `just demo`: cert-sync end to end on this machine. A fake Kubernetes API
+//! server and the real `cert-sync` controller run as processes; three
+//! gateway pods each run a directory-mode writer and a real Envoy with the
+//! cert-sync filter ([`certsync_e2e::local`]). The demo publishes, rotates
+//! and breaks certificates, freezes one pod's writer, and shows the
+//! `cert-sync status` table (the real binary, `--server`) as the state
+//! changes, with what a TLS client is actually served.
 
 use anyhow::{Context, Result};
-use certsync_core::report::Report;
-use certsync_e2e::config::{GatewayConfig, PluginConfig};
-use certsync_e2e::pki::{self, TestCa, TestCert};
-use certsync_e2e::sds::{SdsDir, TlsSecret};
-use certsync_e2e::{probe, sds_stat_name, Envoy, Receiver};
+use certsync_e2e::local::controller::STALL_REASONS;
+use certsync_e2e::local::status::Status;
+use certsync_e2e::local::{LocalCluster, LocalOptions, Site};
+use certsync_e2e::pki::TestCert;
+use certsync_e2e::procs;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-const WAIT: Duration = Duration::from_secs(20);
-const HOSTS: [(&str, &str); 3] = [
-    ("shop.example.com", "kubernetes://shop.shop-tls"),
-    ("blog.example.com", "kubernetes://blog.blog-tls"),
-    ("rsa.example.com", "kubernetes://legacy.rsa-tls"),
-];
+const WAIT: Duration = Duration::from_secs(60);
 
 fn main() -> Result<()> {
-    let root = tempfile::tempdir()?;
-    let ca = TestCa::new()?;
-    let receiver = Receiver::start()?;
-    let mut certs: Vec<TestCert> = vec![
-        ca.leaf(&[HOSTS[0].0])?,
-        ca.leaf(&[HOSTS[1].0])?,
-        pki::rsa_fixture()?,
-    ];
-    let mut dirs = Vec::new();
-    let mut builder = GatewayConfig::builder()
-        .with_filter(true)
-        .plugin_config(PluginConfig::default().interval_ms(1000).heartbeat_ms(5000))
-        .receiver_port(receiver.port())
-        .concurrency(2);
-    for (i, (sni, resource)) in HOSTS.iter().enumerate() {
-        let dir = SdsDir::single(
-            root.path().join(format!("secret-{i}")),
-            TlsSecret::from_cert(*resource, &certs[i]),
-        )?;
-        builder = builder.host(*sni, dir.source(resource)?);
-        dirs.push(dir);
-    }
-    step("Building the filter and starting Envoy 1.40 (V8) with 3 HTTPS hostnames");
-    let config = builder.build()?;
-    let envoy = Envoy::start(&config)?;
-    println!(
-        "  HTTPS on 127.0.0.1:{}, status listener (filter) on :{}, admin on :{}",
-        config.https_port,
-        config.status_port.unwrap_or(0),
-        config.admin_port
-    );
-
-    step("1. The filter reports what Envoy has loaded; a TLS client checks each hostname");
-    let report = wait_report(&receiver, |r| r.certificates.len() == 3)?;
-    show(&report, config.https_port)?;
-
-    step("2. Rotate shop.example.com (Kubernetes-style atomic ..data swap)");
-    let next = ca.leaf(&[HOSTS[0].0])?;
-    let want = next.fingerprint;
+    procs::kill_children_on_panic();
+    say("Building cert-sync and fake-apiserver (cargo; quick when up to date)");
+    let bins = procs::cluster_binaries()?;
+    say("Starting a local cluster: fake API server, cert-sync controller, 3 gateway pods");
     let started = Instant::now();
-    dirs[0].rotate(TlsSecret::from_cert(HOSTS[0].1, &next))?;
-    certs[0] = next;
-    let report = wait_report(&receiver, |r| {
-        sha_of(r, HOSTS[0].1) == Some(want.to_string())
-    })?;
+    let mut rig = LocalCluster::start(LocalOptions::default())?;
+    let demo = Demo {
+        status_cmd: bins.join("cert-sync"),
+    };
     println!(
-        "  reported {:.2} s after the swap, no restart (report #{} trigger {:?})",
+        "  up in {:.1}s; controller on {}; each pod: a cert-sync writer (directory mode),\n  \
+         an SDS agent (istio-agent's role) and Envoy 1.40 with the filter reporting every 1 s",
         started.elapsed().as_secs_f64(),
-        report.seq,
-        report.trigger
+        rig.controller().url()
     );
-    show(&report, config.https_port)?;
+    for pod in rig.pods() {
+        println!("  {}: HTTPS on 127.0.0.1:{}", pod.name(), pod.https_port());
+    }
+    let sites = rig.sites().to_vec();
 
-    step("3. Push a broken update to blog.example.com (certificate and key do not match)");
-    let served = certs[1].fingerprint;
-    let other = ca.leaf(&[HOSTS[1].0])?;
-    dirs[1].rotate(TlsSecret::new(
-        HOSTS[1].1,
-        other.chain_pem.clone(),
-        certs[1].key_pem.clone(),
-    ))?;
-    let rejected = sds_stat_name(HOSTS[1].1, "update_rejected");
-    certsync_e2e::poll("Envoy to reject the update", WAIT, || {
-        Ok((envoy.stat(&rejected)? == Some(1)).then_some(()))
+    say("1. Publish: three TLS Secrets annotated certsync.istio.io/autosync=true");
+    let mut certs = Vec::new();
+    for site in &sites {
+        let cert = rig.new_cert(&site.host)?;
+        rig.publish(site, &cert)?;
+        certs.push(cert);
+    }
+    let t = Instant::now();
+    demo.watch(&rig, "all three Converged", |s| {
+        all_converged(s, &rig, &sites, &certs)
     })?;
-    let from = receiver.count();
-    receiver.wait_for_count(from + 1, WAIT)?;
-    let report = receiver.last_report().context("report")?;
-    println!("  Envoy rejected it ({rejected} = 1); its config_dump nevertheless shows the new chain {}.", other.fingerprint.short());
-    println!("  The filter does not take config_dump's word: reports keep the certificate actually served.");
-    show(&report, config.https_port)?;
-    let probed = probe(config.https_port, HOSTS[1].0)?.fingerprint;
     println!(
-        "  blog.example.com: served {} = reported {} = the last good one {}",
-        probed.short(),
-        sha_short(&report, HOSTS[1].1),
-        served.short()
+        "  converged on all pods in {:.1}s",
+        t.elapsed().as_secs_f64()
     );
+    demo.served(&rig, &sites, &certs)?;
 
-    step("4. Expiry of every served certificate, from the gateway's own stats");
-    for (_, resource) in HOSTS {
-        let name = certsync_e2e::expiry_gauge_name(resource);
-        println!("  {name} = {}", envoy.stat(&name)?.unwrap_or(0));
-    }
-    println!("\nDone: every hostname's served certificate was proven by fingerprint, through a rotation and a rejected update.");
+    say(&format!(
+        "2. Rotate {}: a new certificate in its Secret",
+        sites[0].host
+    ));
+    certs[0] = rig.new_cert(&sites[0].host)?;
+    rig.publish(&sites[0], &certs[0])?;
+    let t = Instant::now();
+    demo.watch(&rig, "the rotation Converged", |s| {
+        all_converged(s, &rig, &sites, &certs)
+    })?;
+    println!(
+        "  Secret updated → verified on every pod in {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
+    demo.served(&rig, &sites[..1], &certs[..1])?;
+
+    let broken = &sites[1];
+    say(&format!(
+        "3. Break {}: its Secret gets a key that does not match the certificate",
+        broken.host
+    ));
+    let rejected = rig.new_cert(&broken.host)?;
+    rig.publish_bad_key(broken, &rejected)?;
+    let source = broken.source();
+    demo.watch(&rig, "the refusal", |s| s.kept(&source).is_some())?;
+    let event = rig.wait_event(&broken.namespace, &["KeyMismatch"], WAIT)?;
+    println!(
+        "  Event on {}: {} {}: {}",
+        source, event.kind, event.reason, event.message
+    );
+    println!("  every pod still serves the last good certificate:");
+    demo.served(&rig, &sites[1..2], &certs[1..2])?;
+    let fixed = rig.new_cert(&broken.host)?;
+    rig.publish(broken, &fixed)?;
+    certs[1] = fixed;
+    demo.watch(&rig, "the fix Converged", |s| {
+        all_converged(s, &rig, &sites, &certs)
+    })?;
+    println!("  a good certificate in the Secret is published again");
+
+    let slow = &sites[2];
+    say(&format!(
+        "4. Freeze gw-1's writer (SIGSTOP), then rotate {}",
+        slow.host
+    ));
+    rig.pod_mut(1).freeze_writer()?;
+    certs[2] = rig.new_cert(&slow.host)?;
+    rig.publish(slow, &certs[2])?;
+    let source = slow.source();
+    demo.watch(&rig, "gw-1 Stale", |s| {
+        s.pod_state(&source, "gw-1") == Some("Stale")
+    })?;
+    println!(
+        "  gw-1 still serves the old certificate; after --rollout-timeout ({}s) the rollout stalls:",
+        rig.options().rollout_timeout.as_secs()
+    );
+    let stall = rig.wait_event(&slow.namespace, &STALL_REASONS, WAIT)?;
+    println!(
+        "  Event on {source}: {} {}: {}",
+        stall.kind, stall.reason, stall.message
+    );
+    say("   ... thaw gw-1's writer (SIGCONT)");
+    rig.pod_mut(1).thaw_writer()?;
+    let t = Instant::now();
+    demo.watch(&rig, "Converged again", |s| {
+        all_converged(s, &rig, &sites, &certs)
+    })?;
+    println!(
+        "  gw-1 caught up and was verified {:.1}s after the thaw",
+        t.elapsed().as_secs_f64()
+    );
+    demo.served(&rig, &sites[2..], &certs[2..])?;
+
+    say("What happened");
+    println!(
+        "  * cert-sync validated every Secret before publishing it; the mismatched key was\n    \
+         refused (KeyMismatch: status, Event), so no pod ever lost its certificate.\n  \
+         * The filter inside each Envoy reported what Envoy actually loaded; the controller\n    \
+         compared those fingerprints with what it published: Verified per pod, Converged\n    \
+         when every live pod serves it. A TLS client saw the same fingerprints.\n  \
+         * A pod that did not pick up a rotation showed as Stale, the rollout stalled\n    \
+         visibly (Event, metric) and converged as soon as the pod caught up."
+    );
+    rig.check_alive()?;
+    rig.shutdown();
     Ok(())
 }
 
-fn step(title: &str) {
-    println!("\n== {title}");
+struct Demo {
+    status_cmd: std::path::PathBuf,
 }
 
-fn wait_report(receiver: &Receiver, pred: impl Fn(&Report) -> bool) -> Result<Report> {
-    let reports = receiver.wait_for(
-        |rs| rs.last().and_then(|r| r.report.as_ref()).is_some_and(&pred),
-        WAIT,
-    )?;
-    reports
-        .last()
-        .and_then(|r| r.report.clone())
-        .context("no report")
-}
-
-fn sha_of(report: &Report, resource: &str) -> Option<String> {
-    report
-        .certificates
-        .iter()
-        .find(|c| c.resource == resource)
-        .map(|c| c.cert.sha256.to_string())
-}
-
-fn sha_short(report: &Report, resource: &str) -> String {
-    sha_of(report, resource).map_or_else(|| "-".into(), |s| s[..12].to_owned())
-}
-
-fn show(report: &Report, https_port: u16) -> Result<()> {
-    println!(
-        "  {:<18} {:<30} {:<13} {:<13} {:<11} MATCH",
-        "HOSTNAME", "SDS RESOURCE", "REPORTED", "SERVED", "NOT AFTER"
-    );
-    for (sni, resource) in HOSTS {
-        let served = probe(https_port, sni)?.fingerprint;
-        let cert = report.certificates.iter().find(|c| c.resource == resource);
-        let not_after = cert.map_or(0, |c| c.cert.not_after);
-        let days = (not_after - unix_now()) / 86_400;
-        let matched = cert.is_some_and(|c| c.cert.sha256 == served);
-        println!(
-            "  {sni:<18} {resource:<30} {:<13} {:<13} {:<11} {}",
-            sha_short(report, resource),
-            served.short(),
-            format!("in {days} d"),
-            if matched { "yes" } else { "NO" }
-        );
+impl Demo {
+    /// Polls the status until `done`, printing the `cert-sync status` table
+    /// each time the rollout picture changes.
+    fn watch(&self, rig: &LocalCluster, what: &str, done: impl Fn(&Status) -> bool) -> Result<()> {
+        let deadline = Instant::now() + WAIT;
+        let mut shown = String::new();
+        loop {
+            let status = rig.status()?;
+            let picture = picture(&status);
+            let finished = done(&status);
+            if picture != shown || finished {
+                self.table(rig)?;
+                shown = picture;
+            }
+            if finished {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                anyhow::bail!("gave up after {WAIT:?} waiting for {what}");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
-    for e in &report.errors {
-        println!("  ! {}: {}", e.resource, e.error);
+
+    /// `cert-sync status --server <controller>`.
+    fn table(&self, rig: &LocalCluster) -> Result<()> {
+        let output = Command::new(&self.status_cmd)
+            .args(["status", "--server", &rig.controller().url()])
+            .output()
+            .context("running cert-sync status")?;
+        println!("  $ cert-sync status");
+        let text = String::from_utf8_lossy(if output.status.success() {
+            &output.stdout
+        } else {
+            &output.stderr
+        })
+        .into_owned();
+        for line in text.lines() {
+            println!("  {line}");
+        }
+        Ok(())
     }
-    Ok(())
+
+    /// What a TLS client is served, per pod and host.
+    fn served(&self, rig: &LocalCluster, sites: &[Site], certs: &[TestCert]) -> Result<()> {
+        for (site, cert) in sites.iter().zip(certs) {
+            let served = rig.served(&site.host)?;
+            let shown: Vec<String> = served
+                .iter()
+                .zip(rig.pod_names())
+                .map(|(f, pod)| {
+                    let mark = if *f == cert.fingerprint { "✓" } else { "✗" };
+                    format!("{pod} {} {mark}", f.short())
+                })
+                .collect();
+            println!("  TLS client, SNI {:<18} {}", site.host, shown.join("   "));
+        }
+        Ok(())
+    }
 }
 
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+/// Every site Converged on its certificate.
+fn all_converged(status: &Status, rig: &LocalCluster, sites: &[Site], certs: &[TestCert]) -> bool {
+    let pods = rig.pod_names();
+    sites.iter().zip(certs).all(|(site, cert)| {
+        status.converged_on(&site.source(), &cert.fingerprint.to_string(), &pods)
+    })
+}
+
+/// What the table would show, minus timestamps: states per publication and pod.
+fn picture(status: &Status) -> String {
+    let mut out = String::new();
+    for p in status.0["publications"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "{} {} {} {};",
+            p["source"], p["sha256"], p["state"], p["kept"]
+        ));
+        for (pod, v) in p["pods"].as_object().into_iter().flatten() {
+            out.push_str(&format!("{pod}={} ", v["state"]));
+        }
+    }
+    out
+}
+
+fn say(text: &str) {
+    println!("\n== {text}");
 }

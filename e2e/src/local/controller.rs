@@ -18,6 +18,10 @@ use std::time::Duration;
 pub const GATEWAY_NS: &str = "istio-system";
 /// The central controller's pod name.
 pub const CONTROLLER_POD: &str = "cert-sync-0";
+/// Reasons of the Events a stuck rollout produces: the stall, then the
+/// ladder's rungs (in directory mode there is no object to re-push and the
+/// gateway config is not managed, so often the stall alone).
+pub const STALL_REASONS: [&str; 3] = ["RolloutStalled", "RePushed", "GatewayConfigReapplied"];
 
 /// How the central controller is run.
 #[derive(Debug, Clone)]
