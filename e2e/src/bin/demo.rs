@@ -12,6 +12,7 @@ use certsync_e2e::local::status::Status;
 use certsync_e2e::local::{LocalCluster, LocalOptions, Site};
 use certsync_e2e::pki::TestCert;
 use certsync_e2e::procs;
+use std::cell::RefCell;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -26,6 +27,7 @@ fn main() -> Result<()> {
     let mut rig = LocalCluster::start(LocalOptions::default())?;
     let demo = Demo {
         status_cmd: bins.join("cert-sync"),
+        shown: RefCell::new(String::new()),
     };
     println!(
         "  up in {:.1}s; controller on {}; each pod: a cert-sync writer (directory mode),\n  \
@@ -79,7 +81,9 @@ fn main() -> Result<()> {
     let rejected = rig.new_cert(&broken.host)?;
     rig.publish_bad_key(broken, &rejected)?;
     let source = broken.source();
-    demo.watch(&rig, "the refusal", |s| s.kept(&source).is_some())?;
+    demo.watch(&rig, "the refusal", |s| {
+        s.kept(&source).is_some() || s.refusals().iter().any(|r| r.1 == "KeyMismatch")
+    })?;
     let event = rig.wait_event(&broken.namespace, &["KeyMismatch"], WAIT)?;
     println!(
         "  Event on {}: {} {}: {}",
@@ -145,6 +149,8 @@ fn main() -> Result<()> {
 
 struct Demo {
     status_cmd: std::path::PathBuf,
+    /// The rollout picture last shown, so only changes are printed.
+    shown: RefCell<String>,
 }
 
 impl Demo {
@@ -152,14 +158,14 @@ impl Demo {
     /// each time the rollout picture changes.
     fn watch(&self, rig: &LocalCluster, what: &str, done: impl Fn(&Status) -> bool) -> Result<()> {
         let deadline = Instant::now() + WAIT;
-        let mut shown = String::new();
         loop {
             let status = rig.status()?;
             let picture = picture(&status);
             let finished = done(&status);
-            if picture != shown || finished {
+            if picture != *self.shown.borrow() {
                 self.table(rig)?;
-                shown = picture;
+                lagging(&status);
+                self.shown.replace(picture);
             }
             if finished {
                 return Ok(());
@@ -205,6 +211,31 @@ impl Demo {
             println!("  TLS client, SNI {:<18} {}", site.host, shown.join("   "));
         }
         Ok(())
+    }
+}
+
+/// Pods not (yet) serving a publication, with what they serve instead.
+fn lagging(status: &Status) {
+    for p in status.0["publications"].as_array().into_iter().flatten() {
+        let pods: Vec<String> = p["pods"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(_, v)| v["state"] != "Verified")
+            .map(|(pod, v)| {
+                let served = v["servedSha256"]
+                    .as_str()
+                    .map_or("", |s| &s[..s.len().min(12)]);
+                format!("{pod} {} {served}", v["state"].as_str().unwrap_or("?"))
+            })
+            .collect();
+        if !pods.is_empty() {
+            println!(
+                "    {}: {}",
+                p["source"].as_str().unwrap_or_default(),
+                pods.join(", ")
+            );
+        }
     }
 }
 

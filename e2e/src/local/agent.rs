@@ -135,9 +135,20 @@ impl Agent {
         self.sources.get(resource)
     }
 
+    /// A handle on the agent's swap record, for other threads.
+    pub fn swap_log(&self) -> SwapLog {
+        SwapLog(self.swaps.clone())
+    }
+}
+
+/// The swaps an agent made, shareable across threads.
+#[derive(Clone)]
+pub struct SwapLog(Arc<Mutex<Vec<Swap>>>);
+
+impl SwapLog {
     /// Every swap so far, oldest first.
-    pub fn swaps(&self) -> Vec<Swap> {
-        self.swaps
+    pub fn all(&self) -> Vec<Swap> {
+        self.0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
@@ -145,7 +156,7 @@ impl Agent {
 
     /// The first swap of `resource` to `fingerprint`.
     pub fn swap_to(&self, resource: &str, fingerprint: &Fingerprint) -> Option<Swap> {
-        self.swaps
+        self.0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .iter()
