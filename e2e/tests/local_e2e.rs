@@ -21,26 +21,34 @@ const CONVERGE: Duration = Duration::from_secs(30);
 fn local_cluster_end_to_end() -> Result<()> {
     let started = Instant::now();
     let mut rig = LocalCluster::start(LocalOptions::default())?;
+    let outcome = scenarios(&mut rig, &started);
+    if outcome.is_err() {
+        rig.keep_files();
+    }
+    outcome
+}
+
+fn scenarios(rig: &mut LocalCluster, started: &Instant) -> Result<()> {
     let sites = rig.sites().to_vec();
-    step(&started, "publish → Converged");
-    let mut current = publish_converges(&rig, &sites)?;
-    step(&started, "rotate → Converged");
-    current[0] = rotate_converges(&rig, &sites[0])?;
-    step(&started, "bad key → refused, nothing served changes");
-    current[0] = bad_key_is_refused(&rig, &sites[0], &current[0])?;
+    step(started, "publish → Converged");
+    let mut current = publish_converges(rig, &sites)?;
+    step(started, "rotate → Converged");
+    current[0] = rotate_converges(rig, &sites[0])?;
+    step(started, "bad key → refused, nothing served changes");
+    current[0] = bad_key_is_refused(rig, &sites[0], &current[0])?;
     step(
-        &started,
+        started,
         "frozen writer → Stale → ladder → Converged after thaw",
     );
-    current[1] = frozen_writer_climbs_the_ladder(&mut rig, &sites[1], &current[1])?;
-    step(&started, "killed Envoy → Unknown → restarted → Verified");
-    killed_envoy_is_unknown_then_verified(&mut rig, &sites, &current)?;
-    step(&started, "controller restart → state rebuilt from reports");
-    controller_restart_rebuilds_state(&mut rig, &sites, &current)?;
-    step(&started, "forged reports → refused");
-    forged_reports_are_refused(&rig, &sites[2], &current[2])?;
+    current[1] = frozen_writer_climbs_the_ladder(rig, &sites[1], &current[1])?;
+    step(started, "killed Envoy → Unknown → restarted → Verified");
+    killed_envoy_is_unknown_then_verified(rig, &sites, &current)?;
+    step(started, "controller restart → state rebuilt from reports");
+    controller_restart_rebuilds_state(rig, &sites, &current)?;
+    step(started, "forged reports → refused");
+    forged_reports_are_refused(rig, &sites[2], &current[2])?;
     rig.check_alive()?;
-    step(&started, "done");
+    step(started, "done");
     Ok(())
 }
 

@@ -129,6 +129,7 @@ pub struct LocalCluster {
     token: String,
     options: LocalOptions,
     dir: Option<TempDir>,
+    keep: bool,
 }
 
 impl LocalCluster {
@@ -191,6 +192,7 @@ impl LocalCluster {
             token,
             options,
             dir: Some(dir),
+            keep: std::env::var_os(KEEP_ENV).is_some(),
         })
     }
 
@@ -400,6 +402,13 @@ impl LocalCluster {
         Ok(())
     }
 
+    /// Keeps the rig's directory (logs, certificate and SDS dirs) when it is
+    /// dropped, and says where; done on panic anyway. For a failing test
+    /// that returns its error.
+    pub fn keep_files(&mut self) {
+        self.keep = true;
+    }
+
     /// Stops everything now (also what dropping does).
     pub fn shutdown(mut self) {
         self.pods.clear();
@@ -409,8 +418,7 @@ impl LocalCluster {
 impl Drop for LocalCluster {
     fn drop(&mut self) {
         self.pods.clear();
-        let keep = std::env::var_os(KEEP_ENV).is_some() || std::thread::panicking();
-        if keep {
+        if self.keep || std::thread::panicking() {
             if let Some(dir) = self.dir.take() {
                 eprintln!("local cluster files kept in {}", dir.keep().display());
             }
