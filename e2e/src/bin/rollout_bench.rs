@@ -13,7 +13,9 @@
 //! publish, the filter's poll, the report, the controller's verdict); the
 //! floor is what no verifier can beat. Their ratio says how much the
 //! verification costs on top of the reload itself. The status is polled
-//! every 10 ms, so figures are within 10 ms of the truth.
+//! every 10 ms, so figures are within 10 ms of the truth. Rotations start
+//! at phases spread evenly over the report interval, so the figures are
+//! not biased by a fixed position against the filters' poll timers.
 
 use anyhow::{bail, Context, Result};
 use certsync_core::Fingerprint;
@@ -28,6 +30,8 @@ use std::time::{Duration, Instant};
 const STATUS_POLL: Duration = Duration::from_millis(10);
 const PROBE_POLL: Duration = Duration::from_millis(2);
 const TIMEOUT: Duration = Duration::from_secs(30);
+/// Pause between rotations, before the phase offset.
+const SETTLE: Duration = Duration::from_millis(200);
 
 struct Args {
     out: PathBuf,
@@ -145,8 +149,12 @@ fn run(rig: &LocalCluster, rotations: usize, interval_ms: u64) -> Result<Results
         if (r + 1) % 10 == 0 {
             log(format!("{} rotations done", r + 1));
         }
-        // Let the heartbeat settle so rotations do not overlap.
-        std::thread::sleep(Duration::from_millis(200));
+        // Rotations must not overlap, and must not keep one phase against
+        // the filters' poll timers (a rotation right after the report that
+        // converged the previous one would always wait the same time for
+        // the next poll). A golden-ratio sequence spreads the phases evenly.
+        let phase = (r as f64 * 0.618_033_988_75).fract();
+        std::thread::sleep(SETTLE + Duration::from_millis(interval_ms).mul_f64(phase));
     }
     Ok(Results {
         rotations,
@@ -253,7 +261,8 @@ impl Results {
              writer, an SDS agent and Envoy 1.40 with the filter (report interval \
              {interval} ms). {rotations} rotations of a source Secret; latency is from the \
              Secret update until `/v1/status` shows the new SHA-256 Converged with every pod \
-             Verified (polled every 10 ms). The floor, measured in the same run, is Envoy's \
+             Verified (polled every 10 ms); rotations start at phases spread evenly over the \
+             report interval. The floor, measured in the same run, is Envoy's \
              own reload: from the agent's SDS file swap until a TLS client is served the \
              new certificate ({floors} samples, one per pod and rotation; an upper bound, as \
              it includes the probing TLS handshake, 2 ms apart). {cores} cores.\n\n\
@@ -262,9 +271,11 @@ impl Results {
              | floor: SDS swap → served by Envoy | {f50} | {f99} | {fmax} |\n\
              | ratio | {r50} | {r99} | |\n\n\
              Target p99 ≤ 2 s with a {interval} ms report interval: **{verdict}**. Most \
-             of the latency is the filter's poll interval (a change is reported on the \
-             next poll, on average half an interval later); the rest is the watch, \
-             validation, the writer's atomic publish and the agent's pickup.\n",
+             of the latency is the filters' poll interval: each pod reports a change on \
+             its next poll, and the rollout is verified when the slowest of the {pods} \
+             pods has (the latest of {pods} independent phases: on average {expected}% of \
+             an interval); the rest is the watch, validation, the writer's atomic publish \
+             and the agent's pickup.\n",
             pods = self.pods,
             interval = self.interval_ms,
             rotations = self.rotations,
@@ -278,6 +289,7 @@ impl Results {
             fmax = secs(fmax),
             r50 = ratio(v50, f50),
             r99 = ratio(v99, f99),
+            expected = 100 * self.pods / (self.pods + 1),
         )
     }
 }
