@@ -10,6 +10,10 @@
 //!                          receiver::Receiver (POST /v1/reports)   tls_client::probe
 //! ```
 //!
+//! [`local`] assembles these with the real `cert-sync` and `fake-apiserver`
+//! binaries ([`procs`]) into a local cluster of several gateway pods: the
+//! end-to-end tests, `just demo` and the rollout benchmark run on it.
+//!
 //! It is test support, so errors are `anyhow` and carry enough context (log
 //! tails, Envoy's own words) to diagnose a failing test without re-running it.
 //! Every wait is bounded: see [`wait::poll`].

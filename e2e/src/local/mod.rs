@@ -3,16 +3,17 @@
 //! rollout benchmark.
 //!
 //! ```text
-//!  test / demo / bench ──put Secrets, Pods──▶ fake-apiserver (process) ◀──watch── cert-sync controller (process)
-//!        │                                        ▲   ▲                           ▲  --publish-files=false
-//!        │ probe (rustls, per SNI)                │   └─ watch ── writer gw-i ──┐   │  manifest, Events,
-//!        ▼                                        │        (cert-sync --mode    │   │  GET /v1/status
-//!  ┌─ gateway pod gw-i (×3) ─────────────────────────────────  directory)       │   │
-//!  │  <pod>/certs (..data swap) ◀─────────────────────────────────────────────┘   │
-//!  │      └─▶ agent thread (istio-agent's role) ─▶ <pod>/sds/* ─▶ Envoy HTTPS      │
-//!  │                                                            Envoy status listener
-//!  │                                                              └─ cert-sync filter ── POST /v1/reports (token)
-//!  └───────────────────────────────────────────────────────────────────────────────┘
+//!  test / demo / bench ── put Secrets, Pods ──▶ fake-apiserver ◀── watch ── cert-sync (central)
+//!        │                                        ▲                  --publish-files=false:
+//!        │ TLS probe per SNI (rustls)             │                  manifest, Events, ladder,
+//!        │                                        │                  GET /v1/status
+//!        │   gateway pod gw-i (×3), one dir       │                         ▲
+//!        │   writer: cert-sync --mode directory ──┘ watch                   │
+//!        │     └─▶ <pod>/certs/  (..data swap)                              │
+//!        │   agent thread (istio-agent's role)                              │
+//!        │     └─▶ <pod>/sds/<ns>.<name>/  (file-cert: SDS resources)       │
+//!        ▼   Envoy: HTTPS listener, one filter chain per SNI                │
+//!            Envoy: status listener, cert-sync filter ── POST /v1/reports ──┘ (bearer token)
 //! ```
 //!
 //! Why this shape: the controller is the product under test, so it runs as
