@@ -222,7 +222,9 @@ served_fingerprint() {
 port_forward() {
   local namespace=$1 target=$2 remote=$3 log deadline
   log=$(mktemp "$work/port-forward.XXXXXX")
-  k -n "$namespace" port-forward "$target" ":$remote" >"$log" 2>&1 &
+  # kubectl itself (not the k function, which would fork a subshell), so
+  # that $! is the process to stop.
+  kubectl --context "$context" -n "$namespace" port-forward "$target" ":$remote" >"$log" 2>&1 &
   pf_pids+=("$!")
   deadline=$((SECONDS + 30))
   PF_PORT=
@@ -413,6 +415,7 @@ need openssl "your package manager's openssl"
 need curl "your package manager's curl"
 need cargo "a Rust toolchain (rustup)"
 docker info >/dev/null 2>&1 || die "the Docker daemon is not reachable (docker info failed)"
+docker buildx version >/dev/null 2>&1 || die "docker buildx (BuildKit) is required: controller/Dockerfile uses cache mounts"
 resolve_kind
 resolve_istioctl
 info "kind $KIND_VERSION: $KIND"
@@ -431,7 +434,7 @@ case "$FILTER_BUILD" in
   image) filter_source=build ;;
   *) die "FILTER_BUILD must be host or image, not $FILTER_BUILD" ;;
 esac
-DOCKER_BUILDKIT=1 docker build -f "$root/controller/Dockerfile" --build-arg "FILTER_SOURCE=$filter_source" \
+docker buildx build --load -f "$root/controller/Dockerfile" --build-arg "FILTER_SOURCE=$filter_source" \
   -t "$IMAGE" "$root"
 image_id=$(docker image inspect -f '{{.Id}}' "$IMAGE")
 ok "image $IMAGE ($image_id), filter from $filter_source stage"
