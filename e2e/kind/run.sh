@@ -84,7 +84,8 @@ SUMMARY=()
 
 stop_port_forwards() {
   local pid
-  for pid in "${pf_pids[@]}"; do
+  # (The +-expansion keeps bash 3.2, macOS's, quiet about an empty array.)
+  for pid in ${pf_pids[@]+"${pf_pids[@]}"}; do
     kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
   done
@@ -250,22 +251,27 @@ gateway_pods_running() {
 # Every gateway pod serves the leaf with fingerprint $1. One port-forward per
 # pod, so a pod that lags cannot hide behind the Service.
 all_pods_serve() {
-  local want=$1 pod fp all=0 seen=0
+  local want=$1 pod fp all=0 seen=0 lag=
   stop_port_forwards
   for pod in $(gateway_pods); do
     seen=$((seen + 1))
     port_forward "$GATEWAY_NAMESPACE" "pod/$pod" "$GATEWAY_HTTPS_PORT"
     fp=$(served_fingerprint "$PF_PORT" || true)
     if [ "$fp" != "$want" ]; then
-      info "$pod serves ${fp:-nothing yet}${fp:+ (want ${want:0:12})}"
+      lag="$lag $pod serves ${fp:-nothing yet};"
       all=1
     fi
   done
   stop_port_forwards
   if [ "$seen" -ne "$GATEWAY_REPLICAS" ]; then
-    info "$seen running gateway pods, want $GATEWAY_REPLICAS"
+    lag="$lag $seen running gateway pods, want $GATEWAY_REPLICAS;"
     all=1
   fi
+  # Say what lags when it changes, not on every poll.
+  if [ -n "$lag" ] && [ "$lag" != "${LAST_LAG:-}" ]; then
+    info "waiting:$lag"
+  fi
+  LAST_LAG=$lag
   return "$all"
 }
 
@@ -323,6 +329,21 @@ wait_converged() {
     sleep 3
   done
   printf '%s\n' "$LAST_STATUS" | sed 's/^/      /' >&2
+}
+
+# HTTPS through the gateway Service to the backend answers 200, with the
+# chain verified against the test CA.
+https_ok() {
+  local code
+  stop_port_forwards
+  port_forward "$GATEWAY_NAMESPACE" "svc/istio-ingressgateway" 443
+  code=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 10 --cacert "$work/ca.crt" \
+    --resolve "$HOST:$PF_PORT:127.0.0.1" "https://$HOST:$PF_PORT/" 2>/dev/null || true)
+  stop_port_forwards
+  [ "$code" = 200 ] || {
+    info "GET https://$HOST/ answered ${code:-nothing}, want 200"
+    return 1
+  }
 }
 
 # The controller applied its gateway-side objects (names as in
@@ -508,11 +529,7 @@ ok "$GATEWAY_REPLICAS/$GATEWAY_REPLICAS pods serve $fp1 (waited $((SECONDS - t0)
 SUMMARY+=("publish: every pod serves ${fp1:0:12} after $((SECONDS - t0))s")
 
 step "HTTPS through the gateway, verified against the test CA"
-port_forward "$GATEWAY_NAMESPACE" "svc/istio-ingressgateway" 443
-code=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 10 --cacert "$work/ca.crt" \
-  --resolve "$HOST:$PF_PORT:127.0.0.1" "https://$HOST:$PF_PORT/" || true)
-stop_port_forwards
-[ "$code" = 200 ] || die "GET https://$HOST/ through the gateway answered ${code:-nothing}, want 200"
+wait_until "GET https://$HOST/ through the gateway answering 200" https_ok
 ok "GET https://$HOST/ -> 200 (chain verified by curl)"
 SUMMARY+=("traffic: HTTPS through the gateway, chain verified")
 
