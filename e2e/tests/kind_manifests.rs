@@ -478,37 +478,31 @@ fn kubernetes_objects_decode_strictly() {
 #[test]
 fn the_strict_decoder_catches_a_misspelled_or_misplaced_field() {
     let docs = docs_of("controller/deploy/deployment.yaml");
-    let deployment = find(&docs, "Deployment", "cert-sync");
-    check_kubernetes("apps/v1", "Deployment", &deployment.value)
-        .unwrap()
-        .unwrap();
-
-    let mut typo = deployment.value.clone();
-    typo["spec"]["template"]["spec"]["containers"][0]["imagePullPolicyy"] = "Never".into();
-    let err = check_kubernetes("apps/v1", "Deployment", &typo)
-        .unwrap()
-        .unwrap_err();
-    assert!(
-        err.contains("/spec/template/spec/containers/0/imagePullPolicyy: unknown field"),
-        "{err}"
-    );
-
-    let mut misplaced = deployment.value.clone();
-    misplaced["spec"]["template"]["spec"]["runAsUser"] = 0.into();
-    let err = check_kubernetes("apps/v1", "Deployment", &misplaced)
-        .unwrap()
-        .unwrap_err();
-    assert!(
-        err.contains("/spec/template/spec/runAsUser: unknown field"),
-        "{err}"
-    );
-
-    let mut wrong_type = deployment.value.clone();
-    wrong_type["spec"]["replicas"] = "two".into();
-    assert!(check_kubernetes("apps/v1", "Deployment", &wrong_type)
-        .unwrap()
-        .unwrap_err()
-        .starts_with("decode:"));
+    let deployment = &find(&docs, "Deployment", "cert-sync").value;
+    let check = |value: &Value| check_kubernetes("apps/v1", "Deployment", value).unwrap();
+    check(deployment).unwrap();
+    // (pointer to the parent object, field, value) -> what the error says
+    let cases: [(&str, &str, Value, &str); 3] = [
+        (
+            "/spec/template/spec/containers/0",
+            "imagePullPolicyy",
+            "Never".into(),
+            "/spec/template/spec/containers/0/imagePullPolicyy: unknown field",
+        ),
+        (
+            "/spec/template/spec",
+            "runAsUser",
+            0.into(),
+            "/spec/template/spec/runAsUser: unknown field",
+        ),
+        ("/spec", "replicas", "two".into(), "decode:"),
+    ];
+    for (parent, field, value, says) in cases {
+        let mut broken = deployment.clone();
+        broken.pointer_mut(parent).unwrap()[field] = value;
+        let err = check(&broken).expect_err(says);
+        assert!(err.contains(says), "{says}: {err}");
+    }
 }
 
 #[test]
