@@ -185,6 +185,8 @@ impl Envoy {
         let child = command
             .spawn()
             .with_context(|| format!("starting {}", self.binary.display()))?;
+        // Killed by the panic hook too, where panics abort (benchmarks).
+        crate::procs::register(child.id());
         self.child = Some(child);
         Ok(())
     }
@@ -310,6 +312,7 @@ impl Envoy {
             // Errors mean it already exited; either way it is gone after wait().
             let _ = child.kill();
             let _ = child.wait();
+            crate::procs::unregister(child.id());
         }
     }
 

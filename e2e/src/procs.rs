@@ -40,6 +40,20 @@ pub fn kill_children_on_panic() {
     }));
 }
 
+/// Adds a child spawned elsewhere (Envoy) to what the panic hook kills.
+pub fn register(pid: u32) {
+    LIVE.lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push(pid);
+}
+
+/// Removes a child that has been reaped from what the panic hook kills.
+pub fn unregister(pid: u32) {
+    LIVE.lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .retain(|p| *p != pid);
+}
+
 /// The directory cargo puts this profile's binaries in: that of the running
 /// executable, or its parent for test executables (`<profile>/deps/`). It
 /// follows `CARGO_TARGET_DIR` and the profile without being told.
@@ -157,9 +171,7 @@ impl Proc {
             .stderr(Stdio::from(file));
         let mut child = cmd.spawn().with_context(|| format!("starting {name}"))?;
         let pid = child.id();
-        LIVE.lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(pid);
+        register(pid);
         let stdout = child
             .stdout
             .take()
@@ -284,9 +296,7 @@ impl Proc {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        LIVE.lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .retain(|p| *p != self.pid);
+        unregister(self.pid);
     }
 }
 
