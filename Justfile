@@ -25,6 +25,10 @@ lint:
     cargo clippy --workspace --all-targets --locked -- -D warnings
     cargo clippy --locked -p certsync-filter --target wasm32-wasip1 -- -D warnings
 
+# The kind + Istio end-to-end: the real install in a real cluster (needs Docker; docs/kind.md).
+e2e-kind:
+    bash e2e/kind/run.sh
+
 # Build the shipped filter module: target/filter/certsync_filter.wasm.
 filter-wasm:
     bash filter/build-wasm.sh
