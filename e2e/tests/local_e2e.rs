@@ -68,6 +68,20 @@ fn publish_converges(rig: &LocalCluster, sites: &[Site]) -> Result<Vec<TestCert>
     for (site, cert) in sites.iter().zip(&certs) {
         rig.publish(site, cert)?;
     }
+    for site in sites {
+        // What the gateways are checked against: the SDS resource Istio
+        // names after the files as the gateway mounts them.
+        let source = site.source();
+        let status = rig.wait_status(&format!("{source} published"), CONVERGE, |s| {
+            s.publication(&source).is_some()
+        })?;
+        let published = status.publication(&source).map(|p| &p["sdsResource"]);
+        ensure!(
+            published.and_then(|r| r.as_str()) == Some(site.resource().as_str()),
+            "the manifest names {source}'s SDS resource {published:?}, the gateways serve it as {:?}",
+            site.resource()
+        );
+    }
     for (site, cert) in sites.iter().zip(&certs) {
         let status = rig.wait_converged(site, cert, CONVERGE)?;
         ensure!(
