@@ -1,6 +1,7 @@
 //! The `cert-sync` binary as an operator runs it, against the fake API
 //! server: `--once` in directory mode (the init-container case), and a
-//! running controller whose whole log is searched for private-key bytes.
+//! running controller whose whole log is searched for private-key bytes and
+//! whose state `cert-sync status` prints.
 
 #[path = "support/mod.rs"]
 mod support;
@@ -92,6 +93,72 @@ async fn a_running_controller_publishes_refuses_and_never_logs_key_bytes() {
     }
     // Let the refusal be logged and announced.
     tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // `cert-sync status`, from the controller and from the manifest.
+    // The fake API server runs on this test's runtime: run the CLI off it.
+    let status = |args: Vec<String>| {
+        let mut command = cert_sync();
+        command
+            .env("KUBECONFIG", &kubeconfig)
+            .arg("status")
+            .args(args);
+        async move {
+            let output = tokio::process::Command::from(command)
+                .output()
+                .await
+                .unwrap();
+            assert!(
+                output.status.success(),
+                "{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            String::from_utf8(output.stdout).unwrap()
+        }
+    };
+    let server_url = format!("http://127.0.0.1:{port}");
+    let live = status(vec!["--server".into(), server_url.clone()]).await;
+    let header = live.lines().next().unwrap_or_default();
+    for column in [
+        "SOURCE",
+        "TARGET",
+        "SHA256",
+        "NOT-AFTER",
+        "PODS",
+        "STATE",
+        "AGE",
+    ] {
+        assert!(header.contains(column), "{live}");
+    }
+    let good = live
+        .lines()
+        .find(|l| l.starts_with("shop/good"))
+        .unwrap_or_default();
+    assert!(
+        good.contains("secret/shop.good") && good.contains("NoPods"),
+        "{live}"
+    );
+    assert!(
+        live.lines()
+            .any(|l| l.starts_with("shop/swapped") && l.contains("Refused (MalformedCertificate)")),
+        "{live}"
+    );
+    let from_manifest = status(vec!["-n".into(), GW.into()]).await;
+    assert!(
+        from_manifest.lines().any(|l| l.starts_with("shop/good")),
+        "{from_manifest}"
+    );
+    let json = status(vec![
+        "--server".into(),
+        server_url,
+        "-o".into(),
+        "json".into(),
+    ])
+    .await;
+    let view: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(view["publications"][0]["source"], "shop/good");
+    for line in key_lines() {
+        assert!(!json.contains(line), "private key bytes in the status");
+    }
     child.kill().unwrap();
     let output = child.wait_with_output().unwrap();
     let log = format!(
