@@ -271,7 +271,7 @@ async fn a_rotation_converges_when_every_pod_serves_it() {
         Some(RolloutState::Converged.as_str())
     );
     assert_eq!((p.verified, p.total), (2, 2));
-    assert!(p.converged_at.is_some());
+    assert!(p.entry.converged_at.is_some());
 
     // The manifest says so too, for `cert-sync status` without the server.
     let manifest = v.manifest();

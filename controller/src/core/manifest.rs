@@ -55,6 +55,9 @@ pub struct ManifestEntry {
     /// When this certificate was first published (RFC 3339), once known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub published_at: Option<String>,
+    /// When every live gateway pod first served it (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub converged_at: Option<String>,
     /// `Converged`, `Progressing` or `NoPods`, once rollout verification ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
@@ -164,6 +167,7 @@ fn entry(e: &Entry, certdir: &str) -> ManifestEntry {
         not_after: rfc3339(e.summary.not_after),
         kept: e.kept.map(str::to_owned),
         published_at: None,
+        converged_at: None,
         state: None,
         rollout: BTreeMap::new(),
     }

@@ -223,6 +223,7 @@ mod rolled_out_tests {
             sha256: Fingerprint([sha; 32]),
             state,
             published_at: None,
+            converged_at: None,
             pods: pods.iter().map(|(p, s)| ((*p).to_owned(), *s)).collect(),
         }
     }

@@ -305,8 +305,9 @@ pub enum Rung {
 /// What the runtime must do (or tell) after a step of the tracker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    /// All live pods serve the publication; `after_ms` since it was published
-    /// (or since it stopped being converged).
+    /// All live pods serve the publication for the first time; `after_ms`
+    /// since it was published. (Converging again after a pod was Unknown
+    /// for a while is not a rollout and is not announced.)
     Converged {
         source: String,
         sha256: Fingerprint,
@@ -342,22 +343,36 @@ struct Episode {
     stalled: bool,
 }
 
+/// At most this many ladder rungs (re-pushes, evictions) per rollout
+/// timeout across all publications: a rotation of a thousand certificates
+/// that stalls on one pod must not turn into a thousand writes at once.
+pub const LADDER_BUDGET: usize = 100;
+
 /// Publish times, convergence and ladder progress across assessments.
 #[derive(Debug, Default, Clone)]
 pub struct Tracker {
     episodes: BTreeMap<String, Episode>,
     last_eviction_ms: Option<i64>,
+    /// Start of the current budget period and rungs taken in it.
+    budget: (i64, usize),
 }
 
 impl Tracker {
-    /// Seeds publish times, e.g. from the manifest a previous controller
-    /// wrote, so a restart does not reset them.
-    pub fn remember_published(&mut self, source: &str, sha256: Fingerprint, at_ms: i64) {
+    /// Seeds publish (and convergence) times, e.g. from the manifest a
+    /// previous controller wrote, so a restart neither resets them nor
+    /// announces every publication as newly rolled out.
+    pub fn remember_published(
+        &mut self,
+        source: &str,
+        sha256: Fingerprint,
+        published_at_ms: i64,
+        converged_at_ms: Option<i64>,
+    ) {
         self.episodes.entry(source.to_owned()).or_insert(Episode {
             sha256,
-            progressing_since_ms: Some(at_ms),
-            published_at_ms: at_ms,
-            converged_at_ms: None,
+            progressing_since_ms: Some(published_at_ms),
+            published_at_ms,
+            converged_at_ms,
             last_step_ms: None,
             taken: BTreeSet::new(),
             stalled: false,
@@ -396,13 +411,15 @@ impl Tracker {
             }
             match view.state {
                 RolloutState::Converged => {
-                    if let Some(since) = episode.progressing_since_ms.take() {
-                        actions.push(Action::Converged {
-                            source: view.source.clone(),
-                            sha256: view.sha256,
-                            after_ms: now_ms - since,
-                        });
-                        episode.converged_at_ms.get_or_insert(now_ms);
+                    if episode.progressing_since_ms.take().is_some() {
+                        if episode.converged_at_ms.is_none() {
+                            actions.push(Action::Converged {
+                                source: view.source.clone(),
+                                sha256: view.sha256,
+                                after_ms: now_ms - episode.published_at_ms,
+                            });
+                            episode.converged_at_ms = Some(now_ms);
+                        }
                         episode.last_step_ms = None;
                         episode.taken.clear();
                         episode.stalled = false;
@@ -412,7 +429,17 @@ impl Tracker {
                 RolloutState::Progressing => {
                     let since = *episode.progressing_since_ms.get_or_insert(now_ms);
                     let due = episode.last_step_ms.unwrap_or(since) + ladder.timeout_ms;
-                    if now_ms < due {
+                    // Pods that do not report cannot be helped by a push and
+                    // prove nothing when evicted: the ladder is for pods that
+                    // report the wrong certificate, or none for the resource.
+                    let actionable = view.lagging().any(|(_, v)| v.state != PodState::Unknown);
+                    if now_ms < due || !actionable {
+                        continue;
+                    }
+                    if now_ms - self.budget.0 >= ladder.timeout_ms {
+                        self.budget = (now_ms, 0);
+                    }
+                    if self.budget.1 >= LADDER_BUDGET {
                         continue;
                     }
                     if !episode.stalled {
@@ -451,6 +478,10 @@ impl Tracker {
                         });
                     } else {
                         reapply = true;
+                    }
+                    if rung != Rung::Reapply {
+                        // One re-apply serves all publications: not counted.
+                        self.budget.1 += 1;
                     }
                     episode.taken.insert(rung);
                     episode.last_step_ms = Some(now_ms);
@@ -496,6 +527,8 @@ pub struct RolloutNote {
     pub state: RolloutState,
     /// Unix milliseconds.
     pub published_at: Option<i64>,
+    /// Unix milliseconds: first time every live pod served it.
+    pub converged_at: Option<i64>,
     pub pods: BTreeMap<String, PodState>,
 }
 
@@ -506,9 +539,9 @@ pub fn annotate(entry: &mut ManifestEntry, note: &RolloutNote) {
         return;
     }
     entry.state = Some(note.state.as_str().to_owned());
-    entry.published_at = note
-        .published_at
-        .map(|ms| super::manifest::rfc3339(ms.div_euclid(1000)));
+    let rfc3339 = |ms: i64| super::manifest::rfc3339(ms.div_euclid(1000));
+    entry.published_at = note.published_at.map(rfc3339);
+    entry.converged_at = note.converged_at.map(rfc3339);
     entry.rollout = note
         .pods
         .iter()

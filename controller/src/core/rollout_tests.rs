@@ -23,6 +23,7 @@ fn mk_entry(source: &str, resource: &str, sha: u8) -> ManifestEntry {
         not_after: "2031-01-01T00:00:00Z".to_owned(),
         kept: None,
         published_at: None,
+        converged_at: None,
         state: None,
         rollout: BTreeMap::new(),
     }
@@ -360,7 +361,7 @@ fn a_new_certificate_starts_a_new_episode() {
 #[test]
 fn a_restart_keeps_publish_times_from_the_manifest() {
     let mut t = Tracker::default();
-    t.remember_published("shop/a", fp(2), 1_000);
+    t.remember_published("shop/a", fp(2), 1_000, None);
     let done = [mk_view("shop/a", 2, &[("gw", PodState::Verified)])];
     assert_eq!(names(&t.step(&done, 4_000, &LADDER)), ["converged 3000"]);
     assert_eq!(t.published_at_ms("shop/a"), Some(1_000));
@@ -432,4 +433,60 @@ fn drift_is_judged_in_our_namespace_of_names_only() {
         "",
         "file-cert:/etc/istio/ingressgateway-certs/shop.a.crt~/etc/istio/ingressgateway-certs/shop.a.key"
     ));
+}
+
+#[test]
+fn a_restart_does_not_announce_what_had_converged_before() {
+    let mut t = Tracker::default();
+    t.remember_published("shop/a", fp(2), 1_000, Some(2_000));
+    // Pods report again after the restart: Unknown, then Verified.
+    let unknown = [mk_view("shop/a", 2, &[("gw", PodState::Unknown)])];
+    assert!(t.step(&unknown, 50_000, &LADDER).is_empty());
+    let done = [mk_view("shop/a", 2, &[("gw", PodState::Verified)])];
+    assert!(t.step(&done, 52_000, &LADDER).is_empty());
+    assert_eq!(t.converged_at_ms("shop/a"), Some(2_000));
+}
+
+#[test]
+fn silent_pods_alone_do_not_climb_the_ladder() {
+    let mut t = Tracker::default();
+    let silent = [mk_view(
+        "shop/a",
+        2,
+        &[("gw-1", PodState::Verified), ("gw-2", PodState::Unknown)],
+    )];
+    t.step(&silent, 0, &LADDER);
+    assert!(t.step(&silent, 100_000, &LADDER).is_empty());
+    // Once the pod reports the wrong certificate, the ladder starts.
+    let stale = [mk_view(
+        "shop/a",
+        2,
+        &[("gw-1", PodState::Verified), ("gw-2", PodState::Stale)],
+    )];
+    assert_eq!(
+        names(&t.step(&stale, 100_001, &LADDER)),
+        ["stalled [(\"gw-2\", Stale)]", "repush shop/a"]
+    );
+}
+
+#[test]
+fn the_ladder_takes_at_most_a_budget_of_rungs_per_timeout() {
+    let mut t = Tracker::default();
+    let views: Vec<PublicationView> = (0..LADDER_BUDGET + 20)
+        .map(|i| mk_view(&format!("ns/s{i}"), 2, &[("gw", PodState::Stale)]))
+        .collect();
+    t.step(&views, 0, &LADDER);
+    let count = |actions: &[Action]| {
+        actions
+            .iter()
+            .filter(|a| matches!(a, Action::RePush { .. }))
+            .count()
+    };
+    assert_eq!(count(&t.step(&views, 10_000, &LADDER)), LADDER_BUDGET);
+    assert_eq!(count(&t.step(&views, 15_000, &LADDER)), 0, "budget spent");
+    assert_eq!(
+        count(&t.step(&views, 20_000, &LADDER)),
+        20,
+        "the rest, next period"
+    );
 }

@@ -54,8 +54,6 @@ pub struct PublicationStatus {
     pub entry: ManifestEntry,
     pub verified: usize,
     pub total: usize,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub converged_at: Option<String>,
     #[serde(default)]
     pub pods: BTreeMap<String, PodView>,
 }
@@ -103,7 +101,6 @@ impl PublicationStatus {
                 .filter(|p| p.state == PodState::Verified)
                 .count(),
             total: entry.rollout.len(),
-            converged_at: None,
             pods,
             entry,
         }
@@ -305,6 +302,7 @@ mod tests {
             not_after: "2031-01-01T00:00:00Z".to_owned(),
             kept: kept.map(str::to_owned),
             published_at: Some("2030-01-01T00:00:00Z".to_owned()),
+            converged_at: None,
             state: Some("Progressing".to_owned()),
             rollout: rollout
                 .iter()

@@ -44,6 +44,8 @@ pub const EVICTION_FAILED: &str = "EvictionFailed";
 pub const CERTIFICATE_EXPIRING: &str = "CertificateExpiring";
 pub const CERTIFICATE_EXPIRED: &str = "CertificateExpired";
 pub const SERVED_DRIFT: &str = "ServedNotPublished";
+/// A live gateway pod has not reported within the heartbeat window.
+pub const POD_NOT_REPORTING: &str = "PodNotReporting";
 
 /// Annotation a re-push writes on the published Secret, so the gateway's
 /// watch (istiod's SDS, the kubelet) sees an update.
@@ -76,6 +78,10 @@ pub struct RolloutDriver {
     manifest: Option<Manifest>,
     refusals: Vec<RefusalView>,
     warned: BTreeSet<Warning>,
+    /// Live pods silent past the heartbeat window (told once each).
+    silent: BTreeSet<String>,
+    /// First pass: a pod is not called silent before it had a window to report.
+    started_ms: Option<i64>,
     notes: BTreeMap<String, RolloutNote>,
     status: Arc<RwLock<Option<StatusView>>>,
 }
@@ -124,6 +130,8 @@ impl RolloutDriver {
             manifest: None,
             refusals: Vec::new(),
             warned: BTreeSet::new(),
+            silent: BTreeSet::new(),
+            started_ms: None,
             notes: BTreeMap::new(),
             status: Arc::new(RwLock::new(None)),
         }
@@ -137,14 +145,19 @@ impl RolloutDriver {
     /// Publish times from a manifest a previous controller wrote, so a
     /// restart keeps time-to-converge honest.
     pub fn seed(&mut self, previous: &Manifest) {
+        let ms = |t: &Option<String>| {
+            t.as_deref()
+                .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                .map(|t| t.as_millisecond())
+        };
         for entry in &previous.publications {
-            let at = entry
-                .published_at
-                .as_deref()
-                .and_then(|t| t.parse::<jiff::Timestamp>().ok());
-            if let Some(at) = at {
-                self.tracker
-                    .remember_published(&entry.source, entry.sha256, at.as_millisecond());
+            if let Some(at) = ms(&entry.published_at) {
+                self.tracker.remember_published(
+                    &entry.source,
+                    entry.sha256,
+                    at,
+                    ms(&entry.converged_at),
+                );
             }
         }
     }
@@ -194,6 +207,33 @@ impl RolloutDriver {
         if leading {
             self.act(&actions, &manifest, gateway_config).await;
             self.warn(&warnings, &manifest).await;
+            let started = *self.started_ms.get_or_insert(now_ms);
+            let silent: BTreeSet<String> = live
+                .iter()
+                .filter(|p| {
+                    let last = observations
+                        .get(&p.name)
+                        .map_or(started, |o| o.received_at_ms);
+                    now_ms - last.max(started) > window
+                })
+                .map(|p| p.name.clone())
+                .collect();
+            for pod in silent.difference(&self.silent) {
+                let message = format!(
+                    "gateway pod {pod} has not reported for over {}s: is the cert-sync WasmPlugin loaded, and can the pod reach the controller? Its rollouts are Unknown",
+                    self.settings.heartbeat_window.as_secs()
+                );
+                tracing::warn!(%pod, "{message}");
+                self.emit(
+                    pod_ref(&self.gateway_namespace, pod),
+                    true,
+                    POD_NOT_REPORTING,
+                    "Verify",
+                    &message,
+                )
+                .await;
+            }
+            self.silent = silent;
         }
 
         let notes: BTreeMap<String, RolloutNote> = views
@@ -240,7 +280,6 @@ impl RolloutDriver {
                 PublicationStatus {
                     verified: v.verified(),
                     total: v.pods.len(),
-                    converged_at: self.tracker.converged_at_ms(&v.source).map(rfc3339_ms),
                     pods: v.pods.clone(),
                     entry,
                 }
@@ -262,6 +301,7 @@ impl RolloutDriver {
             sha256: v.sha256,
             state: v.state,
             published_at: self.tracker.published_at_ms(&v.source),
+            converged_at: self.tracker.converged_at_ms(&v.source),
             pods: v.pods.iter().map(|(p, s)| (p.clone(), s.state)).collect(),
         }
     }
