@@ -1,8 +1,7 @@
 //! `cert-sync`: see `cert-sync --help`.
 
 use anyhow::{Context, Result};
-use certsync_controller::config::{Args, Command, LogFormat, ModeArg, StatusArgs, StatusOutput};
-use certsync_controller::core::status::{self, TableWidth};
+use certsync_controller::config::{Args, Command, LogFormat, ModeArg};
 use certsync_controller::reconcile::Reconciler;
 use certsync_controller::runtime::cluster::{self, Events};
 use certsync_controller::runtime::files::DirectoryPublisher;
@@ -28,7 +27,7 @@ const ROLLOUT_TICK: Duration = Duration::from_millis(500);
 async fn main() -> Result<()> {
     let args = Args::parse();
     if let Some(Command::Status(status_args)) = &args.command {
-        return print_status(status_args).await;
+        return certsync_controller::status_cli::run(status_args).await;
     }
     init_logging(args.log_format);
     let policy = args.policy().map_err(anyhow::Error::msg)?;
@@ -307,88 +306,4 @@ async fn read_manifest(
     let cm = api.get_opt(manifest::NAME).await.ok().flatten()?;
     let json = cm.data?.remove(manifest::DATA_KEY)?;
     manifest::parse(&json).ok()
-}
-
-/// `cert-sync status`.
-async fn print_status(args: &StatusArgs) -> Result<()> {
-    let json = match &args.server {
-        Some(server) => http_get(server, "/v1/status").await?,
-        None => {
-            let client = kube::Client::try_default()
-                .await
-                .context("connecting to the Kubernetes API (KUBECONFIG)")?;
-            let api = kube::Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(
-                client,
-                &args.namespace,
-            );
-            let name = certsync_controller::core::manifest::NAME;
-            let cm = api
-                .get(name)
-                .await
-                .with_context(|| format!("reading ConfigMap {}/{name}", args.namespace))?;
-            cm.data
-                .and_then(|mut d| d.remove(certsync_controller::core::manifest::DATA_KEY))
-                .with_context(|| format!("ConfigMap {}/{name} holds no manifest", args.namespace))?
-        }
-    };
-    let view = status::parse(&json).context("reading the status")?;
-    match args.output {
-        StatusOutput::Json => println!("{}", serde_json::to_string_pretty(&view)?),
-        StatusOutput::Table | StatusOutput::Wide => {
-            let width = if args.output == StatusOutput::Wide {
-                TableWidth::Wide
-            } else {
-                TableWidth::Normal
-            };
-            print!("{}", status::render_table(&view, width, unix_now()));
-        }
-    }
-    Ok(())
-}
-
-/// A plain HTTP/1.1 GET (the controller's port, usually port-forwarded).
-async fn http_get(server: &str, path: &str) -> Result<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let authority = server
-        .strip_prefix("http://")
-        .context("--server must be an http:// URL (e.g. after kubectl port-forward)")?
-        .trim_end_matches('/');
-    let mut stream = tokio::net::TcpStream::connect(authority)
-        .await
-        .with_context(|| format!("connecting to {authority}"))?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await?;
-    let text = String::from_utf8_lossy(&response);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .context("malformed HTTP response")?;
-    let status_line = head.lines().next().unwrap_or_default();
-    if !status_line.contains(" 200 ") {
-        anyhow::bail!("{server}{path}: {status_line}: {}", body.trim());
-    }
-    if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        return Ok(dechunk(body));
-    }
-    Ok(body.to_owned())
-}
-
-fn dechunk(body: &str) -> String {
-    let mut out = String::new();
-    let mut rest = body;
-    while let Some((size, tail)) = rest.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if n == 0 || tail.len() < n {
-            break;
-        }
-        out.push_str(&tail[..n]);
-        rest = tail[n..].trim_start_matches("\r\n");
-    }
-    out
 }
