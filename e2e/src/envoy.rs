@@ -88,6 +88,10 @@ pub struct EnvoyOptions {
     pub ready_timeout: Duration,
     /// Appended to the command line as they are.
     pub extra_args: Vec<String>,
+    /// Where Envoy's own temp directory (bootstrap, logs) is created;
+    /// default the system's temp dir. The local cluster puts it in the
+    /// pod's directory, so a kept cluster keeps the Envoy logs too.
+    pub temp_root: Option<PathBuf>,
 }
 
 impl Default for EnvoyOptions {
@@ -98,6 +102,7 @@ impl Default for EnvoyOptions {
             component_log_level: Some("wasm:debug".into()),
             ready_timeout: Duration::from_secs(30),
             extra_args: Vec::new(),
+            temp_root: None,
         }
     }
 }
@@ -110,6 +115,8 @@ pub struct Envoy {
     admin_port: u16,
     options: EnvoyOptions,
     child: Option<Child>,
+    /// Keep the directory when dropped ([`Envoy::keep_files`]).
+    keep: bool,
 }
 
 impl Envoy {
@@ -123,7 +130,7 @@ impl Envoy {
     /// replaced by the config's.
     pub fn start_with(config: &GatewayConfig, mut options: EnvoyOptions) -> Result<Envoy> {
         options.concurrency = config.concurrency;
-        let dir = temp_dir()?;
+        let dir = temp_dir(options.temp_root.as_deref())?;
         let config_path = dir.path().join("envoy.json");
         config.write(&config_path)?;
         let mut envoy = Envoy::spawn_in(dir, config_path, config.admin_port, options)?;
@@ -134,7 +141,8 @@ impl Envoy {
     /// Starts Envoy on an existing bootstrap file whose admin listener is on
     /// `127.0.0.1:admin_port`, without waiting for it to become ready.
     pub fn spawn(config_path: &Path, admin_port: u16, options: EnvoyOptions) -> Result<Envoy> {
-        Envoy::spawn_in(temp_dir()?, config_path.to_path_buf(), admin_port, options)
+        let dir = temp_dir(options.temp_root.as_deref())?;
+        Envoy::spawn_in(dir, config_path.to_path_buf(), admin_port, options)
     }
 
     fn spawn_in(
@@ -150,6 +158,7 @@ impl Envoy {
             admin_port,
             options,
             child: None,
+            keep: false,
         };
         envoy.launch()?;
         Ok(envoy)
@@ -316,6 +325,11 @@ impl Envoy {
         }
     }
 
+    /// Keeps the directory (bootstrap, logs) when dropped, as on panic.
+    pub fn keep_files(&mut self) {
+        self.keep = true;
+    }
+
     pub fn config_path(&self) -> &Path {
         &self.config_path
     }
@@ -374,7 +388,7 @@ impl Envoy {
 impl Drop for Envoy {
     fn drop(&mut self) {
         self.kill();
-        let keep = std::env::var_os(KEEP_ENV).is_some();
+        let keep = self.keep || std::env::var_os(KEEP_ENV).is_some();
         if std::thread::panicking() || keep {
             if std::thread::panicking() {
                 eprintln!("--- Envoy log tail ---\n{}", self.log_tail(40));
@@ -386,11 +400,14 @@ impl Drop for Envoy {
     }
 }
 
-fn temp_dir() -> Result<TempDir> {
-    tempfile::Builder::new()
-        .prefix("certsync-envoy-")
-        .tempdir()
-        .context("creating a temp dir for Envoy")
+fn temp_dir(root: Option<&Path>) -> Result<TempDir> {
+    let mut builder = tempfile::Builder::new();
+    builder.prefix("certsync-envoy-");
+    match root {
+        Some(root) => builder.tempdir_in(root),
+        None => builder.tempdir(),
+    }
+    .context("creating a temp dir for Envoy")
 }
 
 /// Escapes regex metacharacters so a stat name matches literally.

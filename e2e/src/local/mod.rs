@@ -408,6 +408,9 @@ impl LocalCluster {
     /// that returns its error.
     pub fn keep_files(&mut self) {
         self.keep = true;
+        for pod in &mut self.pods {
+            pod.keep_files();
+        }
     }
 
     /// Stops everything now (also what dropping does).

@@ -95,6 +95,7 @@ impl GatewayPod {
         let config = builder.build()?;
         let options = EnvoyOptions {
             component_log_level: None,
+            temp_root: Some(spec.dir.clone()),
             ..EnvoyOptions::default()
         };
         let envoy = Envoy::start_with(&config, options)
@@ -167,6 +168,11 @@ impl GatewayPod {
     /// Fails if the writer died (a frozen one counts as alive).
     pub fn check_writer(&mut self) -> Result<()> {
         self.writer()?.check_alive()
+    }
+
+    /// Keeps Envoy's directory (bootstrap, logs) when the pod is dropped.
+    pub fn keep_files(&mut self) {
+        self.envoy.keep_files();
     }
 
     /// SIGKILLs Envoy; the Pod object stays, so its reports just stop.
