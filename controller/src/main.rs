@@ -20,8 +20,9 @@ use tokio::sync::{watch, Notify};
 /// Reconcile at least this often, whatever the watches say.
 const RESYNC: Duration = Duration::from_secs(60);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
-/// How often rollouts are re-assessed (reports also trigger a pass).
-const ROLLOUT_TICK: Duration = Duration::from_millis(500);
+/// How often rollouts are re-assessed for timeouts and silent pods (a
+/// report that changes what a pod serves triggers a pass at once).
+const ROLLOUT_TICK: Duration = Duration::from_secs(1);
 
 #[tokio::main]
 async fn main() -> Result<()> {
