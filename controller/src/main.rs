@@ -192,6 +192,7 @@ async fn main() -> Result<()> {
         metrics.clone(),
         files,
     );
+    reconciler.set_cert_dir(&args.cert_dir);
 
     if args.once {
         let outcome = reconciler.reconcile(unix_now()).await?;

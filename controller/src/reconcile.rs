@@ -70,6 +70,10 @@ pub struct Reconciler {
     /// What the last reconcile published (manifest without rollout) and
     /// refused: verification's input.
     built: Option<(manifest::Manifest, Vec<RefusalView>)>,
+    /// Directory mode without a publisher (the central instance): the tree
+    /// the per-pod writers publish, as last decided here. It stands in for
+    /// the files on disk, so a refused source keeps its last good entry.
+    decided_files: BTreeMap<String, Vec<u8>>,
 }
 
 impl Reconciler {
@@ -101,6 +105,16 @@ impl Reconciler {
             merge_statuses: BTreeMap::new(),
             notes: BTreeMap::new(),
             built: None,
+            decided_files: BTreeMap::new(),
+        }
+    }
+
+    /// The certificate directory as the gateway sees it, for the manifest's
+    /// paths and SDS names; needed when this instance writes no files itself
+    /// (with a publisher, its directory is used).
+    pub fn set_cert_dir(&mut self, dir: &std::path::Path) {
+        if self.files.is_none() {
+            self.cert_dir = dir.display().to_string();
         }
     }
 
@@ -163,12 +177,15 @@ impl Reconciler {
             secrets: self.stores.managed_secrets(),
             files: BTreeMap::new(),
         };
+        let central = matches!(self.policy.mode, crate::core::model::Mode::Directory);
         if let Some(files) = &self.files {
             current.files = files
                 .current()?
                 .into_iter()
                 .map(|(path, bytes)| (path.display().to_string(), bytes))
                 .collect();
+        } else if central {
+            current.files = std::mem::take(&mut self.decided_files);
         }
         let mut desired = desired::render(&self.policy, &selection, validations, &current);
         // Objects in a target's way that cert-sync does not manage are not in
@@ -189,6 +206,9 @@ impl Reconciler {
         }
         let plan = desired::diff(&current, &desired);
         let planned_at = started.elapsed();
+        if self.files.is_none() && central {
+            self.decided_files = desired.files.clone();
+        }
 
         self.write(&desired, &plan, &current, &mut outcome).await?;
         let written_at = started.elapsed();

@@ -204,6 +204,45 @@ async fn directory_mode_swaps_files_into_the_shared_volume() {
 }
 
 #[tokio::test]
+async fn a_central_directory_instance_indexes_what_the_writers_publish() {
+    // The instance that verifies: no files of its own, the manifest names
+    // the paths the gateways mount, and a refused update keeps the last good.
+    let policy = Policy {
+        mode: Mode::Directory,
+        ..credential_policy()
+    };
+    let mut rig = Rig::new(policy, None).await;
+    rig.reconciler
+        .set_cert_dir(std::path::Path::new("/etc/istio/cert-sync"));
+    rig.put(mk_pair("shop", "tls", P256, true)).await;
+    rig.reconcile().await;
+    let manifest = |rig: &Rig| -> Value {
+        let cm = rig
+            .server
+            .get("configmaps", GW, "cert-sync-manifest")
+            .unwrap();
+        serde_json::from_str(cm["data"]["manifest.json"].as_str().unwrap()).unwrap()
+    };
+    let entry = manifest(&rig)["publications"][0].clone();
+    assert_eq!(
+        entry["sdsResource"],
+        "file-cert:/etc/istio/cert-sync/shop/tls.crt~/etc/istio/cert-sync/shop/tls.key"
+    );
+    assert_eq!(entry["target"]["cert"], "/etc/istio/cert-sync/shop/tls.crt");
+    assert!(rig.published("shop.tls").is_none(), "no Secret");
+
+    rig.put(mk_secret("shop", "tls", P256.cert, RSA.key, true))
+        .await;
+    rig.reconcile().await;
+    let kept = manifest(&rig)["publications"][0].clone();
+    assert_eq!(
+        kept["sha256"], entry["sha256"],
+        "the last good stays indexed"
+    );
+    assert_eq!(kept["kept"], "KeyMismatch");
+}
+
+#[tokio::test]
 async fn gateway_side_objects_are_applied_once_and_point_at_the_served_module() {
     use certsync_controller::runtime::gateway_config::GatewayConfig;
     use certsync_wasmplugin::{GatewaySettings, ModuleSource};
