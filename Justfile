@@ -10,7 +10,7 @@ export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER := "wasm-bindgen-test-runner"
 default:
     @just --list
 
-# The local demo: the filter inside real Envoy, reporting what it serves.
+# The local demo: fake API server, the cert-sync controller, 3 Envoy gateway pods; publish, rotate, break a key, freeze a writer.
 demo:
     cargo run --quiet --locked -p certsync-e2e --bin demo
 
@@ -33,7 +33,8 @@ e2e-kind:
 filter-wasm:
     bash filter/build-wasm.sh
 
-# Benchmarks; writes bench-report.md (the filter's, then the controller's appended).
+# Benchmarks; writes bench-report.md (the filter's, then the controller's and the rollout's appended).
 bench:
     cargo run --quiet --release --locked -p certsync-e2e --bin bench -- --out bench-report.md
     cargo run --quiet --release --locked -p certsync-e2e --bin controller_bench -- --out bench-report.md --append
+    cargo run --quiet --release --locked -p certsync-e2e --bin rollout_bench -- --out bench-report.md --append
