@@ -10,7 +10,7 @@
 //! Output is sorted throughout, so an unchanged input gives a byte-identical
 //! desired state and the runtime can skip writes.
 
-use super::model::{keys, DataSizes, ObjectRef, Policy, Published, PublishedSecret};
+use super::model::{keys, Blob, DataSizes, ObjectRef, Policy, Published, PublishedSecret};
 use super::naming::{self, PairNames};
 use super::reasons::{self, Refusal, Subject};
 use super::selection::{is_managed, Publication, Selection, Target};
@@ -18,6 +18,7 @@ use super::validation::Validations;
 use certsync_core::{summarize_chain, CertSummary};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::sync::Arc;
 
 pub const OPAQUE_TYPE: &str = "Opaque";
 
@@ -30,7 +31,8 @@ pub struct DesiredSecret {
     pub secret_type: String,
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
-    pub data: BTreeMap<String, Vec<u8>>,
+    /// Shared with what is published when equal (see [`Blob`]).
+    pub data: BTreeMap<String, Blob>,
 }
 
 impl fmt::Debug for DesiredSecret {
@@ -56,8 +58,9 @@ pub struct Entry {
     /// `ca.crt`; merged: `<ns>.<name>.crt`…) or relative file paths.
     pub names: PairNames,
     pub has_ca: bool,
-    /// The published leaf (its `sha256` is what the gateway must serve).
-    pub summary: CertSummary,
+    /// The published leaf (its `sha256` is what the gateway must serve);
+    /// shared with the validation result.
+    pub summary: Arc<CertSummary>,
     /// Set when the published data is the last good one kept instead of the
     /// source's current data: the reason the source (or its CertMerge) was refused.
     pub kept: Option<&'static str>,
@@ -91,11 +94,49 @@ impl fmt::Debug for DesiredState {
 
 /// Certificate, key and CA to publish for one member, fresh or kept.
 struct Material<'a> {
-    cert: &'a [u8],
-    key: &'a [u8],
-    ca: Option<&'a [u8]>,
-    summary: CertSummary,
+    cert: Piece<'a>,
+    key: Piece<'a>,
+    ca: Option<Piece<'a>>,
+    summary: Arc<CertSummary>,
     kept: Option<&'static str>,
+}
+
+/// One value to publish: bytes already published (shared, not copied, into
+/// the desired Secret) or bytes to copy (a new certificate, or files).
+#[derive(Clone, Copy)]
+enum Piece<'a> {
+    Published(&'a Blob),
+    New(&'a [u8]),
+}
+
+impl Piece<'_> {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Piece::Published(b) => b,
+            Piece::New(b) => b,
+        }
+    }
+
+    fn blob(&self) -> Blob {
+        match self {
+            Piece::Published(b) => (*b).clone(),
+            Piece::New(b) => Blob::from(*b),
+        }
+    }
+}
+
+/// `fresh` as a piece, shared with the value published under `name` when
+/// that holds the same bytes: in the steady state every Secret's desired
+/// data is the published data, and rendering copies nothing.
+fn piece<'a>(
+    published: Option<&'a BTreeMap<String, Blob>>,
+    name: &str,
+    fresh: &'a [u8],
+) -> Piece<'a> {
+    match published.and_then(|d| d.get(name)) {
+        Some(b) if **b == *fresh => Piece::Published(b),
+        _ => Piece::New(fresh),
+    }
 }
 
 /// Computes the desired state. `current` is what is published now: every
@@ -172,11 +213,16 @@ fn material<'a>(
     current: &'a Published,
 ) -> Option<Material<'a>> {
     if let Some(v) = validations.ok.get(member) {
+        let names = names_in(&publication.target, member);
+        let published = existing.map(|s| &s.data);
         return Some(Material {
-            cert: &v.cert_pem,
-            key: &v.key_pem,
-            ca: v.ca_pem.as_deref(),
-            summary: v.summary.clone(),
+            cert: piece(published, &names.cert, &v.cert_pem),
+            key: piece(published, &names.key, &v.key_pem),
+            ca: v
+                .ca_pem
+                .as_deref()
+                .map(|ca| piece(published, &names.ca, ca)),
+            summary: Arc::clone(&v.summary),
             kept: None,
         });
     }
@@ -201,22 +247,27 @@ fn last_good<'a>(
     why: &'static str,
 ) -> Option<Material<'a>> {
     let names = names_in(target, member);
-    let data = match target {
-        Target::Credential(_) => {
-            let secret = existing.filter(|s| s.secret_type == keys::TLS_TYPE)?;
-            &secret.data
+    let (cert, key, ca) = match target {
+        Target::Credential(_) | Target::Merged(_) => {
+            let secret = match target {
+                Target::Credential(_) => existing.filter(|s| s.secret_type == keys::TLS_TYPE)?,
+                _ => existing?,
+            };
+            let get = |name: &str| secret.data.get(name).map(Piece::Published);
+            (get(&names.cert)?, get(&names.key)?, get(&names.ca))
         }
-        Target::Merged(_) => &existing?.data,
-        Target::Directory => files?,
+        Target::Directory => {
+            let files = files?;
+            let get = |name: &str| files.get(name).map(|f| Piece::New(f));
+            (get(&names.cert)?, get(&names.key)?, get(&names.ca))
+        }
     };
-    let cert = data.get(&names.cert)?;
-    let key = data.get(&names.key)?;
     // Only a certificate that still parses is a "last good" one.
-    let summary = summarize_chain(cert).ok()?;
+    let summary = Arc::new(summarize_chain(cert.bytes()).ok()?);
     Some(Material {
         cert,
         key,
-        ca: data.get(&names.ca).map(Vec::as_slice),
+        ca,
         summary,
         kept: Some(why),
     })
@@ -259,28 +310,36 @@ fn render_target(
     members: &[(ObjectRef, Material<'_>)],
     out: &mut DesiredState,
 ) {
+    let directory = matches!(publication.target, Target::Directory);
     let mut data = BTreeMap::new();
     for (source, m) in members {
         let names = names_in(&publication.target, source);
-        data.insert(names.cert.clone(), m.cert.to_vec());
-        data.insert(names.key.clone(), m.key.to_vec());
-        if let Some(ca) = m.ca {
-            data.insert(names.ca.clone(), ca.to_vec());
+        if directory {
+            // Files are written from plain bytes; no Secret to share with.
+            out.files
+                .insert(names.cert.clone(), m.cert.bytes().to_vec());
+            out.files.insert(names.key.clone(), m.key.bytes().to_vec());
+            if let Some(ca) = &m.ca {
+                out.files.insert(names.ca.clone(), ca.bytes().to_vec());
+            }
+        } else {
+            data.insert(names.cert.clone(), m.cert.blob());
+            data.insert(names.key.clone(), m.key.blob());
+            if let Some(ca) = &m.ca {
+                data.insert(names.ca.clone(), ca.blob());
+            }
         }
         out.entries.push(Entry {
             source: source.clone(),
             target: publication.target.clone(),
             names,
             has_ca: m.ca.is_some(),
-            summary: m.summary.clone(),
+            summary: Arc::clone(&m.summary),
             kept: m.kept,
         });
     }
     let (name, secret_type) = match &publication.target {
-        Target::Directory => {
-            out.files.extend(data);
-            return;
-        }
+        Target::Directory => return,
         // A credential target with nothing valid to publish is not created.
         Target::Credential(_) if members.is_empty() => return,
         Target::Credential(name) => (name, keys::TLS_TYPE),
@@ -589,7 +648,8 @@ mod tests {
             &Published::default(),
         ));
         let s = published.secrets.get_mut("shop.tls").unwrap();
-        s.data.insert("tls.crt".to_owned(), b"truncated".to_vec());
+        s.data
+            .insert("tls.crt".to_owned(), b"truncated".to_vec().into());
         let after = reconcile(Mode::Credential, &[(src, mismatched())], &published);
         assert!(after.secrets.is_empty(), "nothing good to write");
         assert!(after.deletions.is_empty(), "and nothing deleted");

@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::ops::Deref;
+use std::sync::{Arc, Weak};
 
 /// Label and annotation keys of the contract (DESIGN.md).
 pub mod keys {
@@ -150,7 +152,7 @@ pub struct PublishedSecret {
     pub secret_type: String,
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
-    pub data: BTreeMap<String, Vec<u8>>,
+    pub data: BTreeMap<String, Blob>,
 }
 
 impl PublishedSecret {
@@ -193,13 +195,92 @@ impl fmt::Debug for Published {
     }
 }
 
-/// Debug-prints a data map as `key: <n bytes>`: keys are names, values may be keys.
-pub(crate) struct DataSizes<'a>(pub &'a BTreeMap<String, Vec<u8>>);
+/// Immutable bytes of a Secret's data value, shared rather than copied:
+/// what is published, what the watch reads back and what the next desired
+/// state carries are one allocation while they are equal (the data of a
+/// thousand published Secrets is megabytes). Compares by content; `Debug`
+/// shows the size only, since the bytes may be a private key.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Blob(Arc<[u8]>);
 
-impl fmt::Debug for DataSizes<'_> {
+impl Blob {
+    /// A weak handle, for caches that must not keep the bytes alive.
+    pub fn downgrade(&self) -> Weak<[u8]> {
+        Arc::downgrade(&self.0)
+    }
+
+    pub fn upgrade(weak: &Weak<[u8]>) -> Option<Blob> {
+        weak.upgrade().map(Blob)
+    }
+
+    /// Whether both are the same allocation (not merely equal bytes).
+    pub fn same_bytes_as(&self, other: &Blob) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Default for Blob {
+    fn default() -> Self {
+        Blob(Arc::from(&[][..]))
+    }
+}
+
+impl Deref for Blob {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl AsRef<[u8]> for Blob {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl From<Vec<u8>> for Blob {
+    fn from(v: Vec<u8>) -> Self {
+        Blob(Arc::from(v))
+    }
+}
+
+impl From<&[u8]> for Blob {
+    fn from(v: &[u8]) -> Self {
+        Blob(Arc::from(v))
+    }
+}
+
+impl PartialEq<[u8]> for Blob {
+    fn eq(&self, other: &[u8]) -> bool {
+        *self.0 == *other
+    }
+}
+
+impl PartialEq<&[u8]> for Blob {
+    fn eq(&self, other: &&[u8]) -> bool {
+        *self.0 == **other
+    }
+}
+
+impl PartialEq<Vec<u8>> for Blob {
+    fn eq(&self, other: &Vec<u8>) -> bool {
+        *self.0 == **other
+    }
+}
+
+impl fmt::Debug for Blob {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        ByteCount(self.0.len()).fmt(f)
+    }
+}
+
+/// Debug-prints a data map as `key: <n bytes>`: keys are names, values may be keys.
+pub(crate) struct DataSizes<'a, V>(pub &'a BTreeMap<String, V>);
+
+impl<V: AsRef<[u8]>> fmt::Debug for DataSizes<'_, V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_map()
-            .entries(self.0.iter().map(|(k, v)| (k, ByteCount(v.len()))))
+            .entries(self.0.iter().map(|(k, v)| (k, ByteCount(v.as_ref().len()))))
             .finish()
     }
 }

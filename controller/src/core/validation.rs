@@ -14,6 +14,7 @@ use certsync_core::validate::validate_pair;
 use certsync_core::{cert, CertSummary, Fingerprint};
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 /// A source that passed every check, with the data to publish.
 #[derive(Clone, PartialEq, Eq)]
@@ -23,7 +24,8 @@ pub struct Validated {
     pub key_pem: Vec<u8>,
     /// `ca.crt`, when present and not blank.
     pub ca_pem: Option<Vec<u8>>,
-    pub summary: CertSummary,
+    /// Shared with the desired state's entries (its SAN list can be kilobytes).
+    pub summary: Arc<CertSummary>,
     /// SHA-256 of the leaf: what the gateway must end up serving.
     pub source_sha256: Fingerprint,
 }
@@ -87,7 +89,7 @@ pub fn check(source: &ObjectRef, data: &SourceData, now: i64) -> Result<Validate
         key_pem: key_pem.to_vec(),
         ca_pem: ca_pem.map(<[u8]>::to_vec),
         source_sha256: pair.summary.sha256,
-        summary: pair.summary,
+        summary: Arc::new(pair.summary),
     })
 }
 

@@ -4,25 +4,27 @@
 //! so a real cluster sees exactly the requests the fake API server saw.
 //!
 //! Memory stays flat with the number of Secrets in the cluster: Secrets are
-//! watched metadata-only with the `type=kubernetes.io/tls` field selector,
-//! and data is read (GET) only for selected sources and only when their
-//! resourceVersion moved. Full objects are cached only for what cert-sync
-//! itself manages in the gateway namespace.
+//! watched metadata-only with the `type=kubernetes.io/tls` field selector
+//! into a compact store (`store`), and data is read (GET) only for selected
+//! sources and only when their resourceVersion moved. Data is cached only
+//! for what cert-sync itself manages in the gateway namespace, shared with
+//! the desired state rather than copied.
 
+use super::store::{self, ManagedStore, SourceStore, StoreError};
 use crate::core::desired::DesiredSecret;
-use crate::core::model::{keys, ObjectRef, PublishedSecret, SourceData, SourceMeta};
+use crate::core::model::{keys, Blob, ObjectRef, PublishedSecret, SourceData, SourceMeta};
 use crate::crd::CertMerge;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ObjectReference, Secret};
-use k8s_openapi::ByteString;
-use kube::api::{DeleteParams, PartialObjectMeta, Patch, PatchParams, Preconditions};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use k8s_openapi::api::events::v1::{Event as K8sEvent, EventSeries};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use kube::api::{DeleteParams, PartialObjectMeta, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, ResourceExt};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use tokio::sync::Notify;
+use tokio::sync::{Mutex, Notify};
 use tokio::task::JoinHandle;
 
 /// The one field manager every cert-sync write uses.
@@ -31,11 +33,12 @@ pub const FIELD_MANAGER: &str = "cert-sync";
 /// In-memory views kept current by watches.
 #[derive(Clone)]
 pub struct Stores {
-    pub tls_sources: Store<PartialObjectMeta<Secret>>,
+    /// Every `kubernetes.io/tls` Secret, compact (see `store`).
+    pub tls_sources: SourceStore,
     pub namespaces: Option<Store<PartialObjectMeta<Namespace>>>,
     pub certmerges: Option<Store<CertMerge>>,
     /// Secrets in the gateway namespace labelled managed-by cert-sync (with data).
-    pub managed: Store<Secret>,
+    pub managed: ManagedStore,
 }
 
 /// Starts the watches. Every event (and every watch error, after which the
@@ -47,10 +50,14 @@ pub fn watch(
     with_certmerges: bool,
     changed: Arc<Notify>,
 ) -> (Stores, Vec<JoinHandle<()>>) {
+    #[cfg(feature = "alloc-stats")]
+    super::alloc_stats::report();
     let mut tasks = Vec::new();
-    let tls_sources = spawn_reflector(
+    let (tls_sources, writer) = store::source_store();
+    spawn_watch(
         Api::<PartialObjectMeta<Secret>>::all(client.clone()),
         watcher::Config::default().fields(&format!("type={}", keys::TLS_TYPE)),
+        move |event| writer.apply(event),
         &changed,
         &mut tasks,
     );
@@ -70,13 +77,15 @@ pub fn watch(
             &mut tasks,
         )
     });
-    let managed = spawn_reflector(
+    let (managed, writer) = store::managed_store();
+    spawn_watch(
         Api::<Secret>::namespaced(client.clone(), gateway_namespace),
         watcher::Config::default().labels(&format!(
             "{}={}",
             keys::MANAGED_BY,
             keys::MANAGED_BY_VALUE
         )),
+        move |event| writer.apply(event),
         &changed,
         &mut tasks,
     );
@@ -128,9 +137,46 @@ where
     store
 }
 
+/// Runs a watch into a compact store: each event goes to `apply`; every
+/// event (and every watch error, after which the watcher relists with
+/// backoff) pokes `changed`.
+fn spawn_watch<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    mut apply: impl FnMut(watcher::Event<K>) + Send + 'static,
+    changed: &Arc<Notify>,
+    tasks: &mut Vec<JoinHandle<()>>,
+) where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    let changed = Arc::clone(changed);
+    let stream = watcher(api, config).default_backoff();
+    tasks.push(tokio::spawn(async move {
+        futures::pin_mut!(stream);
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(event) => apply(event),
+                Err(e) => {
+                    tracing::warn!(error = %e, kind = std::any::type_name::<K>(), "watch failed; relisting with backoff");
+                }
+            }
+            changed.notify_one();
+        }
+    }));
+}
+
+/// Why the watches never became ready.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadyError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Reflector(#[from] reflector::store::WriterDropped),
+}
+
 impl Stores {
     /// Waits until every watch has listed once.
-    pub async fn wait_ready(&self) -> Result<(), reflector::store::WriterDropped> {
+    pub async fn wait_ready(&self) -> Result<(), ReadyError> {
         self.tls_sources.wait_until_ready().await?;
         if let Some(ns) = &self.namespaces {
             ns.wait_until_ready().await?;
@@ -138,7 +184,7 @@ impl Stores {
         if let Some(cm) = &self.certmerges {
             cm.wait_until_ready().await?;
         }
-        self.managed.wait_until_ready().await
+        Ok(self.managed.wait_until_ready().await?)
     }
 
     /// The sources a decision can involve: annotated TLS Secrets, and any
@@ -149,16 +195,7 @@ impl Stores {
         &self,
         merge_namespaces: &std::collections::BTreeSet<String>,
     ) -> Vec<SourceMeta> {
-        self.tls_sources
-            .state()
-            .iter()
-            .filter(|m| {
-                m.annotations().contains_key(keys::AUTOSYNC)
-                    || m.namespace()
-                        .is_some_and(|ns| merge_namespaces.contains(&ns))
-            })
-            .map(|m| source_meta(m))
-            .collect()
+        self.tls_sources.sources(merge_namespaces)
     }
 
     pub fn namespace_labels(&self) -> BTreeMap<String, BTreeMap<String, String>> {
@@ -177,25 +214,9 @@ impl Stores {
             .collect()
     }
 
+    /// The managed Secrets by name; their data is shared with the store.
     pub fn managed_secrets(&self) -> BTreeMap<String, PublishedSecret> {
-        self.managed
-            .state()
-            .iter()
-            .map(|s| (s.name_any(), published_secret(s)))
-            .collect()
-    }
-}
-
-fn source_meta(meta: &PartialObjectMeta<Secret>) -> SourceMeta {
-    SourceMeta {
-        key: ObjectRef::new(meta.namespace().unwrap_or_default(), meta.name_any()),
-        uid: meta.uid().unwrap_or_default(),
-        resource_version: meta.resource_version().unwrap_or_default(),
-        // The watch's field selector admits only TLS Secrets.
-        secret_type: keys::TLS_TYPE.to_owned(),
-        labels: meta.labels().clone(),
-        annotations: meta.annotations().clone(),
-        created: meta.creation_timestamp().map_or(0, |t| t.0.as_second()),
+        self.managed.published()
     }
 }
 
@@ -209,7 +230,7 @@ pub fn published_secret(secret: &Secret) -> PublishedSecret {
             .data
             .iter()
             .flatten()
-            .map(|(k, v)| (k.clone(), v.0.clone()))
+            .map(|(k, v)| (k.clone(), Blob::from(v.0.as_slice())))
             .collect(),
     }
 }
@@ -242,16 +263,12 @@ pub async fn read_source(
     source: &ObjectRef,
 ) -> Result<Option<(String, SourceData)>, kube::Error> {
     let api = Api::<Secret>::namespaced(client.clone(), &source.namespace);
-    let Some(secret) = api.get_opt(&source.name).await? else {
+    let Some(mut secret) = api.get_opt(&source.name).await? else {
         return Ok(None);
     };
-    let field = |key: &str| {
-        secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(key))
-            .map(|v| v.0.clone())
-    };
+    // Moved out of the Secret, not copied.
+    let mut data = secret.data.take().unwrap_or_default();
+    let mut field = |key: &str| data.remove(key).map(|v| v.0);
     Ok(Some((
         secret.resource_version().unwrap_or_default(),
         SourceData {
@@ -276,25 +293,90 @@ pub async fn read_target(
 /// Server-side applies a desired Secret (cert and key in one object update).
 pub async fn apply_secret(client: &Client, desired: &DesiredSecret) -> Result<(), kube::Error> {
     let api = Api::<Secret>::namespaced(client.clone(), &desired.namespace);
-    let body = serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {
-            "name": desired.name,
-            "namespace": desired.namespace,
-            "labels": desired.labels,
-            "annotations": desired.annotations,
+    let body = ApplyBody {
+        api_version: "v1",
+        kind: "Secret",
+        metadata: ApplyMeta {
+            name: &desired.name,
+            namespace: &desired.namespace,
+            labels: &desired.labels,
+            annotations: Some(&desired.annotations),
         },
-        "type": desired.secret_type,
-        "data": desired.data.iter().map(|(k, v)| (k.clone(), ByteString(v.clone()))).collect::<BTreeMap<_, _>>(),
-    });
-    api.patch(
-        &desired.name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(body),
-    )
-    .await
-    .map(|_| ())
+        type_: Some(&desired.secret_type),
+        data: Base64Data(&desired.data),
+    };
+    // So the watch event of this write shares these bytes (see `store`).
+    store::remember_applied(&desired.name, &desired.data);
+    apply_discarding_response(client, &api, &desired.name, &body).await
+}
+
+/// A server-side apply body serialized straight from borrowed data: the
+/// manifest is a megabyte and a thousand Secrets are megabytes, and a
+/// `serde_json::Value` would copy all of it first.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ApplyBody<'a, D> {
+    api_version: &'a str,
+    kind: &'a str,
+    metadata: ApplyMeta<'a>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    type_: Option<&'a str>,
+    data: D,
+}
+
+#[derive(serde::Serialize)]
+struct ApplyMeta<'a> {
+    name: &'a str,
+    namespace: &'a str,
+    labels: &'a BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    annotations: Option<&'a BTreeMap<String, String>>,
+}
+
+/// A Secret's `data`, base64-encoded as it is written out.
+struct Base64Data<'a>(&'a BTreeMap<String, Blob>);
+
+impl serde::Serialize for Base64Data<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(k, v)| (k, Base64Value(v))))
+    }
+}
+
+struct Base64Value<'a>(&'a [u8]);
+
+impl serde::Serialize for Base64Value<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&base64::display::Base64Display::new(
+            self.0,
+            &base64::engine::general_purpose::STANDARD,
+        ))
+    }
+}
+
+/// Server-side applies `body` to `name` and reads the answer only for its
+/// status: the object the API server sends back (the whole manifest, or a
+/// Secret with its data) is not needed, so it is never decoded.
+async fn apply_discarding_response<K>(
+    client: &Client,
+    api: &Api<K>,
+    name: &str,
+    body: &impl serde::Serialize,
+) -> Result<(), kube::Error>
+where
+    K: kube::Resource,
+{
+    let mut req = kube::core::Request::new(api.resource_url())
+        .patch(
+            name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(body),
+        )
+        .map_err(kube::Error::BuildRequest)?;
+    req.extensions_mut().insert("patch");
+    client
+        .request::<serde::de::IgnoredAny>(req)
+        .await
+        .map(|_| ())
 }
 
 /// Deletes a Secret cert-sync published, only if it is still the version
@@ -329,19 +411,19 @@ pub async fn apply_config_map(
     data: &BTreeMap<String, String>,
 ) -> Result<(), kube::Error> {
     let api = Api::<ConfigMap>::namespaced(client.clone(), namespace);
-    let body = serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": { "name": name, "namespace": namespace, "labels": labels },
-        "data": data,
-    });
-    api.patch(
-        name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(body),
-    )
-    .await
-    .map(|_| ())
+    let body = ApplyBody {
+        api_version: "v1",
+        kind: "ConfigMap",
+        metadata: ApplyMeta {
+            name,
+            namespace,
+            labels,
+            annotations: None,
+        },
+        type_: None,
+        data,
+    };
+    apply_discarding_response(client, &api, name, &body).await
 }
 
 /// Server-side applies a CertMerge's status subresource.
@@ -365,19 +447,51 @@ pub async fn apply_certmerge_status(
     .map(|_| ())
 }
 
-/// Events on sources and CertMerges.
+/// How long a written Event is remembered so that a repeat becomes a series
+/// update instead of a new Event (kube's `Recorder` uses the same six minutes).
+const EVENT_CACHE_TTL: jiff::SignedDuration = jiff::SignedDuration::from_mins(6);
+
+/// What is remembered of an Event already written. kube's `Recorder` keeps
+/// the whole Event object for this; a thousand publications are a thousand
+/// Events, megabytes held for six minutes, where a name, a time and the
+/// note suffice to write the same series update.
+struct Recorded {
+    name: String,
+    event_time: jiff::Timestamp,
+    note: Option<String>,
+    /// Occurrences so far when more than one (`series.count`).
+    count: Option<i32>,
+    last_observed: jiff::Timestamp,
+}
+
+impl Recorded {
+    fn last_seen(&self) -> jiff::Timestamp {
+        if self.count.is_some() {
+            self.last_observed
+        } else {
+            self.event_time
+        }
+    }
+}
+
+/// Events on sources and CertMerges (`events.k8s.io/v1`), written as
+/// kube's `Recorder` writes them: a new Event, or, for the same type,
+/// action, reason and object within six minutes, a merge patch of the
+/// first one with a `series`.
 pub struct Events {
-    recorder: Recorder,
+    client: Client,
+    controller: String,
+    instance: String,
+    recorded: Mutex<HashMap<String, Recorded>>,
 }
 
 impl Events {
     pub fn new(client: Client, instance: &str) -> Self {
-        let reporter = Reporter {
-            controller: "cert-sync".into(),
-            instance: Some(instance.to_owned()),
-        };
         Events {
-            recorder: Recorder::new(client, reporter),
+            client,
+            controller: "cert-sync".to_owned(),
+            instance: instance.to_owned(),
+            recorded: Mutex::new(HashMap::new()),
         }
     }
 
@@ -388,19 +502,91 @@ impl Events {
         reason: &str,
         message: &str,
     ) -> Result<(), kube::Error> {
-        let event = Event {
-            type_: if warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: reason.to_owned(),
-            note: Some(message.chars().take(1000).collect()),
-            action: if warning { "Refuse" } else { "Publish" }.to_owned(),
-            secondary: None,
+        let now = jiff::Timestamp::now();
+        let action = if warning { "Refuse" } else { "Publish" };
+        let type_ = if warning { "Warning" } else { "Normal" };
+        let key = event_key(&about, type_, action, reason);
+        let mut recorded = self.recorded.lock().await;
+        recorded.retain(|_, r| r.last_seen() + EVENT_CACHE_TTL > now);
+        let (name, event_time, note, count) = match recorded.get(&key) {
+            Some(r) => (
+                r.name.clone(),
+                r.event_time,
+                r.note.clone(),
+                Some(r.count.map_or(2, |c| c + 1)),
+            ),
+            None => (
+                format!(
+                    "{}.{:x}",
+                    about.name.as_deref().unwrap_or(&self.controller),
+                    now.as_nanosecond()
+                ),
+                now,
+                Some(message.chars().take(1000).collect()),
+                None,
+            ),
         };
-        self.recorder.publish(&event, &about).await
+        let event = K8sEvent {
+            action: Some(action.to_owned()),
+            reason: Some(reason.to_owned()),
+            event_time: Some(MicroTime(event_time)),
+            note: note.clone(),
+            metadata: ObjectMeta {
+                namespace: about.namespace.clone(),
+                name: Some(name.clone()),
+                ..ObjectMeta::default()
+            },
+            reporting_controller: Some(self.controller.clone()),
+            reporting_instance: Some(self.instance.clone()),
+            series: count.map(|count| EventSeries {
+                count,
+                last_observed_time: MicroTime(now),
+            }),
+            type_: Some(type_.to_owned()),
+            regarding: Some(about.clone()),
+            ..K8sEvent::default()
+        };
+        let api = Api::<K8sEvent>::namespaced(
+            self.client.clone(),
+            about.namespace.as_deref().unwrap_or("default"),
+        );
+        if count.is_some() {
+            api.patch(&name, &PatchParams::default(), &Patch::Merge(&event))
+                .await?;
+        } else {
+            api.create(&PostParams::default(), &event).await?;
+        }
+        recorded.insert(
+            key,
+            Recorded {
+                name,
+                event_time,
+                note,
+                count,
+                last_observed: now,
+            },
+        );
+        Ok(())
     }
+}
+
+/// What makes two Events "the same" for a series (kube's `EventKey`; the
+/// reporter is fixed per process).
+fn event_key(about: &ObjectReference, type_: &str, action: &str, reason: &str) -> String {
+    let field = |f: &Option<String>| f.as_deref().unwrap_or_default().to_owned();
+    [
+        type_.to_owned(),
+        action.to_owned(),
+        reason.to_owned(),
+        field(&about.api_version),
+        field(&about.kind),
+        field(&about.namespace),
+        field(&about.name),
+        field(&about.uid),
+        field(&about.field_path),
+        field(&about.resource_version),
+    ]
+    .join("\0")
 }
 
 /// An ObjectReference to a Secret (Events are recorded against sources).

@@ -1,3 +1,5 @@
+#[cfg(feature = "alloc-stats")]
+pub mod alloc_stats;
 pub mod cluster;
 pub mod files;
 pub mod gateway_config;
@@ -7,3 +9,4 @@ pub mod metrics;
 pub mod pods;
 pub mod reports;
 pub mod rollout;
+pub mod store;

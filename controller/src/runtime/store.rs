@@ -1,0 +1,762 @@
+//! Compact caches for the two Secret watches.
+//!
+//! kube's reflector keeps every watched object whole (a `PartialObjectMeta`
+//! is an `ObjectMeta` with some twenty fields, each map and string its own
+//! allocation) and clones each one on the way in. For 10,000 TLS Secrets
+//! that was most of cert-sync's memory. These stores keep only what a
+//! decision reads, with repeated strings and label sets shared:
+//!
+//! * [`SourceStore`] (every `kubernetes.io/tls` Secret, metadata-only): name,
+//!   uid, resourceVersion, creation time, labels and the autosync
+//!   annotation — the only annotation the core reads
+//!   ([`crate::core::selection::is_autosync`]).
+//! * [`ManagedStore`] (cert-sync's own Secrets in the gateway namespace): what
+//!   [`PublishedSecret`] holds, the data as shared [`Blob`]s. A value equal
+//!   to the one last seen for the same key, or to the one cert-sync just
+//!   applied there ([`remember_applied`]), is shared rather than held twice.
+//!
+//! Both keep the reflector's semantics: a relist is buffered and replaces
+//! the contents at once when complete; `wait_until_ready` returns after the
+//! first complete list. `state()` gives the kube-shaped view the tests and
+//! the resourceVersion preconditions use.
+
+use crate::core::model::{keys, Blob, ObjectRef, PublishedSecret, SourceMeta};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kube::api::PartialObjectMeta;
+use kube::core::PartialObjectMetaExt;
+use kube::runtime::watcher;
+use kube::Resource as _;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
+use thiserror::Error;
+use tokio::sync::watch;
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("the watch feeding this store stopped before its first list completed")]
+    WatchStopped,
+}
+
+/// A label or annotation map.
+type Labels = BTreeMap<String, String>;
+
+/// Shares repeated strings (namespaces, annotation values) and whole label
+/// sets between records. Entries nobody else holds are dropped by
+/// [`Interner::prune`], so it never outgrows the store.
+#[derive(Default)]
+pub struct Interner {
+    strings: HashSet<Arc<str>>,
+    label_sets: HashSet<Arc<Labels>>,
+    /// Records removed or replaced since the last prune.
+    released: usize,
+}
+
+impl Interner {
+    fn string(&mut self, s: &str) -> Arc<str> {
+        if let Some(found) = self.strings.get(s) {
+            return Arc::clone(found);
+        }
+        let new: Arc<str> = Arc::from(s);
+        self.strings.insert(Arc::clone(&new));
+        new
+    }
+
+    fn labels(&mut self, labels: Labels) -> Arc<Labels> {
+        if let Some(found) = self.label_sets.get(&labels) {
+            return Arc::clone(found);
+        }
+        let new = Arc::new(labels);
+        self.label_sets.insert(Arc::clone(&new));
+        new
+    }
+
+    fn prune(&mut self) {
+        self.strings.retain(|s| Arc::strong_count(s) > 1);
+        self.label_sets.retain(|s| Arc::strong_count(s) > 1);
+        self.released = 0;
+    }
+
+    /// Prunes once as many records went as the store holds (amortised O(1)).
+    fn released(&mut self, live: usize) {
+        self.released += 1;
+        if self.released > live / 2 + 64 {
+            self.prune();
+        }
+    }
+}
+
+/// A string that is usually a decimal number (resourceVersion) or a UUID
+/// (uid), held in place when it is one. Displays as the original text.
+#[derive(Clone, PartialEq, Eq)]
+enum Text {
+    Number(u64),
+    Uuid([u8; 16]),
+    Other(Box<str>),
+}
+
+impl Text {
+    fn new(s: &str) -> Text {
+        if let Ok(n) = s.parse::<u64>() {
+            // Only the canonical spelling: "007" must come back as "007".
+            if n.to_string() == s {
+                return Text::Number(n);
+            }
+        }
+        if let Some(uuid) = parse_uuid(s) {
+            return Text::Uuid(uuid);
+        }
+        Text::Other(s.into())
+    }
+}
+
+impl fmt::Display for Text {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Text::Number(n) => write!(f, "{n}"),
+            Text::Uuid(b) => {
+                for (i, byte) in b.iter().enumerate() {
+                    if matches!(i, 4 | 6 | 8 | 10) {
+                        f.write_str("-")?;
+                    }
+                    write!(f, "{byte:02x}")?;
+                }
+                Ok(())
+            }
+            Text::Other(s) => f.write_str(s),
+        }
+    }
+}
+
+/// The 16 bytes of a lowercase, hyphenated UUID (the form Kubernetes
+/// writes); anything else is kept as text.
+fn parse_uuid(s: &str) -> Option<[u8; 16]> {
+    let bytes = s.as_bytes();
+    if bytes.len() != 36 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    let mut hex = bytes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !matches!(i, 8 | 13 | 18 | 23));
+    for slot in &mut out {
+        let mut byte = 0u8;
+        for _ in 0..2 {
+            let (_, c) = hex.next()?;
+            let nibble = match c {
+                b'0'..=b'9' => c - b'0',
+                b'a'..=b'f' => c - b'a' + 10,
+                _ => return None,
+            };
+            byte = byte << 4 | nibble;
+        }
+        *slot = byte;
+    }
+    [8, 13, 18, 23]
+        .iter()
+        .all(|&i| bytes[i] == b'-')
+        .then_some(out)
+}
+
+/// How a record is made from a watched object.
+pub trait Record: Sized + Send + Sync + 'static {
+    type Object: kube::Resource;
+    /// `previous` is the record held for the same object, if any.
+    fn compact(
+        object: Self::Object,
+        namespace: &str,
+        name: &str,
+        previous: Option<&Self>,
+        interner: &mut Interner,
+    ) -> Self;
+}
+
+/// namespace → name → record. Namespaces are interned: one allocation each.
+type Records<R> = BTreeMap<Arc<str>, BTreeMap<Box<str>, R>>;
+
+struct State<R> {
+    live: Records<R>,
+    len: usize,
+    /// The objects of a relist in progress (after `Init`, until `InitDone`).
+    relist: Option<(Records<R>, usize)>,
+    interner: Interner,
+}
+
+impl<R> Default for State<R> {
+    fn default() -> Self {
+        State {
+            live: BTreeMap::new(),
+            len: 0,
+            relist: None,
+            interner: Interner::default(),
+        }
+    }
+}
+
+fn insert<R: Record>(
+    into: &mut Records<R>,
+    len: &mut usize,
+    previous: Option<&Records<R>>,
+    interner: &mut Interner,
+    object: R::Object,
+) -> bool {
+    let namespace = object.meta().namespace.clone().unwrap_or_default();
+    let Some(name) = object.meta().name.clone() else {
+        return false;
+    };
+    let earlier = previous
+        .unwrap_or(into)
+        .get(namespace.as_str())
+        .and_then(|m| m.get(name.as_str()));
+    let record = R::compact(object, &namespace, &name, earlier, interner);
+    let ns = interner.string(&namespace);
+    let replaced = into
+        .entry(ns)
+        .or_default()
+        .insert(name.into_boxed_str(), record);
+    if replaced.is_none() {
+        *len += 1;
+    }
+    replaced.is_some()
+}
+
+/// A watch-fed store of compact records; cheap to clone (shared).
+pub struct CompactStore<R> {
+    state: Arc<RwLock<State<R>>>,
+    ready: watch::Receiver<bool>,
+}
+
+impl<R> Clone for CompactStore<R> {
+    fn clone(&self) -> Self {
+        CompactStore {
+            state: Arc::clone(&self.state),
+            ready: self.ready.clone(),
+        }
+    }
+}
+
+/// The writing half, driven by the watch task.
+pub struct Writer<R> {
+    state: Arc<RwLock<State<R>>>,
+    ready: watch::Sender<bool>,
+}
+
+fn new_store<R>() -> (CompactStore<R>, Writer<R>) {
+    let state = Arc::new(RwLock::new(State::default()));
+    let (tx, rx) = watch::channel(false);
+    (
+        CompactStore {
+            state: Arc::clone(&state),
+            ready: rx,
+        },
+        Writer { state, ready: tx },
+    )
+}
+
+impl<R: Record> Writer<R> {
+    /// Applies one watch event, as kube's reflector would.
+    pub fn apply(&self, event: watcher::Event<R::Object>) {
+        let mut guard = self.state.write().unwrap_or_else(PoisonError::into_inner);
+        let state = &mut *guard;
+        match event {
+            watcher::Event::Init => state.relist = Some((BTreeMap::new(), 0)),
+            watcher::Event::InitApply(object) => match &mut state.relist {
+                Some((records, len)) => {
+                    insert(records, len, Some(&state.live), &mut state.interner, object);
+                }
+                None => {
+                    if insert(
+                        &mut state.live,
+                        &mut state.len,
+                        None,
+                        &mut state.interner,
+                        object,
+                    ) {
+                        state.interner.released(state.len);
+                    }
+                }
+            },
+            watcher::Event::InitDone => {
+                if let Some((records, len)) = state.relist.take() {
+                    state.live = records;
+                    state.len = len;
+                    state.interner.prune();
+                }
+                self.ready.send_replace(true);
+            }
+            watcher::Event::Apply(object) => {
+                if insert(
+                    &mut state.live,
+                    &mut state.len,
+                    None,
+                    &mut state.interner,
+                    object,
+                ) {
+                    state.interner.released(state.len);
+                }
+            }
+            watcher::Event::Delete(object) => {
+                let namespace = object.meta().namespace.as_deref().unwrap_or_default();
+                let Some(name) = object.meta().name.as_deref() else {
+                    return;
+                };
+                let removed = state
+                    .live
+                    .get_mut(namespace)
+                    .and_then(|m| m.remove(name))
+                    .is_some();
+                if state.live.get(namespace).is_some_and(BTreeMap::is_empty) {
+                    state.live.remove(namespace);
+                }
+                if removed {
+                    state.len -= 1;
+                    state.interner.released(state.len);
+                }
+            }
+        }
+    }
+}
+
+impl<R> CompactStore<R> {
+    /// Waits until the first list is complete.
+    pub async fn wait_until_ready(&self) -> Result<(), StoreError> {
+        let mut ready = self.ready.clone();
+        ready
+            .wait_for(|r| *r)
+            .await
+            .map(|_| ())
+            .map_err(|_| StoreError::WatchStopped)
+    }
+
+    pub fn len(&self) -> usize {
+        self.read().len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State<R>> {
+        self.state.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Calls `f` with each record, in namespace/name order.
+    fn each(&self, mut f: impl FnMut(&str, &str, &R)) {
+        let state = self.read();
+        for (namespace, records) in &state.live {
+            for (name, record) in records {
+                f(namespace, name, record);
+            }
+        }
+    }
+}
+
+fn time(seconds: i64) -> Option<Time> {
+    // 0 stands for "no creationTimestamp" (see `SourceMeta::created`).
+    (seconds != 0)
+        .then(|| jiff::Timestamp::from_second(seconds).ok())
+        .flatten()
+        .map(Time)
+}
+
+// ---------------------------------------------------------------- sources
+
+/// One `kubernetes.io/tls` Secret as the source watch keeps it.
+pub struct SourceRecord {
+    uid: Text,
+    resource_version: Text,
+    created: i64,
+    labels: Arc<Labels>,
+    /// The value of `certsync.istio.io/autosync`, when present.
+    autosync: Option<Arc<str>>,
+}
+
+impl Record for SourceRecord {
+    type Object = PartialObjectMeta<Secret>;
+
+    fn compact(
+        object: Self::Object,
+        _namespace: &str,
+        _name: &str,
+        _previous: Option<&Self>,
+        interner: &mut Interner,
+    ) -> Self {
+        let meta = object.metadata;
+        SourceRecord {
+            uid: Text::new(meta.uid.as_deref().unwrap_or_default()),
+            resource_version: Text::new(meta.resource_version.as_deref().unwrap_or_default()),
+            created: meta.creation_timestamp.map_or(0, |t| t.0.as_second()),
+            labels: interner.labels(meta.labels.unwrap_or_default()),
+            autosync: meta
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(keys::AUTOSYNC))
+                .map(|v| interner.string(v)),
+        }
+    }
+}
+
+/// Every `kubernetes.io/tls` Secret in the cluster, metadata only.
+pub type SourceStore = CompactStore<SourceRecord>;
+
+pub(crate) fn source_store() -> (SourceStore, Writer<SourceRecord>) {
+    new_store()
+}
+
+impl SourceRecord {
+    fn meta(&self, namespace: &str, name: &str) -> SourceMeta {
+        SourceMeta {
+            key: ObjectRef::new(namespace, name),
+            uid: self.uid.to_string(),
+            resource_version: self.resource_version.to_string(),
+            // The watch's field selector admits only TLS Secrets.
+            secret_type: keys::TLS_TYPE.to_owned(),
+            labels: (*self.labels).clone(),
+            annotations: self
+                .autosync
+                .iter()
+                .map(|v| (keys::AUTOSYNC.to_owned(), v.to_string()))
+                .collect(),
+            created: self.created,
+        }
+    }
+}
+
+impl CompactStore<SourceRecord> {
+    /// The sources a decision can involve: Secrets with the autosync
+    /// annotation, and every Secret in `merge_namespaces`.
+    pub fn sources(&self, merge_namespaces: &BTreeSet<String>) -> Vec<SourceMeta> {
+        let mut out = Vec::new();
+        self.each(|namespace, name, r| {
+            if r.autosync.is_some() || merge_namespaces.contains(namespace) {
+                out.push(r.meta(namespace, name));
+            }
+        });
+        out
+    }
+
+    /// The kube-shaped view (name, namespace, uid, resourceVersion,
+    /// creationTimestamp, labels, the autosync annotation).
+    pub fn state(&self) -> Vec<Arc<PartialObjectMeta<Secret>>> {
+        let mut out = Vec::with_capacity(self.len());
+        self.each(|namespace, name, r| {
+            let meta = r.meta(namespace, name);
+            out.push(Arc::new(
+                ObjectMeta {
+                    name: Some(meta.key.name),
+                    namespace: Some(meta.key.namespace),
+                    uid: Some(meta.uid),
+                    resource_version: Some(meta.resource_version),
+                    creation_timestamp: time(meta.created),
+                    labels: Some(meta.labels),
+                    annotations: Some(meta.annotations),
+                    ..ObjectMeta::default()
+                }
+                .into_request_partial::<Secret>(),
+            ));
+        });
+        out
+    }
+}
+
+// ---------------------------------------------------------------- managed
+
+/// One Secret cert-sync manages in the gateway namespace.
+pub struct ManagedRecord {
+    resource_version: Text,
+    secret_type: Option<Arc<str>>,
+    labels: Arc<Labels>,
+    annotations: Labels,
+    data: BTreeMap<String, Blob>,
+}
+
+impl Record for ManagedRecord {
+    type Object = Secret;
+
+    fn compact(
+        object: Self::Object,
+        _namespace: &str,
+        name: &str,
+        previous: Option<&Self>,
+        interner: &mut Interner,
+    ) -> Self {
+        let data = object
+            .data
+            .into_iter()
+            .flatten()
+            .map(|(key, value)| {
+                let blob = previous
+                    .and_then(|p| p.data.get(&key))
+                    .filter(|b| ***b == *value.0)
+                    .cloned()
+                    .or_else(|| take_applied(name, &key, &value.0))
+                    .unwrap_or_else(|| Blob::from(value.0));
+                (key, blob)
+            })
+            .collect();
+        let meta = object.metadata;
+        ManagedRecord {
+            resource_version: Text::new(meta.resource_version.as_deref().unwrap_or_default()),
+            secret_type: object.type_.as_deref().map(|t| interner.string(t)),
+            labels: interner.labels(meta.labels.unwrap_or_default()),
+            annotations: meta.annotations.unwrap_or_default(),
+            data,
+        }
+    }
+}
+
+/// cert-sync's Secrets in the gateway namespace, with their data.
+pub type ManagedStore = CompactStore<ManagedRecord>;
+
+pub(crate) fn managed_store() -> (ManagedStore, Writer<ManagedRecord>) {
+    new_store()
+}
+
+impl CompactStore<ManagedRecord> {
+    /// Every managed Secret by name, as the core compares it. The data is
+    /// shared, not copied.
+    pub fn published(&self) -> BTreeMap<String, PublishedSecret> {
+        let mut out = BTreeMap::new();
+        self.each(|_, name, r| {
+            out.insert(
+                name.to_owned(),
+                PublishedSecret {
+                    name: name.to_owned(),
+                    secret_type: r.secret_type.as_deref().unwrap_or("Opaque").to_owned(),
+                    labels: (*r.labels).clone(),
+                    annotations: r.annotations.clone(),
+                    data: r.data.clone(),
+                },
+            );
+        });
+        out
+    }
+
+    /// The kube-shaped view, without data (name, namespace,
+    /// resourceVersion, labels, annotations).
+    pub fn state(&self) -> Vec<Arc<PartialObjectMeta<Secret>>> {
+        let mut out = Vec::with_capacity(self.len());
+        self.each(|namespace, name, r| {
+            out.push(Arc::new(
+                ObjectMeta {
+                    name: Some(name.to_owned()),
+                    namespace: Some(namespace.to_owned()),
+                    resource_version: Some(r.resource_version.to_string()),
+                    labels: Some((*r.labels).clone()),
+                    annotations: Some(r.annotations.clone()),
+                    ..ObjectMeta::default()
+                }
+                .into_request_partial::<Secret>(),
+            ));
+        });
+        out
+    }
+}
+
+// ------------------------------------------------- data cert-sync applied
+
+/// Data values cert-sync has just applied, by (Secret name, data key), held
+/// weakly: when the watch brings the Secret back, its store record shares
+/// the bytes of the desired state instead of keeping a second copy. Only the
+/// same key of the same Secret is ever shared, and only equal bytes, so
+/// this changes memory, never content.
+static APPLIED: Mutex<BTreeMap<AppliedKey, Weak<[u8]>>> = Mutex::new(BTreeMap::new());
+
+/// (Secret name, data key).
+type AppliedKey = (String, String);
+
+/// Notes the data of a Secret about to be applied (see [`APPLIED`]).
+pub fn remember_applied(name: &str, data: &BTreeMap<String, Blob>) {
+    let mut applied = APPLIED.lock().unwrap_or_else(PoisonError::into_inner);
+    for (key, value) in data {
+        applied.insert((name.to_owned(), key.clone()), value.downgrade());
+    }
+    // Entries whose watch event never came (a failed write) die with the
+    // desired state; drop them once they are the larger part.
+    if applied.len() > 256 {
+        applied.retain(|_, w| w.strong_count() > 0);
+    }
+}
+
+fn take_applied(name: &str, key: &str, bytes: &[u8]) -> Option<Blob> {
+    let mut applied = APPLIED.lock().unwrap_or_else(PoisonError::into_inner);
+    let weak = applied.remove(&(name.to_owned(), key.to_owned()))?;
+    Blob::upgrade(&weak).filter(|b| **b == *bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::ByteString;
+    use kube::ResourceExt as _;
+
+    fn source(ns: &str, name: &str, rv: &str, autosync: bool) -> PartialObjectMeta<Secret> {
+        ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(ns.into()),
+            uid: Some("0f8fad5b-d9cb-469f-a165-70867728950e".into()),
+            resource_version: Some(rv.into()),
+            labels: Some(BTreeMap::from([("app".into(), "web".into())])),
+            annotations: Some(
+                [
+                    ("other".to_owned(), "x".to_owned()),
+                    (keys::AUTOSYNC.to_owned(), "true".to_owned()),
+                ]
+                .into_iter()
+                .filter(|(k, _)| autosync || k != keys::AUTOSYNC)
+                .collect(),
+            ),
+            creation_timestamp: time(1_700_000_000),
+            ..ObjectMeta::default()
+        }
+        .into_request_partial()
+    }
+
+    #[test]
+    fn text_round_trips_whatever_it_holds() {
+        for s in [
+            "0",
+            "12345",
+            "007",
+            "",
+            "abc",
+            "0f8fad5b-d9cb-469f-a165-70867728950e",
+            "0F8FAD5B-D9CB-469F-A165-70867728950E",
+            "0f8fad5b-d9cb-469f-a165-70867728950",
+            "0f8fad5bd-9cb-469f-a165-70867728950e",
+            "18446744073709551616",
+        ] {
+            assert_eq!(Text::new(s).to_string(), s);
+        }
+        assert!(matches!(Text::new("42"), Text::Number(42)));
+        assert!(matches!(
+            Text::new("0f8fad5b-d9cb-469f-a165-70867728950e"),
+            Text::Uuid(_)
+        ));
+    }
+
+    #[test]
+    fn sources_keep_what_selection_reads_and_relists_replace_everything() {
+        let (store, writer) = source_store();
+        writer.apply(watcher::Event::Init);
+        writer.apply(watcher::Event::InitApply(source("shop", "a", "5", true)));
+        writer.apply(watcher::Event::InitApply(source("blog", "b", "6", false)));
+        assert!(store.is_empty(), "a relist is visible only when complete");
+        writer.apply(watcher::Event::InitDone);
+        assert_eq!(store.len(), 2);
+
+        let picked = store.sources(&BTreeSet::new());
+        assert_eq!(picked.len(), 1);
+        let a = &picked[0];
+        assert_eq!(a.key, ObjectRef::new("shop", "a"));
+        assert_eq!(a.uid, "0f8fad5b-d9cb-469f-a165-70867728950e");
+        assert_eq!(a.resource_version, "5");
+        assert_eq!(a.created, 1_700_000_000);
+        assert_eq!(a.labels["app"], "web");
+        assert_eq!(
+            a.annotations,
+            BTreeMap::from([(keys::AUTOSYNC.to_owned(), "true".to_owned())])
+        );
+        let with_blog = store.sources(&BTreeSet::from(["blog".to_owned()]));
+        assert_eq!(with_blog.len(), 2);
+
+        writer.apply(watcher::Event::Apply(source("shop", "a", "7", false)));
+        writer.apply(watcher::Event::Delete(source("blog", "b", "6", false)));
+        assert!(store
+            .sources(&BTreeSet::from(["blog".to_owned()]))
+            .is_empty());
+        let view = store.state();
+        assert_eq!(view.len(), 1);
+        assert_eq!(view[0].metadata.resource_version.as_deref(), Some("7"));
+
+        writer.apply(watcher::Event::Init);
+        writer.apply(watcher::Event::InitApply(source("wiki", "c", "9", true)));
+        writer.apply(watcher::Event::InitDone);
+        let names: Vec<_> = store.state().iter().map(|s| s.name_any()).collect();
+        assert_eq!(names, ["c"]);
+    }
+
+    #[tokio::test]
+    async fn ready_after_the_first_list_and_an_error_if_the_watch_stops_before() {
+        let (store, writer) = source_store();
+        writer.apply(watcher::Event::Init);
+        writer.apply(watcher::Event::InitDone);
+        store.wait_until_ready().await.unwrap();
+        let (never, writer) = source_store();
+        drop(writer);
+        assert!(never.wait_until_ready().await.is_err());
+    }
+
+    fn managed(name: &str, rv: &str, crt: &[u8]) -> Secret {
+        Secret {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("istio-system".into()),
+                resource_version: Some(rv.into()),
+                labels: Some(BTreeMap::from([(
+                    keys::MANAGED_BY.into(),
+                    keys::MANAGED_BY_VALUE.into(),
+                )])),
+                annotations: Some(BTreeMap::from([(keys::SOURCE.into(), "shop/a".into())])),
+                ..ObjectMeta::default()
+            },
+            type_: Some(keys::TLS_TYPE.into()),
+            data: Some(BTreeMap::from([
+                ("tls.crt".into(), ByteString(crt.to_vec())),
+                ("tls.key".into(), ByteString(b"key".to_vec())),
+            ])),
+            ..Secret::default()
+        }
+    }
+
+    #[test]
+    fn managed_secrets_share_unchanged_and_just_applied_bytes() {
+        let (store, writer) = managed_store();
+        writer.apply(watcher::Event::Init);
+        writer.apply(watcher::Event::InitDone);
+        let desired = BTreeMap::from([
+            ("tls.crt".to_owned(), Blob::from(b"crt-1".to_vec())),
+            ("tls.key".to_owned(), Blob::from(b"key".to_vec())),
+        ]);
+        remember_applied("shop.a.test1", &desired);
+        writer.apply(watcher::Event::Apply(managed(
+            "shop.a.test1",
+            "3",
+            b"crt-1",
+        )));
+        let first = store.published();
+        let p = &first["shop.a.test1"];
+        assert_eq!(p.secret_type, keys::TLS_TYPE);
+        assert!(p.is_managed());
+        assert_eq!(p.annotations[keys::SOURCE], "shop/a");
+        assert!(p.data["tls.crt"].same_bytes_as(&desired["tls.crt"]));
+        assert!(p.data["tls.key"].same_bytes_as(&desired["tls.key"]));
+
+        // A rotation: the changed value is new, the unchanged one shared.
+        writer.apply(watcher::Event::Apply(managed(
+            "shop.a.test1",
+            "4",
+            b"crt-2",
+        )));
+        let second = store.published();
+        let p2 = &second["shop.a.test1"];
+        assert_eq!(p2.data["tls.crt"], b"crt-2".to_vec());
+        assert!(p2.data["tls.key"].same_bytes_as(&p.data["tls.key"]));
+        let view = store.state();
+        assert_eq!(view[0].metadata.resource_version.as_deref(), Some("4"));
+
+        // Bytes that differ from what was applied are never shared.
+        remember_applied("shop.a.test1", &desired);
+        writer.apply(watcher::Event::Apply(managed(
+            "shop.a.test1",
+            "5",
+            b"crt-3",
+        )));
+        assert_eq!(
+            store.published()["shop.a.test1"].data["tls.crt"],
+            b"crt-3".to_vec()
+        );
+    }
+}
