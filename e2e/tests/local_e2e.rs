@@ -3,8 +3,9 @@
 //! agent and a real Envoy carrying the filter ([`certsync_e2e::local`]).
 //!
 //! Every scenario asserts what a user would notice: the certificate a TLS
-//! client is served by each Envoy, and what `/v1/status` (the data behind
-//! `cert-sync status`) says. One rig serves every scenario in order, so the
+//! client is served by each Envoy, what `/v1/status` says, and what the
+//! real `cert-sync status -o wide` table shows (Converged, Stale, Unknown,
+//! Missing, kept after a refusal). One rig serves every scenario in order, so the
 //! suite costs one cluster start-up; each scenario leaves the cluster
 //! Converged for the next.
 
@@ -47,6 +48,8 @@ fn scenarios(rig: &mut LocalCluster, started: &Instant) -> Result<()> {
     controller_restart_rebuilds_state(rig, &sites, &current)?;
     step(started, "forged reports → refused");
     forged_reports_are_refused(rig, &sites[2], &current[2])?;
+    step(started, "a host no gateway serves → Missing on every pod");
+    unrouted_host_is_missing(rig)?;
     rig.check_alive()?;
     step(started, "done");
     Ok(())
@@ -90,6 +93,18 @@ fn publish_converges(rig: &LocalCluster, sites: &[Site]) -> Result<Vec<TestCert>
         );
         rig.wait_served(site, cert, Duration::from_secs(5))?;
     }
+    let pods = rig.pods().len();
+    for (site, cert) in sites.iter().zip(&certs) {
+        table_says(
+            rig,
+            &site.source(),
+            &[
+                &cert.fingerprint.short(),
+                &format!("{pods}/{pods}"),
+                "Converged",
+            ],
+        )?;
+    }
     Ok(certs)
 }
 
@@ -118,6 +133,11 @@ fn bad_key_is_refused(rig: &LocalCluster, site: &Site, good: &TestCert) -> Resul
         status.sha256(&source) == Some(good.fingerprint.to_string().as_str()),
         "the last good certificate stays published: {status:?}"
     );
+    table_says(
+        rig,
+        &source,
+        &[&good.fingerprint.short(), "(kept: KeyMismatch)"],
+    )?;
     ensure!(
         status
             .refusals()
@@ -174,6 +194,7 @@ fn frozen_writer_climbs_the_ladder(
         rig.pod(1).served(&site.host)? == old.fingerprint,
         "the frozen pod still serves the old certificate"
     );
+    table_says(rig, &source, &["Progressing", "gw-1=Stale"])?;
     // Past --rollout-timeout the ladder starts.
     let event = rig.wait_event(&site.namespace, &STALL_REASONS, CONVERGE)?;
     eprintln!("  stall Event: {} {}", event.reason, event.message);
@@ -216,6 +237,7 @@ fn killed_envoy_is_unknown_then_verified(
         rig.pod(2).probe(&sites[0].host).is_err(),
         "gw-2's Envoy is down"
     );
+    table_says(rig, &sources[0], &["Progressing", "gw-2=Unknown"])?;
     rig.pod_mut(2).restart_envoy()?;
     for (site, cert) in sites.iter().zip(certs) {
         rig.wait_converged(site, cert, CONVERGE)?;
@@ -285,5 +307,46 @@ fn forged_reports_are_refused(rig: &LocalCluster, site: &Site, current: &TestCer
     );
     rig.wait_converged(site, current, Duration::from_secs(5))
         .context("still Converged on the real certificate")?;
+    Ok(())
+}
+
+/// A certificate published for a host no gateway is configured for (the
+/// Gateway server is not there yet): every pod reports, none has loaded
+/// the resource, so every pod is Missing and the rollout never converges.
+fn unrouted_host_is_missing(rig: &LocalCluster) -> Result<()> {
+    let site = Site::new("shop", "not-routed-tls", "not-routed.example.test");
+    let cert = rig.new_cert(&site.host)?;
+    rig.publish(&site, &cert)?;
+    let source = site.source();
+    let pods = rig.pod_names();
+    let status = rig.wait_status(&format!("{source} Missing on every pod"), CONVERGE, |s| {
+        pods.iter()
+            .all(|p| s.pod_state(&source, p) == Some("Missing"))
+    })?;
+    ensure!(
+        status.state(&source) == Some("Progressing"),
+        "nothing serves it, so it is not Converged: {status:?}"
+    );
+    table_says(
+        rig,
+        &source,
+        &[&format!("0/{}", pods.len()), "gw-0=Missing"],
+    )
+}
+
+/// `cert-sync status -o wide` (the real binary against the controller) has
+/// a row for `source` containing every one of `words`.
+fn table_says(rig: &LocalCluster, source: &str, words: &[&str]) -> Result<()> {
+    let table = rig.controller().status_table(true)?;
+    let row = table
+        .lines()
+        .find(|l| l.starts_with(&format!("{source} ")))
+        .with_context(|| format!("no row for {source} in\n{table}"))?;
+    for word in words {
+        ensure!(
+            row.contains(word),
+            "the row for {source} lacks {word:?}:\n{table}"
+        );
+    }
     Ok(())
 }

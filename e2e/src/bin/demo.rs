@@ -6,14 +6,13 @@
 //! `cert-sync status` table (the real binary, `--server`) as the state
 //! changes, with what a TLS client is actually served.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use certsync_e2e::local::controller::STALL_REASONS;
 use certsync_e2e::local::status::Status;
 use certsync_e2e::local::{LocalCluster, LocalOptions, Site};
 use certsync_e2e::pki::TestCert;
 use certsync_e2e::procs;
 use std::cell::RefCell;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -21,12 +20,11 @@ const WAIT: Duration = Duration::from_secs(60);
 fn main() -> Result<()> {
     procs::kill_children_on_panic();
     say("Building cert-sync and fake-apiserver (cargo; quick when up to date)");
-    let bins = procs::cluster_binaries()?;
+    procs::cluster_binaries()?;
     say("Starting a local cluster: fake API server, cert-sync controller, 3 gateway pods");
     let started = Instant::now();
     let mut rig = LocalCluster::start(LocalOptions::default())?;
     let demo = Demo {
-        status_cmd: bins.join("cert-sync"),
         shown: RefCell::new(String::new()),
     };
     println!(
@@ -148,7 +146,6 @@ fn main() -> Result<()> {
 }
 
 struct Demo {
-    status_cmd: std::path::PathBuf,
     /// The rollout picture last shown, so only changes are printed.
     shown: RefCell<String>,
 }
@@ -179,17 +176,11 @@ impl Demo {
 
     /// `cert-sync status --server <controller>`.
     fn table(&self, rig: &LocalCluster) -> Result<()> {
-        let output = Command::new(&self.status_cmd)
-            .args(["status", "--server", &rig.controller().url()])
-            .output()
-            .context("running cert-sync status")?;
         println!("  $ cert-sync status");
-        let text = String::from_utf8_lossy(if output.status.success() {
-            &output.stdout
-        } else {
-            &output.stderr
-        })
-        .into_owned();
+        let text = rig
+            .controller()
+            .status_table(false)
+            .unwrap_or_else(|e| format!("{e:#}"));
         for line in text.lines() {
             println!("  {line}");
         }

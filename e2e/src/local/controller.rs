@@ -8,7 +8,7 @@
 use super::status::Status;
 use crate::http1;
 use crate::procs::Proc;
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -124,6 +124,23 @@ impl Controller {
         Ok(Status(
             serde_json::from_str(&response.text()).context("parsing /v1/status")?,
         ))
+    }
+
+    /// `cert-sync status --server <this controller> [-o wide]`: the table a
+    /// person reads, from the real binary.
+    pub fn status_table(&self, wide: bool) -> Result<String> {
+        let mut cmd = Command::new(self.settings.bins.join("cert-sync"));
+        cmd.args(["status", "--server", &self.url()]);
+        if wide {
+            cmd.args(["-o", "wide"]);
+        }
+        let output = cmd.output().context("running cert-sync status")?;
+        ensure!(
+            output.status.success(),
+            "cert-sync status failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
     /// `GET /metrics`.
