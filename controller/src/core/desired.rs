@@ -501,8 +501,8 @@ mod tests {
                         PublishedSecret {
                             name: d.name.clone(),
                             secret_type: d.secret_type.clone(),
-                            labels: d.labels.clone(),
-                            annotations: d.annotations.clone(),
+                            labels: Arc::new(d.labels.clone()),
+                            annotations: Arc::new(d.annotations.clone()),
                             data: d.data.clone(),
                         },
                     )
@@ -681,7 +681,7 @@ mod tests {
             "cert-sync-report-token".to_owned(),
             PublishedSecret {
                 name: "cert-sync-report-token".to_owned(),
-                labels: map(&[(keys::MANAGED_BY, keys::MANAGED_BY_VALUE)]),
+                labels: Arc::new(map(&[(keys::MANAGED_BY, keys::MANAGED_BY_VALUE)])),
                 ..PublishedSecret::default()
             },
         );
@@ -885,16 +885,15 @@ mod tests {
         let mut current = apply(&d);
         // Labels and annotations added by others do not count as a change.
         let s = current.secrets.get_mut("shop.tls").unwrap();
-        s.labels.insert("team".to_owned(), "web".to_owned());
-        s.annotations.insert(
+        Arc::make_mut(&mut s.labels).insert("team".to_owned(), "web".to_owned());
+        Arc::make_mut(&mut s.annotations).insert(
             "kubectl.kubernetes.io/last-applied-configuration".to_owned(),
             "{}".to_owned(),
         );
         assert_eq!(diff(&current, &d).changes[0].action, Action::Unchanged);
         // A changed annotation of ours is.
         let s = current.secrets.get_mut("shop.tls").unwrap();
-        s.annotations
-            .insert(keys::SOURCE_SHA256.to_owned(), "0".repeat(64));
+        Arc::make_mut(&mut s.annotations).insert(keys::SOURCE_SHA256.to_owned(), "0".repeat(64));
         assert_eq!(diff(&current, &d).changes[0].action, Action::Update);
         // A type change needs delete-then-create.
         let s = current.secrets.get_mut("shop.tls").unwrap();
@@ -911,7 +910,7 @@ mod tests {
         );
         let mut current = apply(&d);
         let s = current.secrets.get_mut("shop.tls").unwrap();
-        s.labels.clear();
+        Arc::make_mut(&mut s.labels).clear();
         let foreign_data = s.data.clone();
         let plan = diff(&current, &d);
         assert!(plan.changes.is_empty());

@@ -150,8 +150,9 @@ pub struct Policy {
 pub struct PublishedSecret {
     pub name: String,
     pub secret_type: String,
-    pub labels: BTreeMap<String, String>,
-    pub annotations: BTreeMap<String, String>,
+    /// Shared with the watch store: every reconcile reads all of them.
+    pub labels: Arc<BTreeMap<String, String>>,
+    pub annotations: Arc<BTreeMap<String, String>>,
     pub data: BTreeMap<String, Blob>,
 }
 

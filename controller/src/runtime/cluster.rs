@@ -224,8 +224,8 @@ pub fn published_secret(secret: &Secret) -> PublishedSecret {
     PublishedSecret {
         name: secret.name_any(),
         secret_type: secret.type_.clone().unwrap_or_else(|| "Opaque".to_owned()),
-        labels: secret.labels().clone(),
-        annotations: secret.annotations().clone(),
+        labels: Arc::new(secret.labels().clone()),
+        annotations: Arc::new(secret.annotations().clone()),
         data: secret
             .data
             .iter()

@@ -468,7 +468,7 @@ pub struct ManagedRecord {
     resource_version: Text,
     secret_type: Option<Arc<str>>,
     labels: Arc<Labels>,
-    annotations: Labels,
+    annotations: Arc<Labels>,
     data: BTreeMap<String, Blob>,
 }
 
@@ -501,7 +501,7 @@ impl Record for ManagedRecord {
             resource_version: Text::new(meta.resource_version.as_deref().unwrap_or_default()),
             secret_type: object.type_.as_deref().map(|t| interner.string(t)),
             labels: interner.labels(meta.labels.unwrap_or_default()),
-            annotations: meta.annotations.unwrap_or_default(),
+            annotations: Arc::new(meta.annotations.unwrap_or_default()),
             data,
         }
     }
@@ -525,8 +525,8 @@ impl CompactStore<ManagedRecord> {
                 PublishedSecret {
                     name: name.to_owned(),
                     secret_type: r.secret_type.as_deref().unwrap_or("Opaque").to_owned(),
-                    labels: (*r.labels).clone(),
-                    annotations: r.annotations.clone(),
+                    labels: Arc::clone(&r.labels),
+                    annotations: Arc::clone(&r.annotations),
                     data: r.data.clone(),
                 },
             );
@@ -545,7 +545,7 @@ impl CompactStore<ManagedRecord> {
                     namespace: Some(namespace.to_owned()),
                     resource_version: Some(r.resource_version.to_string()),
                     labels: Some((*r.labels).clone()),
-                    annotations: Some(r.annotations.clone()),
+                    annotations: Some((*r.annotations).clone()),
                     ..ObjectMeta::default()
                 }
                 .into_request_partial::<Secret>(),
