@@ -562,27 +562,40 @@ impl CompactStore<ManagedRecord> {
 /// the bytes of the desired state instead of keeping a second copy. Only the
 /// same key of the same Secret is ever shared, and only equal bytes, so
 /// this changes memory, never content.
-static APPLIED: Mutex<BTreeMap<AppliedKey, Weak<[u8]>>> = Mutex::new(BTreeMap::new());
+static APPLIED: Mutex<Applied> = Mutex::new(Applied {
+    values: BTreeMap::new(),
+    prune_at: PRUNE_FLOOR,
+});
 
-/// (Secret name, data key).
-type AppliedKey = (String, String);
+struct Applied {
+    /// By (Secret name, data key).
+    values: BTreeMap<(String, String), Weak<[u8]>>,
+    /// Size at which dead entries are next dropped: twice what survived the
+    /// last pruning, so pruning stays amortised O(1) per write.
+    prune_at: usize,
+}
+
+const PRUNE_FLOOR: usize = 256;
 
 /// Notes the data of a Secret about to be applied (see [`APPLIED`]).
 pub fn remember_applied(name: &str, data: &BTreeMap<String, Blob>) {
     let mut applied = APPLIED.lock().unwrap_or_else(PoisonError::into_inner);
     for (key, value) in data {
-        applied.insert((name.to_owned(), key.clone()), value.downgrade());
+        applied
+            .values
+            .insert((name.to_owned(), key.clone()), value.downgrade());
     }
     // Entries whose watch event never came (a failed write) die with the
-    // desired state; drop them once they are the larger part.
-    if applied.len() > 256 {
-        applied.retain(|_, w| w.strong_count() > 0);
+    // desired state; drop them once they could be the larger part.
+    if applied.values.len() > applied.prune_at {
+        applied.values.retain(|_, w| w.strong_count() > 0);
+        applied.prune_at = (applied.values.len() * 2).max(PRUNE_FLOOR);
     }
 }
 
 fn take_applied(name: &str, key: &str, bytes: &[u8]) -> Option<Blob> {
     let mut applied = APPLIED.lock().unwrap_or_else(PoisonError::into_inner);
-    let weak = applied.remove(&(name.to_owned(), key.to_owned()))?;
+    let weak = applied.values.remove(&(name.to_owned(), key.to_owned()))?;
     Blob::upgrade(&weak).filter(|b| **b == *bytes)
 }
 
