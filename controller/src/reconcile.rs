@@ -74,6 +74,9 @@ pub struct Reconciler {
     /// the per-pod writers publish, as last decided here. It stands in for
     /// the files on disk, so a refused source keeps its last good entry.
     decided_files: BTreeMap<String, Vec<u8>>,
+    /// The caller writes the manifest (after rollout verification has
+    /// looked at the new publications), so an update is one write, not two.
+    manifest_deferred: bool,
 }
 
 impl Reconciler {
@@ -106,7 +109,55 @@ impl Reconciler {
             notes: BTreeMap::new(),
             built: None,
             decided_files: BTreeMap::new(),
+            manifest_deferred: false,
         }
+    }
+
+    /// `reconcile` leaves the manifest to [`Reconciler::write_manifest`].
+    pub fn defer_manifest(&mut self) {
+        self.manifest_deferred = true;
+    }
+
+    /// Whether any CertMerge exists (its status carries the rollout too).
+    pub fn has_cert_merges(&self) -> bool {
+        self.stores
+            .certmerges
+            .as_ref()
+            .is_some_and(|s| !s.state().is_empty())
+    }
+
+    /// Writes the manifest ConfigMap for the last reconcile's publications
+    /// with the current rollout notes; nothing when it is unchanged, and
+    /// nothing from a directory-mode writer (the central instance owns it).
+    pub async fn write_manifest(&mut self) -> Result<(), ReconcileError> {
+        let writer =
+            self.files.is_some() && matches!(self.policy.mode, crate::core::model::Mode::Directory);
+        let Some((built, _)) = &self.built else {
+            return Ok(());
+        };
+        if writer {
+            return Ok(());
+        }
+        let mut manifest = built.clone();
+        for entry in &mut manifest.publications {
+            if let Some(note) = self.notes.get(&entry.source) {
+                rollout::annotate(entry, note);
+            }
+        }
+        let rendered = manifest::render(&manifest)?;
+        if self.last_manifest.as_ref() != Some(&rendered) {
+            cluster::apply_config_map(
+                &self.client,
+                &self.policy.gateway_namespace,
+                manifest::NAME,
+                &manifest::labels(),
+                &rendered,
+            )
+            .await?;
+            self.metrics.api_request(ApiVerb::Apply, ApiOutcome::Ok);
+            self.last_manifest = Some(rendered);
+        }
+        Ok(())
     }
 
     /// The certificate directory as the gateway sees it, for the manifest's
@@ -236,28 +287,9 @@ impl Reconciler {
                 message: r.message.clone(),
             })
             .collect();
-        self.built = Some((built.clone(), refusal_views));
-        if self.files.is_none() || !matches!(self.policy.mode, crate::core::model::Mode::Directory)
-        {
-            let mut manifest = built;
-            for entry in &mut manifest.publications {
-                if let Some(note) = self.notes.get(&entry.source) {
-                    rollout::annotate(entry, note);
-                }
-            }
-            let rendered = manifest::render(&manifest)?;
-            if self.last_manifest.as_ref() != Some(&rendered) {
-                cluster::apply_config_map(
-                    &self.client,
-                    &gateway,
-                    manifest::NAME,
-                    &manifest::labels(),
-                    &rendered,
-                )
-                .await?;
-                self.metrics.api_request(ApiVerb::Apply, ApiOutcome::Ok);
-                self.last_manifest = Some(rendered);
-            }
+        self.built = Some((built, refusal_views));
+        if !self.manifest_deferred {
+            self.write_manifest().await?;
         }
         tracing::debug!(
             ?selected_at,
