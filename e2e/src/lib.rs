@@ -22,6 +22,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod bench_report;
 pub mod config;
 pub mod envoy;
 pub mod http1;

@@ -23,7 +23,6 @@ use certsync_e2e::local::agent::SwapLog;
 use certsync_e2e::local::{LocalCluster, LocalOptions};
 use certsync_e2e::procs;
 use certsync_e2e::tls_client::probe;
-use std::io::Write as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -80,7 +79,7 @@ fn main() -> Result<()> {
     let results = run(&rig, args.rotations, args.interval_ms)?;
     drop(rig);
     let md = results.markdown();
-    write_report(&args.out, args.append, &md)?;
+    certsync_e2e::bench_report::write(&args.out, args.append, &md)?;
     log(results.summary());
     log(format!("wrote {}", args.out.display()));
     Ok(())
@@ -292,21 +291,6 @@ impl Results {
             expected = 100 * self.pods / (self.pods + 1),
         )
     }
-}
-
-fn write_report(path: &PathBuf, append: bool, md: &str) -> Result<()> {
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .append(append)
-        .truncate(!append)
-        .open(path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    if append {
-        file.write_all(b"\n")?;
-    }
-    file.write_all(md.as_bytes())?;
-    Ok(())
 }
 
 #[cfg(test)]

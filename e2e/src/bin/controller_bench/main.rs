@@ -25,7 +25,6 @@ use fake::FakeApi;
 use observer::Observer;
 use report::{CertSyncRun, NaiveRun, Results};
 use seed::{Pki, Scale};
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -93,24 +92,9 @@ async fn main() -> Result<()> {
     };
     let results = run(scale, args.keep).await?;
     let md = results.markdown();
-    write_report(&args.out, args.append, &md)?;
+    certsync_e2e::bench_report::write(&args.out, args.append, &md)?;
     eprintln!("[controller_bench] {}", results.summary());
     eprintln!("[controller_bench] wrote {}", args.out.display());
-    Ok(())
-}
-
-fn write_report(path: &Path, append: bool, md: &str) -> Result<()> {
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .append(append)
-        .truncate(!append)
-        .open(path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    if append {
-        file.write_all(b"\n")?;
-    }
-    file.write_all(md.as_bytes())?;
     Ok(())
 }
 
