@@ -495,6 +495,7 @@ impl Events {
         }
     }
 
+    /// A publication Event: `Refuse` when `warning`, else `Publish`.
     pub async fn emit(
         &self,
         about: ObjectReference,
@@ -502,8 +503,21 @@ impl Events {
         reason: &str,
         message: &str,
     ) -> Result<(), kube::Error> {
-        let now = jiff::Timestamp::now();
         let action = if warning { "Refuse" } else { "Publish" };
+        self.emit_action(about, warning, action, reason, message)
+            .await
+    }
+
+    /// An Event with its own `action` (e.g. `Verify`, `Retrigger`).
+    pub async fn emit_action(
+        &self,
+        about: ObjectReference,
+        warning: bool,
+        action: &str,
+        reason: &str,
+        message: &str,
+    ) -> Result<(), kube::Error> {
+        let now = jiff::Timestamp::now();
         let type_ = if warning { "Warning" } else { "Normal" };
         let key = event_key(&about, type_, action, reason);
         let mut recorded = self.recorded.lock().await;

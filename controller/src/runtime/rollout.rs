@@ -19,14 +19,13 @@ use crate::core::rollout::{
     self, Action, LadderConfig, PublicationView, RolloutNote, Tracker, Warning,
 };
 use crate::core::status::{PodSummary, PublicationStatus, RefusalView, StatusView};
-use crate::runtime::cluster::{secret_reference, FIELD_MANAGER};
+use crate::runtime::cluster::{secret_reference, Events, FIELD_MANAGER};
 use crate::runtime::gateway_config::GatewayConfig;
 use crate::runtime::metrics::{LadderStep, Metrics};
 use crate::runtime::pods::GatewayPods;
 use crate::runtime::reports::ReportSink;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod, Secret};
 use kube::api::{EvictParams, Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
@@ -73,7 +72,7 @@ pub struct RolloutDriver {
     sink: Arc<ReportSink>,
     pods: GatewayPods,
     metrics: Metrics,
-    recorder: Recorder,
+    events: Events,
     tracker: Tracker,
     manifest: Option<Manifest>,
     refusals: Vec<RefusalView>,
@@ -111,12 +110,8 @@ impl RolloutDriver {
             // Never more than one eviction per five timeouts, cluster-wide.
             eviction_interval_ms: millis(settings.timeout) * 5,
         };
-        let reporter = Reporter {
-            controller: "cert-sync".into(),
-            instance: Some(instance.to_owned()),
-        };
         RolloutDriver {
-            recorder: Recorder::new(client.clone(), reporter),
+            events: Events::new(client.clone(), instance),
             client,
             gateway_namespace: gateway_namespace.to_owned(),
             mode,
@@ -474,18 +469,11 @@ impl RolloutDriver {
         action: &str,
         message: &str,
     ) {
-        let event = Event {
-            type_: if warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: reason.to_owned(),
-            note: Some(message.chars().take(1000).collect()),
-            action: action.to_owned(),
-            secondary: None,
-        };
-        if let Err(e) = self.recorder.publish(&event, &about).await {
+        if let Err(e) = self
+            .events
+            .emit_action(about, warning, action, reason, message)
+            .await
+        {
             tracing::warn!(error = %e, "could not record an Event");
         }
     }
