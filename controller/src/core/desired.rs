@@ -518,15 +518,7 @@ mod tests {
         sources: &[(SourceMeta, SourceData)],
         current: &Published,
     ) -> DesiredState {
-        let p = policy(mode);
-        let metas: Vec<SourceMeta> = sources.iter().map(|(m, _)| m.clone()).collect();
-        let data: BTreeMap<ObjectRef, SourceData> = sources
-            .iter()
-            .map(|(m, d)| (m.key.clone(), d.clone()))
-            .collect();
-        let selection = select(&p, &metas, &BTreeMap::new(), &[]);
-        let validations = check_all(selection.sources(), &data, NOW);
-        render(&p, &selection, &validations, current)
+        render_sources(mode, sources, current).1
     }
 
     fn mismatched() -> SourceData {

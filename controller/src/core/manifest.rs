@@ -210,23 +210,12 @@ pub fn rfc3339(secs: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::desired::{diff, render as render_desired};
-    use crate::core::model::{ObjectRef, Published, PublishedSecret, SourceData, SourceMeta};
-    use crate::core::selection::select;
+    use crate::core::desired::diff;
+    use crate::core::model::{Published, PublishedSecret, SourceData, SourceMeta};
     use crate::core::testing::*;
-    use crate::core::validation::check_all;
 
     fn desired(mode: Mode, sources: &[(SourceMeta, SourceData)]) -> (Policy, DesiredState) {
-        let p = policy(mode);
-        let metas: Vec<SourceMeta> = sources.iter().map(|(m, _)| m.clone()).collect();
-        let data: BTreeMap<ObjectRef, SourceData> = sources
-            .iter()
-            .map(|(m, d)| (m.key.clone(), d.clone()))
-            .collect();
-        let sel = select(&p, &metas, &BTreeMap::new(), &[]);
-        let v = check_all(sel.sources(), &data, NOW);
-        let d = render_desired(&p, &sel, &v, &Published::default());
-        (p, d)
+        render_sources(mode, sources, &Published::default())
     }
 
     fn with_ca(pair: Pair) -> SourceData {

@@ -134,3 +134,22 @@ pub fn selector(ns: &str, labels: &[(&str, &str)]) -> MergeSelector {
         },
     }
 }
+
+/// One reconcile's decisions for `sources` in `mode`: select, validate
+/// (at [`NOW`]), render against `current`.
+pub fn render_sources(
+    mode: Mode,
+    sources: &[(SourceMeta, SourceData)],
+    current: &Published,
+) -> (Policy, super::desired::DesiredState) {
+    let p = policy(mode);
+    let metas: Vec<SourceMeta> = sources.iter().map(|(m, _)| m.clone()).collect();
+    let data: BTreeMap<ObjectRef, SourceData> = sources
+        .iter()
+        .map(|(m, d)| (m.key.clone(), d.clone()))
+        .collect();
+    let selection = super::selection::select(&p, &metas, &BTreeMap::new(), &[]);
+    let validations = super::validation::check_all(selection.sources(), &data, NOW);
+    let desired = super::desired::render(&p, &selection, &validations, current);
+    (p, desired)
+}

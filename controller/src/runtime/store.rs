@@ -195,6 +195,21 @@ impl<R> Default for State<R> {
     }
 }
 
+impl<R: Record> State<R> {
+    /// An object added or changed outside a relist.
+    fn apply_live(&mut self, object: R::Object) {
+        if insert(
+            &mut self.live,
+            &mut self.len,
+            None,
+            &mut self.interner,
+            object,
+        ) {
+            self.interner.released(self.len);
+        }
+    }
+}
+
 fn insert<R: Record>(
     into: &mut Records<R>,
     len: &mut usize,
@@ -266,17 +281,7 @@ impl<R: Record> Writer<R> {
                 Some((records, len)) => {
                     insert(records, len, Some(&state.live), &mut state.interner, object);
                 }
-                None => {
-                    if insert(
-                        &mut state.live,
-                        &mut state.len,
-                        None,
-                        &mut state.interner,
-                        object,
-                    ) {
-                        state.interner.released(state.len);
-                    }
-                }
+                None => state.apply_live(object),
             },
             watcher::Event::InitDone => {
                 if let Some((records, len)) = state.relist.take() {
@@ -286,17 +291,7 @@ impl<R: Record> Writer<R> {
                 }
                 self.ready.send_replace(true);
             }
-            watcher::Event::Apply(object) => {
-                if insert(
-                    &mut state.live,
-                    &mut state.len,
-                    None,
-                    &mut state.interner,
-                    object,
-                ) {
-                    state.interner.released(state.len);
-                }
-            }
+            watcher::Event::Apply(object) => state.apply_live(object),
             watcher::Event::Delete(object) => {
                 let namespace = object.meta().namespace.as_deref().unwrap_or_default();
                 let Some(name) = object.meta().name.as_deref() else {

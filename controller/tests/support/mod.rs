@@ -180,33 +180,10 @@ impl Rig {
     pub async fn settle(&self, _rv: &str) {
         let target = self.server.resource_version();
         for _ in 0..200 {
-            let seen = self
-                .stores
-                .tls_sources
-                .state()
-                .iter()
-                .chain(std::iter::empty())
-                .filter_map(|s| {
-                    s.metadata
-                        .resource_version
-                        .as_deref()
-                        .and_then(|v| v.parse::<u64>().ok())
-                })
-                .max()
-                .unwrap_or(0);
-            let managed = self
-                .stores
-                .managed
-                .state()
-                .iter()
-                .filter_map(|s| {
-                    s.metadata
-                        .resource_version
-                        .as_deref()
-                        .and_then(|v| v.parse::<u64>().ok())
-                })
-                .max()
-                .unwrap_or(0);
+            let seen =
+                max_resource_version(self.stores.tls_sources.state().iter().map(|s| &s.metadata));
+            let managed =
+                max_resource_version(self.stores.managed.state().iter().map(|s| &s.metadata));
             if seen.max(managed) >= target {
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 return;
@@ -264,6 +241,15 @@ impl Rig {
             .filter(|e| e["regarding"]["name"] == name || e["involvedObject"]["name"] == name)
             .collect()
     }
+}
+
+fn max_resource_version<'a>(
+    metas: impl Iterator<Item = &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>,
+) -> u64 {
+    metas
+        .filter_map(|m| m.resource_version.as_deref()?.parse::<u64>().ok())
+        .max()
+        .unwrap_or(0)
 }
 
 pub fn data_of(secret: &Value, key: &str) -> String {
