@@ -317,10 +317,8 @@ async fn read_manifest(
     client: &kube::Client,
     namespace: &str,
 ) -> Option<certsync_controller::core::manifest::Manifest> {
-    use certsync_controller::core::manifest;
-    let api =
-        kube::Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), namespace);
-    let cm = api.get_opt(manifest::NAME).await.ok().flatten()?;
-    let json = cm.data?.remove(manifest::DATA_KEY)?;
-    manifest::parse(&json).ok()
+    let json = cluster::read_manifest_json(client, namespace)
+        .await
+        .ok()??;
+    certsync_controller::core::manifest::parse(&json).ok()
 }

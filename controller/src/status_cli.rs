@@ -14,18 +14,16 @@ pub async fn run(args: &StatusArgs) -> Result<()> {
             let client = kube::Client::try_default()
                 .await
                 .context("connecting to the Kubernetes API (KUBECONFIG)")?;
-            let api = kube::Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(
-                client,
-                &args.namespace,
-            );
             let name = manifest::NAME;
-            let cm = api
-                .get(name)
+            crate::runtime::cluster::read_manifest_json(&client, &args.namespace)
                 .await
-                .with_context(|| format!("reading ConfigMap {}/{name}", args.namespace))?;
-            cm.data
-                .and_then(|mut d| d.remove(manifest::DATA_KEY))
-                .with_context(|| format!("ConfigMap {}/{name} holds no manifest", args.namespace))?
+                .with_context(|| format!("reading ConfigMap {}/{name}", args.namespace))?
+                .with_context(|| {
+                    format!(
+                        "no manifest in ConfigMap {}/{name} (is cert-sync running?)",
+                        args.namespace
+                    )
+                })?
         }
     };
     let view = status::parse(&json).context("reading the status")?;

@@ -16,6 +16,21 @@ fn cert_sync() -> Command {
     command
 }
 
+/// Runs `command` off the test's runtime (the fake API server lives on it)
+/// and asserts it succeeded.
+async fn run_ok(command: Command) -> std::process::Output {
+    let output = tokio::process::Command::from(command)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
 fn key_lines() -> Vec<&'static str> {
     [fixture!("p256.pkcs8.key"), fixture!("rsa.pkcs8.key")]
         .iter()
@@ -32,21 +47,12 @@ async fn once_in_directory_mode_writes_the_files_and_exits() {
     let kubeconfig = dir.path().join("kubeconfig");
     server.write_kubeconfig(&kubeconfig).unwrap();
     let certs = dir.path().join("certs");
-    let output = tokio::task::spawn_blocking(move || {
-        cert_sync()
-            .env("KUBECONFIG", &kubeconfig)
-            .args(["--mode", "directory", "--once", "--cert-dir"])
-            .arg(&certs)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let mut command = cert_sync();
+    command
+        .env("KUBECONFIG", &kubeconfig)
+        .args(["--mode", "directory", "--once", "--cert-dir"])
+        .arg(&certs);
+    run_ok(command).await;
     let crt = std::fs::read_to_string(dir.path().join("certs/shop/tls.crt")).unwrap();
     assert_eq!(crt, fixture!("p256.chain.pem"));
     assert!(
@@ -102,18 +108,7 @@ async fn a_running_controller_publishes_refuses_and_never_logs_key_bytes() {
             .env("KUBECONFIG", &kubeconfig)
             .arg("status")
             .args(args);
-        async move {
-            let output = tokio::process::Command::from(command)
-                .output()
-                .await
-                .unwrap();
-            assert!(
-                output.status.success(),
-                "{}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-            String::from_utf8(output.stdout).unwrap()
-        }
+        async move { String::from_utf8(run_ok(command).await.stdout).unwrap() }
     };
     let server_url = format!("http://127.0.0.1:{port}");
     let live = status(vec!["--server".into(), server_url.clone()]).await;

@@ -200,6 +200,11 @@ pub fn parse(json: &str) -> Result<Manifest, CoreError> {
     Ok(manifest)
 }
 
+/// Unix milliseconds → RFC 3339 (UTC, whole seconds).
+pub fn rfc3339_ms(ms: i64) -> String {
+    rfc3339(ms.div_euclid(1000))
+}
+
 /// Unix seconds → `YYYY-MM-DDTHH:MM:SSZ` (UTC).
 pub fn rfc3339(secs: i64) -> String {
     jiff::Timestamp::from_second(secs)

@@ -539,9 +539,8 @@ pub fn annotate(entry: &mut ManifestEntry, note: &RolloutNote) {
         return;
     }
     entry.state = Some(note.state.as_str().to_owned());
-    let rfc3339 = |ms: i64| super::manifest::rfc3339(ms.div_euclid(1000));
-    entry.published_at = note.published_at.map(rfc3339);
-    entry.converged_at = note.converged_at.map(rfc3339);
+    entry.published_at = note.published_at.map(super::manifest::rfc3339_ms);
+    entry.converged_at = note.converged_at.map(super::manifest::rfc3339_ms);
     entry.rollout = note
         .pods
         .iter()

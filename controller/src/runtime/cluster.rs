@@ -474,6 +474,17 @@ impl Recorded {
     }
 }
 
+/// The manifest ConfigMap's JSON, if the ConfigMap exists and holds one.
+pub async fn read_manifest_json(
+    client: &Client,
+    namespace: &str,
+) -> Result<Option<String>, kube::Error> {
+    use crate::core::manifest;
+    let api = Api::<ConfigMap>::namespaced(client.clone(), namespace);
+    let cm = api.get_opt(manifest::NAME).await?;
+    Ok(cm.and_then(|cm| cm.data?.remove(manifest::DATA_KEY)))
+}
+
 /// Events on sources and CertMerges (`events.k8s.io/v1`), written as
 /// kube's `Recorder` writes them: a new Event, or, for the same type,
 /// action, reason and object within six minutes, a merge patch of the

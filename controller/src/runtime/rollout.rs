@@ -13,7 +13,7 @@
 //!
 //! Only the leader acts (writes, Events); every replica keeps its view.
 
-use crate::core::manifest::{self, Manifest, TargetRef};
+use crate::core::manifest::{rfc3339_ms, Manifest, TargetRef};
 use crate::core::model::Mode;
 use crate::core::rollout::{
     self, Action, LadderConfig, PublicationView, RolloutNote, Tracker, Warning,
@@ -248,7 +248,7 @@ impl RolloutDriver {
                 }
             })
             .collect();
-        let view = self.view(&manifest, &views, pods, warnings, now_ms);
+        let view = self.view(&manifest, &views, &notes, pods, warnings, now_ms);
         if let Ok(mut status) = self.status.write() {
             *status = Some(view);
         }
@@ -261,6 +261,7 @@ impl RolloutDriver {
         &self,
         manifest: &Manifest,
         views: &[PublicationView],
+        notes: &BTreeMap<String, RolloutNote>,
         pods: Vec<PodSummary>,
         warnings: Vec<Warning>,
         now_ms: i64,
@@ -271,7 +272,9 @@ impl RolloutDriver {
             .zip(views)
             .map(|(entry, v)| {
                 let mut entry = entry.clone();
-                rollout::annotate(&mut entry, &self.notes_for(v));
+                if let Some(note) = notes.get(&v.source) {
+                    rollout::annotate(&mut entry, note);
+                }
                 PublicationStatus {
                     verified: v.verified(),
                     total: v.pods.len(),
@@ -503,10 +506,6 @@ fn pod_ref(namespace: &str, pod: &str) -> ObjectReference {
 
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
-
-fn rfc3339_ms(ms: i64) -> String {
-    manifest::rfc3339(ms.div_euclid(1000))
 }
 
 /// `GET /v1/status`: the latest view as JSON (503 until the first pass).
