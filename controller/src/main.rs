@@ -247,10 +247,8 @@ async fn main() -> Result<()> {
                         changed.notify_one();
                     }
                 }
-                if let (Some(d), Some((manifest, refusals))) =
-                    (driver.as_mut(), reconciler.published())
-                {
-                    d.set_publications(manifest.clone(), refusals.clone());
+                if let (Some(d), Some(published)) = (driver.as_mut(), reconciler.published()) {
+                    d.set_publications(Arc::clone(published));
                 }
             }
         }

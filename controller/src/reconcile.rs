@@ -10,8 +10,8 @@
 use crate::core::desired::{self, Action, DesiredState};
 use crate::core::model::{ObjectRef, Policy, Published, SourceData};
 use crate::core::reasons::{Refusal, Subject};
-use crate::core::rollout::{self, RolloutNote};
-use crate::core::status::RefusalView;
+use crate::core::rollout::{self, RolloutNotes};
+use crate::core::status::{Publications, RefusalView};
 use crate::core::validation::Validations;
 use crate::core::{manifest, merge_status, selection, validation};
 use crate::crd;
@@ -19,8 +19,10 @@ use crate::runtime::cluster::{self, Events, Stores};
 use crate::runtime::files::{DirectoryPublisher, FilesError};
 use crate::runtime::metrics::{ApiOutcome, ApiVerb, Metrics, PublishedKind};
 use kube::Client;
+use sha2::{Digest as _, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::Arc;
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -61,15 +63,17 @@ pub struct Reconciler {
     announced: BTreeSet<(String, &'static str, String)>,
     /// Fingerprint last published per source (a Normal Event when it moves).
     published: BTreeMap<ObjectRef, String>,
-    last_manifest: Option<BTreeMap<String, String>>,
+    /// SHA-256 of the manifest data last written (not the data: it is
+    /// hundreds of kilobytes at a thousand sources).
+    last_manifest: Option<[u8; 32]>,
     /// Status last written per CertMerge (the store may lag our own writes).
     merge_statuses: BTreeMap<ObjectRef, crd::CertMergeStatus>,
     /// Rollout per source, from verification: goes into the manifest and
     /// the CertMerge `RolledOut` condition.
-    notes: BTreeMap<String, RolloutNote>,
+    notes: RolloutNotes,
     /// What the last reconcile published (manifest without rollout) and
-    /// refused: verification's input.
-    built: Option<(manifest::Manifest, Vec<RefusalView>)>,
+    /// refused: verification's input, shared with it rather than copied.
+    built: Option<Publications>,
     /// Directory mode without a publisher (the central instance): the tree
     /// the per-pod writers publish, as last decided here. It stands in for
     /// the files on disk, so a refused source keeps its last good entry.
@@ -106,7 +110,7 @@ impl Reconciler {
             published: BTreeMap::new(),
             last_manifest: None,
             merge_statuses: BTreeMap::new(),
-            notes: BTreeMap::new(),
+            notes: RolloutNotes::default(),
             built: None,
             decided_files: BTreeMap::new(),
             manifest_deferred: false,
@@ -132,20 +136,24 @@ impl Reconciler {
     pub async fn write_manifest(&mut self) -> Result<(), ReconcileError> {
         let writer =
             self.files.is_some() && matches!(self.policy.mode, crate::core::model::Mode::Directory);
-        let Some((built, _)) = &self.built else {
+        let Some(built) = &self.built else {
             return Ok(());
         };
         if writer {
             return Ok(());
         }
-        let mut manifest = built.clone();
-        for entry in &mut manifest.publications {
-            if let Some(note) = self.notes.get(&entry.source) {
+        let notes = &self.notes;
+        let rendered = manifest::render_annotated(&built.0, |entry| {
+            if let Some(note) = notes.get(&entry.source) {
                 rollout::annotate(entry, note);
             }
-        }
-        let rendered = manifest::render(&manifest)?;
-        if self.last_manifest.as_ref() != Some(&rendered) {
+        })?;
+        let digest: [u8; 32] = rendered
+            .iter()
+            .fold(Sha256::new(), |h, (k, v)| h.chain_update(k).chain_update(v))
+            .finalize()
+            .into();
+        if self.last_manifest != Some(digest) {
             cluster::apply_config_map(
                 &self.client,
                 &self.policy.gateway_namespace,
@@ -155,7 +163,7 @@ impl Reconciler {
             )
             .await?;
             self.metrics.api_request(ApiVerb::Apply, ApiOutcome::Ok);
-            self.last_manifest = Some(rendered);
+            self.last_manifest = Some(digest);
         }
         Ok(())
     }
@@ -170,12 +178,12 @@ impl Reconciler {
     }
 
     /// Rollout states to write with the next manifest and CertMerge status.
-    pub fn set_rollout_notes(&mut self, notes: BTreeMap<String, RolloutNote>) {
+    pub fn set_rollout_notes(&mut self, notes: RolloutNotes) {
         self.notes = notes;
     }
 
     /// What the last reconcile published and refused.
-    pub fn published(&self) -> Option<&(manifest::Manifest, Vec<RefusalView>)> {
+    pub fn published(&self) -> Option<&Publications> {
         self.built.as_ref()
     }
 
@@ -287,7 +295,7 @@ impl Reconciler {
                 message: r.message.clone(),
             })
             .collect();
-        self.built = Some((built, refusal_views));
+        self.built = Some(Arc::new((built, refusal_views)));
         if !self.manifest_deferred {
             self.write_manifest().await?;
         }

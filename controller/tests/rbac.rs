@@ -169,8 +169,7 @@ async fn every_request_of_a_full_scenario_is_allowed() {
     let Verification {
         sink, mut driver, ..
     } = mk_verification(&client, settings, true).await;
-    let (manifest, refusals) = rig.reconciler.published().cloned().unwrap();
-    driver.set_publications(manifest, refusals);
+    driver.set_publications(rig.reconciler.published().cloned().unwrap());
     let stale = mk_report(
         "gw-0",
         1,

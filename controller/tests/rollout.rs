@@ -64,8 +64,8 @@ impl Verifier {
     async fn publish(&mut self, pair: Pair) {
         self.rig.put(mk_pair("shop", "shop-tls", pair, true)).await;
         self.rig.reconcile().await;
-        let (manifest, refusals) = self.rig.reconciler.published().cloned().unwrap();
-        self.driver.set_publications(manifest, refusals);
+        let published = self.rig.reconciler.published().cloned().unwrap();
+        self.driver.set_publications(published);
     }
 
     fn report(&self, pod: &str, seq: u64, pair: Pair, at_ms: i64) -> ReportOutcome {
@@ -85,7 +85,7 @@ impl Verifier {
             self.rig.reconcile().await;
         }
         let status = self.driver.status();
-        let view = status.read().unwrap().clone();
+        let view = status.read().unwrap().as_ref().map(|s| s.view());
         view.unwrap()
     }
 
@@ -401,7 +401,9 @@ async fn a_silent_pod_is_unknown_and_a_restart_rebuilds_from_reports() {
     let previous: certsync_controller::core::manifest::Manifest =
         serde_json::from_value(v.manifest()).unwrap();
     fresh.driver.seed(&previous);
-    fresh.driver.set_publications(previous, vec![]);
+    fresh
+        .driver
+        .set_publications(std::sync::Arc::new((previous, vec![])));
     let view = fresh.step(T0 + 40_000).await;
     assert_eq!(view.publications[0].pods["gw-0"].state, PodState::Unknown);
     fresh.report("gw-0", 7, P256, T0 + 40_500);

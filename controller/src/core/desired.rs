@@ -101,26 +101,28 @@ struct Material<'a> {
     kept: Option<&'static str>,
 }
 
-/// One value to publish: bytes already published (shared, not copied, into
-/// the desired Secret) or bytes to copy (a new certificate, or files).
+/// One value to publish: bytes already published or the validated source's
+/// bytes; either is shared, not copied, into the desired Secret.
 #[derive(Clone, Copy)]
 enum Piece<'a> {
     Published(&'a Blob),
-    New(&'a [u8]),
+    New(&'a Blob),
+    /// A file of the current tree (directory mode's last good).
+    File(&'a [u8]),
 }
 
 impl Piece<'_> {
     fn bytes(&self) -> &[u8] {
         match self {
-            Piece::Published(b) => b,
-            Piece::New(b) => b,
+            Piece::Published(b) | Piece::New(b) => b,
+            Piece::File(b) => b,
         }
     }
 
     fn blob(&self) -> Blob {
         match self {
-            Piece::Published(b) => (*b).clone(),
-            Piece::New(b) => Blob::from(*b),
+            Piece::Published(b) | Piece::New(b) => (*b).clone(),
+            Piece::File(b) => Blob::from(*b),
         }
     }
 }
@@ -131,10 +133,10 @@ impl Piece<'_> {
 fn piece<'a>(
     published: Option<&'a BTreeMap<String, Blob>>,
     name: &str,
-    fresh: &'a [u8],
+    fresh: &'a Blob,
 ) -> Piece<'a> {
     match published.and_then(|d| d.get(name)) {
-        Some(b) if **b == *fresh => Piece::Published(b),
+        Some(b) if b == fresh => Piece::Published(b),
         _ => Piece::New(fresh),
     }
 }
@@ -218,10 +220,7 @@ fn material<'a>(
         return Some(Material {
             cert: piece(published, &names.cert, &v.cert_pem),
             key: piece(published, &names.key, &v.key_pem),
-            ca: v
-                .ca_pem
-                .as_deref()
-                .map(|ca| piece(published, &names.ca, ca)),
+            ca: v.ca_pem.as_ref().map(|ca| piece(published, &names.ca, ca)),
             summary: Arc::clone(&v.summary),
             kept: None,
         });
@@ -258,7 +257,7 @@ fn last_good<'a>(
         }
         Target::Directory => {
             let files = files?;
-            let get = |name: &str| files.get(name).map(|f| Piece::New(f));
+            let get = |name: &str| files.get(name).map(|f| Piece::File(f));
             (get(&names.cert)?, get(&names.key)?, get(&names.ca))
         }
     };
@@ -523,7 +522,7 @@ mod tests {
 
     fn mismatched() -> SourceData {
         let mut d = Pair::Rsa.data();
-        d.key_pem = Some(Pair::P256.key().to_vec());
+        d.key_pem = Some(Pair::P256.key().into());
         d
     }
 

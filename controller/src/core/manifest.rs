@@ -181,11 +181,52 @@ pub fn labels() -> BTreeMap<String, String> {
     )])
 }
 
-/// The ConfigMap's `data`: pretty JSON under [`DATA_KEY`].
+/// The ConfigMap's `data`: compact JSON under [`DATA_KEY`] (at a thousand
+/// sources it is hundreds of kilobytes, written on every change; `cert-sync
+/// status` is the human view).
 pub fn render(manifest: &Manifest) -> Result<BTreeMap<String, String>, CoreError> {
-    let mut json = serde_json::to_string_pretty(manifest)?;
-    json.push('\n');
+    render_annotated(manifest, |_| {})
+}
+
+/// [`render`] with each entry passed through `annotate` on the way out
+/// (the rollout state), so the manifest is never copied whole to add it.
+pub fn render_annotated(
+    manifest: &Manifest,
+    annotate: impl Fn(&mut ManifestEntry),
+) -> Result<BTreeMap<String, String>, CoreError> {
+    let json = serde_json::to_string(&Annotated { manifest, annotate })?;
     Ok(BTreeMap::from([(DATA_KEY.to_owned(), json)]))
+}
+
+/// Serializes like [`Manifest`]'s derive, one annotated entry at a time.
+struct Annotated<'a, F> {
+    manifest: &'a Manifest,
+    annotate: F,
+}
+
+impl<F: Fn(&mut ManifestEntry)> Serialize for Annotated<'_, F> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeSeq, SerializeStruct};
+        struct Entries<'a, F>(&'a [ManifestEntry], &'a F);
+        impl<F: Fn(&mut ManifestEntry)> Serialize for Entries<'_, F> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
+                for entry in self.0 {
+                    let mut entry = entry.clone();
+                    (self.1)(&mut entry);
+                    seq.serialize_element(&entry)?;
+                }
+                seq.end()
+            }
+        }
+        let m = self.manifest;
+        let mut out = serializer.serialize_struct("Manifest", 4)?;
+        out.serialize_field("version", &m.version)?;
+        out.serialize_field("gatewayNamespace", &m.gateway_namespace)?;
+        out.serialize_field("mode", &m.mode)?;
+        out.serialize_field("publications", &Entries(&m.publications, &self.annotate))?;
+        out.end()
+    }
 }
 
 /// Reads a manifest back (e.g. for `cert-sync status`).
@@ -324,6 +365,22 @@ mod tests {
     }
 
     #[test]
+    fn annotated_rendering_matches_the_manifest_with_the_annotation_applied() {
+        let m = parse(&manifest_json(merged_mode())).unwrap();
+        assert_eq!(
+            render(&m).unwrap()[DATA_KEY],
+            serde_json::to_string(&m).unwrap(),
+            "the hand-written serializer must match the derive"
+        );
+        let mark = |e: &mut ManifestEntry| e.state = Some(format!("seen {}", e.source));
+        let mut annotated = m.clone();
+        annotated.publications.iter_mut().for_each(mark);
+        let rendered = render_annotated(&m, mark).unwrap();
+        assert_eq!(parse(&rendered[DATA_KEY]).unwrap(), annotated);
+        assert_ne!(annotated, m);
+    }
+
+    #[test]
     fn rendering_is_deterministic_and_reads_back() {
         let json = manifest_json(Mode::Credential);
         assert_eq!(json, manifest_json(Mode::Credential));
@@ -332,12 +389,12 @@ mod tests {
         assert_eq!(sources, ["blog/tls", "shop/tls"]);
         assert_eq!(render(&m).unwrap()[DATA_KEY], json);
         assert!(
-            json.contains("\"sdsResource\": \"kubernetes://blog.tls\""),
+            json.contains("\"sdsResource\":\"kubernetes://blog.tls\""),
             "{json}"
         );
-        assert!(json.contains("\"kind\": \"credential\""), "{json}");
+        assert!(json.contains("\"kind\":\"credential\""), "{json}");
         let merged = manifest_json(merged_mode());
-        assert!(merged.contains("\"certKey\": \"shop.tls.crt\""), "{merged}");
+        assert!(merged.contains("\"certKey\":\"shop.tls.crt\""), "{merged}");
     }
 
     #[test]
@@ -368,7 +425,7 @@ mod tests {
 
     #[test]
     fn other_versions_are_refused() {
-        let json = manifest_json(Mode::Credential).replace("\"version\": 1", "\"version\": 2");
+        let json = manifest_json(Mode::Credential).replace("\"version\":1", "\"version\":2");
         assert!(matches!(
             parse(&json),
             Err(CoreError::ManifestVersion { found: 2, .. })

@@ -63,17 +63,19 @@ pub struct SourceMeta {
 /// A Secret's data, read only for selected sources. `Debug` never shows the key.
 #[derive(Clone, PartialEq, Eq, Default)]
 pub struct SourceData {
-    pub cert_pem: Option<Vec<u8>>,
-    pub key_pem: Option<Vec<u8>>,
-    pub ca_pem: Option<Vec<u8>>,
+    /// Moved out of the API response, then shared by the validation result,
+    /// the desired state and what is applied: one copy per certificate.
+    pub cert_pem: Option<Blob>,
+    pub key_pem: Option<Blob>,
+    pub ca_pem: Option<Blob>,
 }
 
 impl fmt::Debug for SourceData {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SourceData")
-            .field("cert_pem", &self.cert_pem.as_ref().map(Vec::len))
+            .field("cert_pem", &self.cert_pem.as_ref().map(|b| b.len()))
             .field("key_pem", &self.key_pem.as_ref().map(|_| "[redacted]"))
-            .field("ca_pem", &self.ca_pem.as_ref().map(Vec::len))
+            .field("ca_pem", &self.ca_pem.as_ref().map(|b| b.len()))
             .finish()
     }
 }
@@ -248,6 +250,12 @@ impl From<Vec<u8>> for Blob {
 impl From<&[u8]> for Blob {
     fn from(v: &[u8]) -> Self {
         Blob(Arc::from(v))
+    }
+}
+
+impl<const N: usize> From<&[u8; N]> for Blob {
+    fn from(v: &[u8; N]) -> Self {
+        Blob(Arc::from(&v[..]))
     }
 }
 

@@ -532,6 +532,10 @@ pub struct RolloutNote {
     pub pods: BTreeMap<String, PodState>,
 }
 
+/// Rollout notes per source, shared by verification, the manifest writer
+/// and `GET /v1/status` (a thousand sources: not copied every tick).
+pub type RolloutNotes = std::sync::Arc<BTreeMap<String, RolloutNote>>;
+
 /// Writes `note` into a manifest entry, when it is about the same
 /// certificate (a new publication has no rollout yet).
 pub fn annotate(entry: &mut ManifestEntry, note: &RolloutNote) {

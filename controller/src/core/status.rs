@@ -12,6 +12,7 @@ use super::rollout::{PodState, PodView, Warning};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -57,6 +58,10 @@ pub struct PublicationStatus {
     #[serde(default)]
     pub pods: BTreeMap<String, PodView>,
 }
+
+/// What a reconcile published (the manifest, before rollout state) and
+/// refused: rollout verification's input, shared rather than copied.
+pub type Publications = Arc<(Manifest, Vec<RefusalView>)>;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RefusalView {

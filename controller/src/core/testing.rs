@@ -52,16 +52,16 @@ impl Pair {
 
     pub fn data(self) -> SourceData {
         SourceData {
-            cert_pem: Some(self.cert().to_vec()),
-            key_pem: Some(self.key().to_vec()),
+            cert_pem: Some(self.cert().into()),
+            key_pem: Some(self.key().into()),
             ca_pem: None,
         }
     }
 }
 
 /// The test root, as a `ca.crt`.
-pub fn ca_pem() -> Vec<u8> {
-    fixture!("root.crt").to_vec()
+pub fn ca_pem() -> Blob {
+    fixture!("root.crt").into()
 }
 
 /// An annotated `kubernetes.io/tls` Secret, created at 1000.

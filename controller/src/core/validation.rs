@@ -7,7 +7,7 @@
 //! formats, labels and dates but never echo input bytes; `Validated`'s
 //! `Debug` hides the key.
 
-use super::model::{ObjectRef, SourceData};
+use super::model::{Blob, ObjectRef, SourceData};
 use super::reasons::{self, Refusal, Subject};
 use certsync_core::pem::{self, MAX_PEM_BYTES};
 use certsync_core::validate::validate_pair;
@@ -20,10 +20,10 @@ use std::sync::Arc;
 #[derive(Clone, PartialEq, Eq)]
 pub struct Validated {
     pub source: ObjectRef,
-    pub cert_pem: Vec<u8>,
-    pub key_pem: Vec<u8>,
+    pub cert_pem: Blob,
+    pub key_pem: Blob,
     /// `ca.crt`, when present and not blank.
-    pub ca_pem: Option<Vec<u8>>,
+    pub ca_pem: Option<Blob>,
     /// Shared with the desired state's entries (its SAN list can be kilobytes).
     pub summary: Arc<CertSummary>,
     /// SHA-256 of the leaf: what the gateway must end up serving.
@@ -36,7 +36,7 @@ impl fmt::Debug for Validated {
             .field("source", &self.source)
             .field("cert_pem", &self.cert_pem.len())
             .field("key_pem", &"[redacted]")
-            .field("ca_pem", &self.ca_pem.as_ref().map(Vec::len))
+            .field("ca_pem", &self.ca_pem.as_ref().map(|b| b.len()))
             .field("summary", &self.summary)
             .finish()
     }
@@ -63,9 +63,9 @@ pub fn check(source: &ObjectRef, data: &SourceData, now: i64) -> Result<Validate
     })?;
     let ca_pem = present(&data.ca_pem);
     for (field, value) in [
-        ("tls.crt", Some(cert_pem)),
-        ("tls.key", Some(key_pem)),
-        ("ca.crt", ca_pem),
+        ("tls.crt", Some(&cert_pem[..])),
+        ("tls.key", Some(&key_pem[..])),
+        ("ca.crt", ca_pem.as_deref()),
     ] {
         if let Some(value) = value.filter(|v| v.len() > MAX_PEM_BYTES) {
             return Err(refuse(
@@ -77,17 +77,17 @@ pub fn check(source: &ObjectRef, data: &SourceData, now: i64) -> Result<Validate
             ));
         }
     }
-    let pair = validate_pair(cert_pem, key_pem, now)
+    let pair = validate_pair(&cert_pem[..], &key_pem[..], now)
         .map_err(|e| refuse(reasons::from_validation_label(e.reason()), e.to_string()))?;
-    if let Some(ca) = ca_pem {
+    if let Some(ca) = &ca_pem {
         check_ca(ca)
             .map_err(|problem| refuse(reasons::MALFORMED_CA, format!("ca.crt: {problem}")))?;
     }
     Ok(Validated {
         source: source.clone(),
-        cert_pem: cert_pem.to_vec(),
-        key_pem: key_pem.to_vec(),
-        ca_pem: ca_pem.map(<[u8]>::to_vec),
+        cert_pem,
+        key_pem,
+        ca_pem,
         source_sha256: pair.summary.sha256,
         summary: Arc::new(pair.summary),
     })
@@ -95,10 +95,11 @@ pub fn check(source: &ObjectRef, data: &SourceData, now: i64) -> Result<Validate
 
 /// The value if it holds more than whitespace (cert-manager may write an
 /// empty `ca.crt`; that means "no CA", not "a broken CA").
-fn present(value: &Option<Vec<u8>>) -> Option<&[u8]> {
+fn present(value: &Option<Blob>) -> Option<Blob> {
     value
-        .as_deref()
+        .as_ref()
         .filter(|v| v.iter().any(|b| !b.is_ascii_whitespace()))
+        .cloned()
 }
 
 /// A CA bundle: one or more PEM certificates, each valid X.509. Validity
@@ -202,26 +203,26 @@ mod tests {
         no_cert.cert_pem = None;
         assert_eq!(reason(no_cert), reasons::MISSING_CERTIFICATE);
         let mut empty_cert = Pair::P256.data();
-        empty_cert.cert_pem = Some(Vec::new());
+        empty_cert.cert_pem = Some(Blob::default());
         assert_eq!(reason(empty_cert), reasons::MISSING_CERTIFICATE);
         let mut no_key = Pair::P256.data();
         no_key.key_pem = None;
         assert_eq!(reason(no_key), reasons::MISSING_KEY);
         let mut blank_key = Pair::P256.data();
-        blank_key.key_pem = Some(b"\n  \n".to_vec());
+        blank_key.key_pem = Some(b"\n  \n".into());
         assert_eq!(reason(blank_key), reasons::MISSING_KEY);
     }
 
     #[test]
     fn a_blank_ca_means_no_ca_and_a_garbled_one_is_refused() {
         let mut blank = Pair::P256.data();
-        blank.ca_pem = Some(b"\n".to_vec());
+        blank.ca_pem = Some(b"\n".into());
         assert_eq!(check(&src(), &blank, NOW).unwrap().ca_pem, None);
         let mut garbled = Pair::P256.data();
-        garbled.ca_pem = Some(b"not a certificate".to_vec());
+        garbled.ca_pem = Some(b"not a certificate".into());
         assert_eq!(reason(garbled), reasons::MALFORMED_CA);
         let mut key_as_ca = Pair::P256.data();
-        key_as_ca.ca_pem = Some(Pair::P256.key().to_vec());
+        key_as_ca.ca_pem = Some(Pair::P256.key().into());
         let refusal = check(&src(), &key_as_ca, NOW).unwrap_err();
         assert_eq!(refusal.reason, reasons::MALFORMED_CA);
         for line in body_lines(Pair::P256.key()) {
@@ -235,9 +236,9 @@ mod tests {
         for field in 0..3 {
             let mut data = Pair::P256.data();
             match field {
-                0 => data.cert_pem = Some(big.clone()),
-                1 => data.key_pem = Some(big.clone()),
-                _ => data.ca_pem = Some(big.clone()),
+                0 => data.cert_pem = Some(big.as_slice().into()),
+                1 => data.key_pem = Some(big.as_slice().into()),
+                _ => data.ca_pem = Some(big.as_slice().into()),
             }
             let refusal = check(&src(), &data, NOW).unwrap_err();
             assert_eq!(refusal.reason, reasons::TOO_LARGE);
@@ -248,8 +249,8 @@ mod tests {
     #[test]
     fn each_defect_has_its_own_reason() {
         let pair = |cert: &[u8], key: &[u8]| SourceData {
-            cert_pem: Some(cert.to_vec()),
-            key_pem: Some(key.to_vec()),
+            cert_pem: Some(cert.into()),
+            key_pem: Some(key.into()),
             ca_pem: None,
         };
         let rsa_key = Pair::Rsa.key();
@@ -297,8 +298,8 @@ mod tests {
     fn swapped_fields_are_refused_without_echoing_the_key() {
         for p in [Pair::P256, Pair::Rsa, Pair::Ed25519] {
             let swapped = SourceData {
-                cert_pem: Some(p.key().to_vec()),
-                key_pem: Some(p.cert().to_vec()),
+                cert_pem: Some(p.key().into()),
+                key_pem: Some(p.cert().into()),
                 ca_pem: None,
             };
             let refusal = check(&src(), &swapped, NOW).unwrap_err();
@@ -328,7 +329,7 @@ mod tests {
         let bad = oref("shop/bad");
         let gone = oref("shop/gone");
         let mut mismatched = Pair::P256.data();
-        mismatched.key_pem = Some(Pair::Rsa.key().to_vec());
+        mismatched.key_pem = Some(Pair::Rsa.key().into());
         let data = BTreeMap::from([(good.clone(), Pair::P256.data()), (bad.clone(), mismatched)]);
         let v = check_all([&good, &bad, &gone], &data, NOW);
         assert_eq!(v.ok.keys().collect::<Vec<_>>(), [&good]);

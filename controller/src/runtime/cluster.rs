@@ -268,7 +268,7 @@ pub async fn read_source(
     };
     // Moved out of the Secret, not copied.
     let mut data = secret.data.take().unwrap_or_default();
-    let mut field = |key: &str| data.remove(key).map(|v| v.0);
+    let mut field = |key: &str| data.remove(key).map(|v| Blob::from(v.0));
     Ok(Some((
         secret.resource_version().unwrap_or_default(),
         SourceData {

@@ -7,7 +7,7 @@
 //!  POST /v1/reports ─▶ ReportSink (observations) ────┤
 //!  Pod watch ─▶ GatewayPods (live pods) ─────────────┼─▶ step(now) ─▶ assess ─▶ Tracker::step
 //!                                                     │                  │             │
-//!        /v1/status ◀── StatusView ◀─────────────────┘      metrics ◀──┘   Events, re-push,
+//!        /v1/status ◀── StatusSnapshot ◀─────────────┘      metrics ◀──┘   Events, re-push,
 //!        manifest rollout map ◀── annotations()                               re-apply, evict
 //! ```
 //!
@@ -16,9 +16,9 @@
 use crate::core::manifest::{rfc3339_ms, Manifest, TargetRef};
 use crate::core::model::Mode;
 use crate::core::rollout::{
-    self, Action, LadderConfig, PublicationView, RolloutNote, Tracker, Warning,
+    self, Action, LadderConfig, PublicationView, RolloutNote, RolloutNotes, Tracker, Warning,
 };
-use crate::core::status::{PodSummary, PublicationStatus, RefusalView, StatusView};
+use crate::core::status::{PodSummary, PublicationStatus, Publications, StatusView};
 use crate::runtime::cluster::{secret_reference, Events, FIELD_MANAGER};
 use crate::runtime::gateway_config::GatewayConfig;
 use crate::runtime::metrics::{LadderStep, Metrics};
@@ -74,19 +74,61 @@ pub struct RolloutDriver {
     metrics: Metrics,
     events: Events,
     tracker: Tracker,
-    manifest: Option<Manifest>,
-    refusals: Vec<RefusalView>,
+    published: Option<Publications>,
     warned: BTreeSet<Warning>,
     /// Live pods silent past the heartbeat window (told once each).
     silent: BTreeSet<String>,
     /// First pass: a pod is not called silent before it had a window to report.
     started_ms: Option<i64>,
-    notes: BTreeMap<String, RolloutNote>,
-    status: Arc<RwLock<Option<StatusView>>>,
+    notes: RolloutNotes,
+    status: SharedStatus,
 }
 
 /// What `/v1/status` serves: the latest view, shared with the HTTP server.
-pub type SharedStatus = Arc<RwLock<Option<StatusView>>>;
+pub type SharedStatus = Arc<RwLock<Option<StatusSnapshot>>>;
+
+/// The last pass's inputs, kept for `GET /v1/status`: the view is rendered
+/// when asked for, not copied from the manifest on every tick.
+pub struct StatusSnapshot {
+    published: Publications,
+    views: Vec<PublicationView>,
+    notes: RolloutNotes,
+    pods: Vec<PodSummary>,
+    warnings: Vec<Warning>,
+    now_ms: i64,
+}
+
+impl StatusSnapshot {
+    pub fn view(&self) -> StatusView {
+        let (manifest, refusals) = &*self.published;
+        let publications = manifest
+            .publications
+            .iter()
+            .zip(&self.views)
+            .map(|(entry, v)| {
+                let mut entry = entry.clone();
+                if let Some(note) = self.notes.get(&v.source) {
+                    rollout::annotate(&mut entry, note);
+                }
+                PublicationStatus {
+                    verified: v.verified(),
+                    total: v.pods.len(),
+                    pods: v.pods.clone(),
+                    entry,
+                }
+            })
+            .collect();
+        StatusView {
+            gateway_namespace: manifest.gateway_namespace.clone(),
+            mode: manifest.mode.clone(),
+            generated_at: Some(rfc3339_ms(self.now_ms)),
+            pods: self.pods.clone(),
+            publications,
+            refusals: refusals.clone(),
+            warnings: self.warnings.iter().cloned().map(Into::into).collect(),
+        }
+    }
+}
 
 impl RolloutDriver {
     #[allow(clippy::too_many_arguments)]
@@ -122,12 +164,11 @@ impl RolloutDriver {
             pods,
             metrics,
             tracker: Tracker::default(),
-            manifest: None,
-            refusals: Vec::new(),
+            published: None,
             warned: BTreeSet::new(),
             silent: BTreeSet::new(),
             started_ms: None,
-            notes: BTreeMap::new(),
+            notes: RolloutNotes::default(),
             status: Arc::new(RwLock::new(None)),
         }
     }
@@ -158,13 +199,12 @@ impl RolloutDriver {
     }
 
     /// What the last reconcile published, and what it refused.
-    pub fn set_publications(&mut self, manifest: Manifest, refusals: Vec<RefusalView>) {
-        self.manifest = Some(manifest);
-        self.refusals = refusals;
+    pub fn set_publications(&mut self, publications: Publications) {
+        self.published = Some(publications);
     }
 
     /// Rollout notes per source for the manifest and CertMerge status.
-    pub fn notes(&self) -> &BTreeMap<String, RolloutNote> {
+    pub fn notes(&self) -> &RolloutNotes {
         &self.notes
     }
 
@@ -177,9 +217,10 @@ impl RolloutDriver {
         leading: bool,
         gateway_config: Option<&mut GatewayConfig>,
     ) -> bool {
-        let Some(manifest) = self.manifest.clone() else {
+        let Some(published) = self.published.clone() else {
             return false;
         };
+        let manifest = &published.0;
         let live = self.pods.live();
         let names: BTreeSet<String> = live.iter().map(|p| p.name.clone()).collect();
         self.sink.retain_pods(&names);
@@ -200,8 +241,8 @@ impl RolloutDriver {
         self.metrics.set_rollout(&views);
 
         if leading {
-            self.act(&actions, &manifest, gateway_config).await;
-            self.warn(&warnings, &manifest).await;
+            self.act(&actions, manifest, gateway_config).await;
+            self.warn(&warnings, manifest).await;
             let started = *self.started_ms.get_or_insert(now_ms);
             let silent: BTreeSet<String> = live
                 .iter()
@@ -248,50 +289,21 @@ impl RolloutDriver {
                 }
             })
             .collect();
-        let view = self.view(&manifest, &views, &notes, pods, warnings, now_ms);
-        if let Ok(mut status) = self.status.write() {
-            *status = Some(view);
-        }
-        let changed = notes != self.notes;
-        self.notes = notes;
-        changed
-    }
-
-    fn view(
-        &self,
-        manifest: &Manifest,
-        views: &[PublicationView],
-        notes: &BTreeMap<String, RolloutNote>,
-        pods: Vec<PodSummary>,
-        warnings: Vec<Warning>,
-        now_ms: i64,
-    ) -> StatusView {
-        let publications = manifest
-            .publications
-            .iter()
-            .zip(views)
-            .map(|(entry, v)| {
-                let mut entry = entry.clone();
-                if let Some(note) = notes.get(&v.source) {
-                    rollout::annotate(&mut entry, note);
-                }
-                PublicationStatus {
-                    verified: v.verified(),
-                    total: v.pods.len(),
-                    pods: v.pods.clone(),
-                    entry,
-                }
-            })
-            .collect();
-        StatusView {
-            gateway_namespace: manifest.gateway_namespace.clone(),
-            mode: manifest.mode.clone(),
-            generated_at: Some(rfc3339_ms(now_ms)),
+        let notes = Arc::new(notes);
+        let changed = *notes != *self.notes;
+        self.notes = Arc::clone(&notes);
+        let snapshot = StatusSnapshot {
+            published,
+            views,
+            notes,
             pods,
-            publications,
-            refusals: self.refusals.clone(),
-            warnings: warnings.into_iter().map(Into::into).collect(),
+            warnings,
+            now_ms,
+        };
+        if let Ok(mut status) = self.status.write() {
+            *status = Some(snapshot);
         }
+        changed
     }
 
     fn notes_for(&self, v: &PublicationView) -> RolloutNote {
@@ -517,7 +529,10 @@ pub fn status_router(status: SharedStatus) -> axum::Router {
         axum::routing::get(move || {
             let status = Arc::clone(&status);
             async move {
-                let view = status.read().ok().and_then(|v| v.clone());
+                let view = status
+                    .read()
+                    .ok()
+                    .and_then(|s| s.as_ref().map(StatusSnapshot::view));
                 match view {
                     Some(view) => axum::Json(view).into_response(),
                     None => (
