@@ -436,18 +436,6 @@ impl Reconciler {
             .iter()
             .map(|s| (s.name.as_str(), s))
             .collect();
-        let versions: BTreeMap<String, Option<String>> = self
-            .stores
-            .managed
-            .state()
-            .iter()
-            .map(|s| {
-                (
-                    kube::ResourceExt::name_any(s.as_ref()),
-                    kube::ResourceExt::resource_version(s.as_ref()),
-                )
-            })
-            .collect();
         let mut first_error = None;
         for change in plan.writes() {
             let (verb, result) = match change.action {
@@ -459,7 +447,7 @@ impl Reconciler {
                     None => (ApiVerb::Apply, Ok(())),
                 },
                 Action::Replace => {
-                    let rv = versions.get(&change.name).cloned().flatten();
+                    let rv = self.stores.managed.resource_version(&change.name);
                     let deleted =
                         cluster::delete_secret(&self.client, &gateway, &change.name, rv).await;
                     match (deleted, by_name.get(change.name.as_str())) {
@@ -472,7 +460,7 @@ impl Reconciler {
                 }
                 Action::Delete => {
                     outcome.deletes += 1;
-                    let rv = versions.get(&change.name).cloned().flatten();
+                    let rv = self.stores.managed.resource_version(&change.name);
                     (
                         ApiVerb::Delete,
                         cluster::delete_secret(&self.client, &gateway, &change.name, rv).await,

@@ -677,7 +677,7 @@ mod tests {
             },
         );
         let mut unannotated = blog.clone();
-        unannotated.annotations.clear();
+        unannotated.annotations = Default::default();
         let after = reconcile(
             Mode::Credential,
             &[(tls, Pair::P256.data()), (unannotated, Pair::Rsa.data())],

@@ -54,8 +54,11 @@ pub struct SourceMeta {
     /// `type` of the Secret (the watch filters `kubernetes.io/tls`, but a
     /// CertMerge may name any Secret).
     pub secret_type: String,
-    pub labels: BTreeMap<String, String>,
-    pub annotations: BTreeMap<String, String>,
+    /// Shared with the watch store (interned: most Secrets carry one of a
+    /// few label sets), so listing a thousand candidates copies no maps.
+    pub labels: Arc<BTreeMap<String, String>>,
+    /// Only the annotations cert-sync reads (the autosync annotation).
+    pub annotations: Arc<BTreeMap<String, String>>,
     /// Unix seconds; orders claims on one target (older wins).
     pub created: i64,
 }

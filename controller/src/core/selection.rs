@@ -539,8 +539,7 @@ mod tests {
     fn only_the_value_true_in_any_case_selects() {
         let with = |v: &str| {
             let mut s = mk_source("shop", "tls");
-            s.annotations
-                .insert(keys::AUTOSYNC.to_owned(), v.to_owned());
+            s.annotations = map(&[(keys::AUTOSYNC, v)]).into();
             s
         };
         for (value, published) in [
@@ -609,7 +608,7 @@ mod tests {
     #[test]
     fn gateway_namespace_sources_publish_but_cert_sync_outputs_never_do() {
         let mut output = mk_source(GATEWAY_NS, "shop.tls");
-        output.labels = map(&[(keys::MANAGED_BY, keys::MANAGED_BY_VALUE)]);
+        output.labels = map(&[(keys::MANAGED_BY, keys::MANAGED_BY_VALUE)]).into();
         let sel = run(
             &policy(Mode::Credential),
             &[mk_source(GATEWAY_NS, "wildcard"), output],
@@ -809,7 +808,7 @@ mod tests {
     #[test]
     fn a_selector_never_picks_cert_sync_outputs_or_non_tls_secrets() {
         let mut output = mk_labelled(GATEWAY_NS, "shop.tls", &[]);
-        output.labels = map(&[(keys::MANAGED_BY, keys::MANAGED_BY_VALUE)]);
+        output.labels = map(&[(keys::MANAGED_BY, keys::MANAGED_BY_VALUE)]).into();
         let mut opaque = mk_labelled(GATEWAY_NS, "token", &[]);
         opaque.secret_type = "Opaque".to_owned();
         let mut merge = mk_merge(GATEWAY_NS, "all", "everything", &[]);

@@ -4,6 +4,7 @@
 
 use super::model::*;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// 2030-01-01: after the fixtures were issued, before they expire.
 pub const NOW: i64 = 1_893_456_000;
@@ -71,8 +72,8 @@ pub fn mk_source(ns: &str, name: &str) -> SourceMeta {
         uid: format!("uid-{ns}-{name}"),
         resource_version: "1".to_owned(),
         secret_type: keys::TLS_TYPE.to_owned(),
-        labels: BTreeMap::new(),
-        annotations: [(keys::AUTOSYNC.to_owned(), "true".to_owned())].into(),
+        labels: Default::default(),
+        annotations: Arc::new([(keys::AUTOSYNC.to_owned(), "true".to_owned())].into()),
         created: 1000,
     }
 }
@@ -80,8 +81,8 @@ pub fn mk_source(ns: &str, name: &str) -> SourceMeta {
 /// A `kubernetes.io/tls` Secret without the annotation, with `labels`.
 pub fn mk_labelled(ns: &str, name: &str, labels: &[(&str, &str)]) -> SourceMeta {
     SourceMeta {
-        annotations: BTreeMap::new(),
-        labels: map(labels),
+        annotations: Default::default(),
+        labels: Arc::new(map(labels)),
         ..mk_source(ns, name)
     }
 }

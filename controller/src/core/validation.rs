@@ -83,13 +83,20 @@ pub fn check(source: &ObjectRef, data: &SourceData, now: i64) -> Result<Validate
         check_ca(ca)
             .map_err(|problem| refuse(reasons::MALFORMED_CA, format!("ca.crt: {problem}")))?;
     }
+    let mut summary = pair.summary;
+    // Kept for every selected source between reconciles, and the controller
+    // shows only fingerprint, serial and validity: SANs (up to hundreds per
+    // certificate) and names would be most of a thousand cached summaries.
+    summary.sans = Vec::new();
+    summary.subject = String::new();
+    summary.issuer = String::new();
     Ok(Validated {
         source: source.clone(),
         cert_pem,
         key_pem,
         ca_pem,
-        source_sha256: pair.summary.sha256,
-        summary: Arc::new(pair.summary),
+        source_sha256: summary.sha256,
+        summary: Arc::new(summary),
     })
 }
 

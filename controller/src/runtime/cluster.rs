@@ -251,8 +251,8 @@ pub async fn read_source_meta(
         uid: secret.uid().unwrap_or_default(),
         resource_version: secret.resource_version().unwrap_or_default(),
         secret_type: secret.type_.clone().unwrap_or_else(|| "Opaque".to_owned()),
-        labels: secret.labels().clone(),
-        annotations: secret.annotations().clone(),
+        labels: Arc::new(secret.labels().clone()),
+        annotations: Arc::new(secret.annotations().clone()),
         created: secret.creation_timestamp().map_or(0, |t| t.0.as_second()),
     }))
 }

@@ -364,8 +364,9 @@ pub struct SourceRecord {
     resource_version: Text,
     created: i64,
     labels: Arc<Labels>,
-    /// The value of `certsync.istio.io/autosync`, when present.
-    autosync: Option<Arc<str>>,
+    /// `certsync.istio.io/autosync` alone, when present (interned: one map
+    /// for every annotated Secret); the other annotations are not kept.
+    autosync: Option<Arc<Labels>>,
 }
 
 impl Record for SourceRecord {
@@ -386,9 +387,8 @@ impl Record for SourceRecord {
             labels: interner.labels(meta.labels.unwrap_or_default()),
             autosync: meta
                 .annotations
-                .as_ref()
-                .and_then(|a| a.get(keys::AUTOSYNC))
-                .map(|v| interner.string(v)),
+                .and_then(|mut a| a.remove_entry(keys::AUTOSYNC))
+                .map(|entry| interner.labels(BTreeMap::from([entry]))),
         }
     }
 }
@@ -408,12 +408,8 @@ impl SourceRecord {
             resource_version: self.resource_version.to_string(),
             // The watch's field selector admits only TLS Secrets.
             secret_type: keys::TLS_TYPE.to_owned(),
-            labels: (*self.labels).clone(),
-            annotations: self
-                .autosync
-                .iter()
-                .map(|v| (keys::AUTOSYNC.to_owned(), v.to_string()))
-                .collect(),
+            labels: Arc::clone(&self.labels),
+            annotations: self.autosync.clone().unwrap_or_default(),
             created: self.created,
         }
     }
@@ -445,8 +441,8 @@ impl CompactStore<SourceRecord> {
                     uid: Some(meta.uid),
                     resource_version: Some(meta.resource_version),
                     creation_timestamp: time(meta.created),
-                    labels: Some(meta.labels),
-                    annotations: Some(meta.annotations),
+                    labels: Some((*meta.labels).clone()),
+                    annotations: Some((*meta.annotations).clone()),
                     ..ObjectMeta::default()
                 }
                 .into_request_partial::<Secret>(),
@@ -527,6 +523,17 @@ impl CompactStore<ManagedRecord> {
             );
         });
         out
+    }
+
+    /// The resourceVersion of the managed Secret `name` (a delete is
+    /// conditional on it).
+    pub fn resource_version(&self, name: &str) -> Option<String> {
+        let state = self.read();
+        state
+            .live
+            .values()
+            .find_map(|records| records.get(name))
+            .map(|r| r.resource_version.to_string())
     }
 
     /// The kube-shaped view, without data (name, namespace,
@@ -664,7 +671,7 @@ mod tests {
         assert_eq!(a.created, 1_700_000_000);
         assert_eq!(a.labels["app"], "web");
         assert_eq!(
-            a.annotations,
+            *a.annotations,
             BTreeMap::from([(keys::AUTOSYNC.to_owned(), "true".to_owned())])
         );
         let with_blog = store.sources(&BTreeSet::from(["blog".to_owned()]));
