@@ -29,10 +29,12 @@ pub struct DesiredSecret {
     pub namespace: String,
     /// `kubernetes.io/tls` (credential) or `Opaque` (merged).
     pub secret_type: String,
-    pub labels: BTreeMap<String, String>,
-    pub annotations: BTreeMap<String, String>,
-    /// Shared with what is published when equal (see [`Blob`]).
-    pub data: BTreeMap<String, Blob>,
+    /// Labels, annotations and data are shared with the published Secret
+    /// when equal (see [`Blob`]): in the steady state a thousand desired
+    /// Secrets allocate no maps.
+    pub labels: Arc<BTreeMap<String, String>>,
+    pub annotations: Arc<BTreeMap<String, String>>,
+    pub data: Arc<BTreeMap<String, Blob>>,
 }
 
 impl fmt::Debug for DesiredSecret {
@@ -168,7 +170,7 @@ pub fn render(
                 })
                 .collect()
         };
-        render_target(policy, publication, &members, &mut out);
+        render_target(policy, publication, &members, existing, &mut out);
     }
 
     // Only unclaimed targets go: a claimed one with nothing publishable (its
@@ -216,7 +218,7 @@ fn material<'a>(
 ) -> Option<Material<'a>> {
     if let Some(v) = validations.ok.get(member) {
         let names = names_in(&publication.target, member);
-        let published = existing.map(|s| &s.data);
+        let published = existing.map(|s| &*s.data);
         return Some(Material {
             cert: piece(published, &names.cert, &v.cert_pem),
             key: piece(published, &names.key, &v.key_pem),
@@ -307,6 +309,7 @@ fn render_target(
     policy: &Policy,
     publication: &Publication,
     members: &[(ObjectRef, Material<'_>)],
+    existing: Option<&PublishedSecret>,
     out: &mut DesiredState,
 ) {
     let directory = matches!(publication.target, Target::Directory);
@@ -354,16 +357,33 @@ fn render_target(
         name: name.clone(),
         namespace: policy.gateway_namespace.clone(),
         secret_type: secret_type.to_owned(),
-        labels: BTreeMap::from([(
-            keys::MANAGED_BY.to_owned(),
-            keys::MANAGED_BY_VALUE.to_owned(),
-        )]),
-        annotations: BTreeMap::from([
-            (keys::SOURCE.to_owned(), sources.join(",")),
-            (keys::SOURCE_SHA256.to_owned(), shas.join(",")),
-        ]),
-        data,
+        labels: shared(
+            BTreeMap::from([(
+                keys::MANAGED_BY.to_owned(),
+                keys::MANAGED_BY_VALUE.to_owned(),
+            )]),
+            existing.map(|e| &e.labels),
+        ),
+        annotations: shared(
+            BTreeMap::from([
+                (keys::SOURCE.to_owned(), sources.join(",")),
+                (keys::SOURCE_SHA256.to_owned(), shas.join(",")),
+            ]),
+            existing.map(|e| &e.annotations),
+        ),
+        data: shared(data, existing.map(|e| &e.data)),
     });
+}
+
+/// `fresh`, or the published map when it is equal (so it is held once).
+fn shared<V: PartialEq>(
+    fresh: BTreeMap<String, V>,
+    published: Option<&Arc<BTreeMap<String, V>>>,
+) -> Arc<BTreeMap<String, V>> {
+    match published {
+        Some(p) if **p == fresh => Arc::clone(p),
+        _ => Arc::new(fresh),
+    }
 }
 
 /// What the runtime must do to one Secret.
@@ -500,9 +520,9 @@ mod tests {
                         PublishedSecret {
                             name: d.name.clone(),
                             secret_type: d.secret_type.clone(),
-                            labels: Arc::new(d.labels.clone()),
-                            annotations: Arc::new(d.annotations.clone()),
-                            data: d.data.clone(),
+                            labels: Arc::clone(&d.labels),
+                            annotations: Arc::clone(&d.annotations),
+                            data: Arc::clone(&d.data),
                         },
                     )
                 })
@@ -547,11 +567,11 @@ mod tests {
         );
         assert_eq!(s.secret_type, "kubernetes.io/tls");
         assert_eq!(
-            s.labels,
+            *s.labels,
             map(&[("app.kubernetes.io/managed-by", "cert-sync")])
         );
         assert_eq!(
-            s.annotations,
+            *s.annotations,
             map(&[
                 ("certsync.istio.io/source", "shop/tls"),
                 ("certsync.istio.io/source-sha256", Pair::P256.sha256()),
@@ -565,6 +585,22 @@ mod tests {
         assert!(d.entries[0].has_ca);
         assert_eq!(d.entries[0].kept, None);
         assert!(d.deletions.is_empty());
+    }
+
+    #[test]
+    fn an_unchanged_publication_is_rendered_from_the_published_maps() {
+        let src = mk_source("shop", "tls");
+        let published = apply(&reconcile(
+            Mode::Credential,
+            &[(src.clone(), Pair::P256.data())],
+            &Published::default(),
+        ));
+        let again = reconcile(Mode::Credential, &[(src, Pair::P256.data())], &published);
+        let (d, p) = (secret(&again, "shop.tls"), &published.secrets["shop.tls"]);
+        assert!(Arc::ptr_eq(&d.labels, &p.labels));
+        assert!(Arc::ptr_eq(&d.annotations, &p.annotations));
+        assert!(Arc::ptr_eq(&d.data, &p.data));
+        assert_eq!(diff(&published, &again).writes().count(), 0);
     }
 
     #[test]
@@ -639,8 +675,7 @@ mod tests {
             &Published::default(),
         ));
         let s = published.secrets.get_mut("shop.tls").unwrap();
-        s.data
-            .insert("tls.crt".to_owned(), b"truncated".to_vec().into());
+        Arc::make_mut(&mut s.data).insert("tls.crt".to_owned(), b"truncated".to_vec().into());
         let after = reconcile(Mode::Credential, &[(src, mismatched())], &published);
         assert!(after.secrets.is_empty(), "nothing good to write");
         assert!(after.deletions.is_empty(), "and nothing deleted");

@@ -158,7 +158,7 @@ pub struct PublishedSecret {
     /// Shared with the watch store: every reconcile reads all of them.
     pub labels: Arc<BTreeMap<String, String>>,
     pub annotations: Arc<BTreeMap<String, String>>,
-    pub data: BTreeMap<String, Blob>,
+    pub data: Arc<BTreeMap<String, Blob>>,
 }
 
 impl PublishedSecret {

@@ -226,12 +226,14 @@ pub fn published_secret(secret: &Secret) -> PublishedSecret {
         secret_type: secret.type_.clone().unwrap_or_else(|| "Opaque".to_owned()),
         labels: Arc::new(secret.labels().clone()),
         annotations: Arc::new(secret.annotations().clone()),
-        data: secret
-            .data
-            .iter()
-            .flatten()
-            .map(|(k, v)| (k.clone(), Blob::from(v.0.as_slice())))
-            .collect(),
+        data: Arc::new(
+            secret
+                .data
+                .iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), Blob::from(v.0.as_slice())))
+                .collect(),
+        ),
     }
 }
 

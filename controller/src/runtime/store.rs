@@ -460,7 +460,7 @@ pub struct ManagedRecord {
     secret_type: Option<Arc<str>>,
     labels: Arc<Labels>,
     annotations: Arc<Labels>,
-    data: BTreeMap<String, Blob>,
+    data: Arc<BTreeMap<String, Blob>>,
 }
 
 impl Record for ManagedRecord {
@@ -473,7 +473,7 @@ impl Record for ManagedRecord {
         previous: Option<&Self>,
         interner: &mut Interner,
     ) -> Self {
-        let data = object
+        let data: BTreeMap<String, Blob> = object
             .data
             .into_iter()
             .flatten()
@@ -487,6 +487,10 @@ impl Record for ManagedRecord {
                 (key, blob)
             })
             .collect();
+        let data = match previous {
+            Some(p) if *p.data == data => Arc::clone(&p.data),
+            _ => Arc::new(data),
+        };
         let meta = object.metadata;
         ManagedRecord {
             resource_version: Text::new(meta.resource_version.as_deref().unwrap_or_default()),
@@ -518,7 +522,7 @@ impl CompactStore<ManagedRecord> {
                     secret_type: r.secret_type.as_deref().unwrap_or("Opaque").to_owned(),
                     labels: Arc::clone(&r.labels),
                     annotations: Arc::clone(&r.annotations),
-                    data: r.data.clone(),
+                    data: Arc::clone(&r.data),
                 },
             );
         });
