@@ -203,13 +203,14 @@ impl Reconciler {
             .collect();
         let mut sources = self.stores.sources(&merge_namespaces);
         // Listed Secrets outside the TLS watch: look up their type.
-        let known: BTreeSet<ObjectRef> = sources.iter().map(|s| s.key.clone()).collect();
+        let known: BTreeSet<&ObjectRef> = sources.iter().map(|s| &s.key).collect();
         let unknown: BTreeSet<ObjectRef> = merges
             .iter()
             .flat_map(|m| m.secrets.iter())
             .filter(|s| !s.namespace.is_empty() && !known.contains(*s))
             .cloned()
             .collect();
+        drop(known);
         for listed in &unknown {
             outcome.reads += 1;
             if let Some(meta) = cluster::read_source_meta(&self.client, listed).await? {

@@ -153,6 +153,11 @@ pub fn render(
     current: &Published,
 ) -> DesiredState {
     let mut out = DesiredState::default();
+    // Every Secret cert-sync writes carries the same labels: one map.
+    let labels = Arc::new(BTreeMap::from([(
+        keys::MANAGED_BY.to_owned(),
+        keys::MANAGED_BY_VALUE.to_owned(),
+    )]));
     for publication in &selection.publications {
         let existing = publication
             .target
@@ -170,7 +175,7 @@ pub fn render(
                 })
                 .collect()
         };
-        render_target(policy, publication, &members, existing, &mut out);
+        render_target(policy, publication, &members, existing, &labels, &mut out);
     }
 
     // Only unclaimed targets go: a claimed one with nothing publishable (its
@@ -310,6 +315,7 @@ fn render_target(
     publication: &Publication,
     members: &[(ObjectRef, Material<'_>)],
     existing: Option<&PublishedSecret>,
+    labels: &Arc<BTreeMap<String, String>>,
     out: &mut DesiredState,
 ) {
     let directory = matches!(publication.target, Target::Directory);
@@ -357,13 +363,10 @@ fn render_target(
         name: name.clone(),
         namespace: policy.gateway_namespace.clone(),
         secret_type: secret_type.to_owned(),
-        labels: shared(
-            BTreeMap::from([(
-                keys::MANAGED_BY.to_owned(),
-                keys::MANAGED_BY_VALUE.to_owned(),
-            )]),
-            existing.map(|e| &e.labels),
-        ),
+        labels: match existing {
+            Some(e) if e.labels == *labels => Arc::clone(&e.labels),
+            _ => Arc::clone(labels),
+        },
         annotations: shared(
             BTreeMap::from([
                 (keys::SOURCE.to_owned(), sources.join(",")),
