@@ -8,7 +8,7 @@
 //! ```
 
 use crate::core::desired::{self, Action, DesiredState};
-use crate::core::model::{ObjectRef, Policy, Published, SourceData};
+use crate::core::model::{keys, Blob, ObjectRef, Policy, Published, SourceData};
 use crate::core::reasons::{Refusal, Subject};
 use crate::core::rollout::{self, RolloutNotes};
 use crate::core::status::{Publications, RefusalView};
@@ -33,6 +33,8 @@ pub enum ReconcileError {
     Files(#[from] FilesError),
     #[error("manifest: {0}")]
     Manifest(#[from] crate::core::error::CoreError),
+    #[error("data of {0:?} changed since it was checked; reading the sources again")]
+    DataChanged(Vec<String>),
 }
 
 /// What one reconcile did, for logs and tests.
@@ -362,6 +364,8 @@ impl Reconciler {
         outcome: &mut Outcome,
     ) -> Result<(), ReconcileError> {
         let hour = now.div_euclid(3600);
+        // Directory mode renders files from the validated bytes.
+        let keep_bytes = matches!(self.policy.mode, crate::core::model::Mode::Directory);
         self.checked.retain(|k, _| wanted.contains(k));
         self.validations.ok.retain(|k, _| wanted.contains(k));
         self.validations.refused.retain(|k, _| wanted.contains(k));
@@ -372,12 +376,13 @@ impl Reconciler {
             if same_version && seen.is_some_and(|(_, h)| *h == hour) {
                 continue;
             }
-            // Same version, new hour: re-check the bytes already held.
+            // Same version, new hour: re-check the bytes already held
+            // (directory mode; Secret modes keep digests and read again).
             let held = self
                 .validations
                 .ok
                 .get(source)
-                .filter(|_| same_version)
+                .filter(|v| same_version && v.cert_pem.bytes().is_some())
                 .map(|v| {
                     let rv = seen.map(|(rv, _)| rv.clone()).unwrap_or_default();
                     let data = SourceData {
@@ -405,7 +410,14 @@ impl Reconciler {
             self.validations.ok.remove(source);
             self.validations.refused.remove(source);
             match result {
-                Ok(valid) => {
+                Ok(mut valid) => {
+                    if !keep_bytes {
+                        // Written from a fresh read when needed (`hydrate`):
+                        // a thousand sources are not held as PEM in between.
+                        valid.cert_pem = valid.cert_pem.digest_only();
+                        valid.key_pem = valid.key_pem.digest_only();
+                        valid.ca_pem = valid.ca_pem.as_ref().map(Blob::digest_only);
+                    }
                     self.validations.ok.insert(source.clone(), valid);
                 }
                 Err(refusal) => {
@@ -438,28 +450,42 @@ impl Reconciler {
             .map(|s| (s.name.as_str(), s))
             .collect();
         let mut first_error = None;
+        let mut unavailable = Vec::new();
         for change in plan.writes() {
-            let (verb, result) = match change.action {
-                Action::Create | Action::Update => match by_name.get(change.name.as_str()) {
-                    Some(secret) => (
-                        ApiVerb::Apply,
-                        cluster::apply_secret(&self.client, secret).await,
-                    ),
-                    None => (ApiVerb::Apply, Ok(())),
-                },
-                Action::Replace => {
+            // Every value's bytes first: nothing is deleted or written half-known.
+            let ready = match (change.action, by_name.get(change.name.as_str())) {
+                (Action::Create | Action::Update | Action::Replace, Some(secret)) => {
+                    match self.hydrate(secret).await {
+                        Ok(Some(ready)) => Some(ready),
+                        Ok(None) => {
+                            unavailable.push(change.name.clone());
+                            continue;
+                        }
+                        Err(e) => {
+                            tracing::warn!(secret = %change.name, error = %e, "reading data to write failed; retrying on the next reconcile");
+                            first_error.get_or_insert(e);
+                            continue;
+                        }
+                    }
+                }
+                _ => None,
+            };
+            let (verb, result) = match (change.action, &ready) {
+                (Action::Create | Action::Update, Some(secret)) => (
+                    ApiVerb::Apply,
+                    cluster::apply_secret(&self.client, secret).await,
+                ),
+                (Action::Replace, Some(secret)) => {
                     let rv = self.stores.managed.resource_version(&change.name);
-                    let deleted =
-                        cluster::delete_secret(&self.client, &gateway, &change.name, rv).await;
-                    match (deleted, by_name.get(change.name.as_str())) {
-                        (Ok(()), Some(secret)) => (
+                    match cluster::delete_secret(&self.client, &gateway, &change.name, rv).await {
+                        Ok(()) => (
                             ApiVerb::Apply,
                             cluster::apply_secret(&self.client, secret).await,
                         ),
-                        (other, _) => (ApiVerb::Delete, other),
+                        other => (ApiVerb::Delete, other),
                     }
                 }
-                Action::Delete => {
+                (Action::Delete, _) => {
                     outcome.deletes += 1;
                     let rv = self.stores.managed.resource_version(&change.name);
                     (
@@ -467,7 +493,7 @@ impl Reconciler {
                         cluster::delete_secret(&self.client, &gateway, &change.name, rv).await,
                     )
                 }
-                Action::Unchanged => continue,
+                _ => continue,
             };
             self.metrics.api_request(verb, ApiOutcome::of(&result));
             match result {
@@ -491,10 +517,71 @@ impl Reconciler {
                 );
             }
         }
-        match first_error {
-            Some(e) => Err(e.into()),
-            None => Ok(()),
+        match (first_error, unavailable.is_empty()) {
+            (Some(e), _) => Err(e.into()),
+            (None, false) => Err(ReconcileError::DataChanged(unavailable)),
+            (None, true) => Ok(()),
         }
+    }
+
+    /// `secret` with the bytes of every data value, for writing. Values
+    /// known only by digest are read again, from the sources the Secret
+    /// publishes and from the Secret as published (a kept last good), and
+    /// taken only where the digest matches: exactly the bytes validated are
+    /// written, or nothing. `None` when a value is nowhere (its source
+    /// changed since it was checked): the sources are read and checked
+    /// again on the next reconcile.
+    async fn hydrate(
+        &mut self,
+        secret: &desired::DesiredSecret,
+    ) -> Result<Option<desired::DesiredSecret>, kube::Error> {
+        let complete = |data: &BTreeMap<String, Blob>| data.values().all(|v| v.bytes().is_some());
+        if complete(&secret.data) {
+            return Ok(Some(secret.clone()));
+        }
+        let sources = secret
+            .annotations
+            .get(keys::SOURCE)
+            .map(|list| desired::parse_sources(list))
+            .unwrap_or_default();
+        let mut data = (*secret.data).clone();
+        // A merged Secret's values are mostly published already: read it
+        // first, and a member's source only if still needed.
+        let published_first = sources.len() > 1;
+        for round in 0..2 {
+            if complete(&data) {
+                break;
+            }
+            let mut found = Vec::new();
+            if (round == 0) == published_first {
+                let read =
+                    cluster::read_secret_values(&self.client, &secret.namespace, &secret.name)
+                        .await;
+                self.metrics
+                    .api_request(ApiVerb::Get, ApiOutcome::of(&read));
+                found = read?;
+            } else {
+                for source in &sources {
+                    let read = cluster::read_source(&self.client, source).await;
+                    self.metrics
+                        .api_request(ApiVerb::Get, ApiOutcome::of(&read));
+                    if let Some((_, d)) = read? {
+                        found.extend([d.cert_pem, d.key_pem, d.ca_pem].into_iter().flatten());
+                    }
+                }
+            }
+            desired::fill_by_digest(&mut data, &found);
+        }
+        if !complete(&data) {
+            for source in &sources {
+                self.checked.remove(source);
+            }
+            return Ok(None);
+        }
+        Ok(Some(desired::DesiredSecret {
+            data: Arc::new(data),
+            ..secret.clone()
+        }))
     }
 
     /// Events and logs for refusals that are new, and for sources whose

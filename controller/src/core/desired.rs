@@ -103,8 +103,8 @@ struct Material<'a> {
     kept: Option<&'static str>,
 }
 
-/// One value to publish: bytes already published or the validated source's
-/// bytes; either is shared, not copied, into the desired Secret.
+/// One value to publish: a value already published or the validated
+/// source's; either is shared, not copied, into the desired Secret.
 #[derive(Clone, Copy)]
 enum Piece<'a> {
     Published(&'a Blob),
@@ -114,10 +114,12 @@ enum Piece<'a> {
 }
 
 impl Piece<'_> {
-    fn bytes(&self) -> &[u8] {
+    /// Held in directory mode (validation keeps the bytes there); a
+    /// published Secret's value is known by digest only.
+    fn bytes(&self) -> Option<&[u8]> {
         match self {
-            Piece::Published(b) | Piece::New(b) => b,
-            Piece::File(b) => b,
+            Piece::Published(b) | Piece::New(b) => b.bytes(),
+            Piece::File(b) => Some(b),
         }
     }
 
@@ -269,7 +271,11 @@ fn last_good<'a>(
         }
     };
     // Only a certificate that still parses is a "last good" one.
-    let summary = Arc::new(summarize_chain(cert.bytes()).ok()?);
+    let summary = match (cert.bytes(), existing) {
+        (Some(bytes), _) => Arc::new(summarize_chain(bytes).ok()?),
+        (None, Some(secret)) => Arc::clone(secret.certificates.get(&names.cert)?),
+        (None, None) => return None,
+    };
     Some(Material {
         cert,
         key,
@@ -324,11 +330,13 @@ fn render_target(
         let names = names_in(&publication.target, source);
         if directory {
             // Files are written from plain bytes; no Secret to share with.
-            out.files
-                .insert(names.cert.clone(), m.cert.bytes().to_vec());
-            out.files.insert(names.key.clone(), m.key.bytes().to_vec());
-            if let Some(ca) = &m.ca {
-                out.files.insert(names.ca.clone(), ca.bytes().to_vec());
+            let (Some(cert), Some(key)) = (m.cert.bytes(), m.key.bytes()) else {
+                continue;
+            };
+            out.files.insert(names.cert.clone(), cert.to_vec());
+            out.files.insert(names.key.clone(), key.to_vec());
+            if let Some(ca) = m.ca.as_ref().and_then(Piece::bytes) {
+                out.files.insert(names.ca.clone(), ca.to_vec());
             }
         } else {
             data.insert(names.cert.clone(), m.cert.blob());
@@ -386,6 +394,17 @@ fn shared<V: PartialEq>(
     match published {
         Some(p) if **p == fresh => Arc::clone(p),
         _ => Arc::new(fresh),
+    }
+}
+
+/// Gives each value of `data` known only by digest the bytes of an equal
+/// value in `found` (content-addressed: a value read after the decision is
+/// used only if it is exactly what was decided on).
+pub fn fill_by_digest(data: &mut BTreeMap<String, Blob>, found: &[Blob]) {
+    for value in data.values_mut().filter(|v| v.bytes().is_none()) {
+        if let Some(full) = found.iter().find(|f| *f == value && f.bytes().is_some()) {
+            *value = full.clone();
+        }
     }
 }
 
@@ -526,6 +545,7 @@ mod tests {
                             labels: Arc::clone(&d.labels),
                             annotations: Arc::clone(&d.annotations),
                             data: Arc::clone(&d.data),
+                            certificates: Default::default(),
                         },
                     )
                 })
@@ -604,6 +624,22 @@ mod tests {
         assert!(Arc::ptr_eq(&d.annotations, &p.annotations));
         assert!(Arc::ptr_eq(&d.data, &p.data));
         assert_eq!(diff(&published, &again).writes().count(), 0);
+    }
+
+    #[test]
+    fn only_bytes_with_the_decided_digest_fill_a_value() {
+        let decided = Blob::from(Pair::P256.cert()).digest_only();
+        let key = Blob::from(Pair::P256.key()).digest_only();
+        let mut data = BTreeMap::from([
+            ("tls.crt".to_owned(), decided.clone()),
+            ("tls.key".to_owned(), key),
+        ]);
+        // The source moved on to another certificate: nothing of it is taken.
+        fill_by_digest(&mut data, &[Blob::from(Pair::Rsa.cert()), decided.clone()]);
+        assert!(data.values().all(|v| v.bytes().is_none()));
+        fill_by_digest(&mut data, &[Blob::from(Pair::P256.cert())]);
+        assert_eq!(data["tls.crt"].bytes(), Some(Pair::P256.cert()));
+        assert_eq!(data["tls.key"].bytes(), None, "still to be found");
     }
 
     #[test]

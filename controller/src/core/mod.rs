@@ -34,5 +34,5 @@ pub mod rollout;
 pub mod selection;
 pub mod status;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 pub mod validation;

@@ -1,10 +1,11 @@
 //! Plain data the core computes on. Converted from Kubernetes objects by
 //! `runtime`, so the core never sees a kube type.
 
+use certsync_core::CertSummary;
+use sha2::{Digest as _, Sha256};
 use std::collections::BTreeMap;
 use std::fmt;
-use std::ops::Deref;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 /// Label and annotation keys of the contract (DESIGN.md).
 pub mod keys {
@@ -158,13 +159,36 @@ pub struct PublishedSecret {
     /// Shared with the watch store: every reconcile reads all of them.
     pub labels: Arc<BTreeMap<String, String>>,
     pub annotations: Arc<BTreeMap<String, String>>,
+    /// Values known by digest (see [`Blob`]).
     pub data: Arc<BTreeMap<String, Blob>>,
+    /// Summaries of the values that parse as certificates, by data key:
+    /// what a kept "last good" publication is reported as, computed when
+    /// the Secret was read (its bytes are not kept).
+    pub certificates: BTreeMap<String, Arc<CertSummary>>,
 }
 
 impl PublishedSecret {
     /// Carries `app.kubernetes.io/managed-by: cert-sync`.
     pub fn is_managed(&self) -> bool {
         self.labels.get(keys::MANAGED_BY).map(String::as_str) == Some(keys::MANAGED_BY_VALUE)
+    }
+
+    /// Data values by digest, and the summaries of those that are
+    /// certificates (SANs and names dropped, as for validated sources).
+    pub fn digest_data<'a>(
+        data: impl IntoIterator<Item = (String, &'a [u8])>,
+    ) -> (BTreeMap<String, Blob>, BTreeMap<String, Arc<CertSummary>>) {
+        let mut values = BTreeMap::new();
+        let mut certificates = BTreeMap::new();
+        for (key, bytes) in data {
+            if key.ends_with(".crt") {
+                if let Ok(summary) = certsync_core::summarize_chain(bytes) {
+                    certificates.insert(key.clone(), Arc::new(lean_summary(summary)));
+                }
+            }
+            values.insert(key, Blob::digest_of(bytes));
+        }
+        (values, certificates)
     }
 }
 
@@ -176,8 +200,20 @@ impl fmt::Debug for PublishedSecret {
             .field("labels", &self.labels)
             .field("annotations", &self.annotations)
             .field("data", &DataSizes(&self.data))
+            .field("certificates", &self.certificates.keys())
             .finish()
     }
+}
+
+/// A summary as the controller keeps it: fingerprint, serial and validity.
+/// SANs (up to hundreds per certificate) and names are dropped: the
+/// controller never shows them, and they would be most of a thousand cached
+/// summaries.
+pub fn lean_summary(mut summary: CertSummary) -> CertSummary {
+    summary.sans = Vec::new();
+    summary.subject = String::new();
+    summary.issuer = String::new();
+    summary
 }
 
 /// What is published now: the input that lets the core keep the last good
@@ -201,98 +237,155 @@ impl fmt::Debug for Published {
     }
 }
 
-/// Immutable bytes of a Secret's data value, shared rather than copied:
-/// what is published, what the watch reads back and what the next desired
-/// state carries are one allocation while they are equal (the data of a
-/// thousand published Secrets is megabytes). Compares by content; `Debug`
-/// shows the size only, since the bytes may be a private key.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Blob(Arc<[u8]>);
+/// One data value of a Secret: its SHA-256 and length always, its bytes
+/// only while something needs them. Compares by content (digest and
+/// length), so a value known only by digest (what the watch saw published)
+/// equals the bytes it was computed from.
+///
+/// ```text
+///  source GET ──▶ Blob (bytes) ──▶ validation ──▶ digest only (Secret modes)
+///  managed watch ──▶ digest only                      │
+///  write: desired value without bytes ──▶ hydrate (GET source / target, match by digest) ──▶ SSA
+/// ```
+///
+/// The controller's memory is thus flat in certificate sizes: a thousand
+/// published Secrets are a thousand digests, not megabytes of PEM.
+/// `Debug` shows the size only, since the bytes may be a private key.
+#[derive(Clone)]
+pub struct Blob(Arc<BlobInner>);
+
+struct BlobInner {
+    sha256: [u8; 32],
+    len: usize,
+    bytes: Option<Box<[u8]>>,
+}
 
 impl Blob {
-    /// A weak handle, for caches that must not keep the bytes alive.
-    pub fn downgrade(&self) -> Weak<[u8]> {
-        Arc::downgrade(&self.0)
+    /// A value known only by the digest of `bytes` (which are not kept).
+    pub fn digest_of(bytes: &[u8]) -> Blob {
+        Blob(Arc::new(BlobInner {
+            sha256: Sha256::digest(bytes).into(),
+            len: bytes.len(),
+            bytes: None,
+        }))
     }
 
-    pub fn upgrade(weak: &Weak<[u8]>) -> Option<Blob> {
-        weak.upgrade().map(Blob)
+    /// The same value without its bytes.
+    pub fn digest_only(&self) -> Blob {
+        if self.0.bytes.is_none() {
+            return self.clone();
+        }
+        Blob(Arc::new(BlobInner {
+            sha256: self.0.sha256,
+            len: self.0.len,
+            bytes: None,
+        }))
     }
 
-    /// Whether both are the same allocation (not merely equal bytes).
-    pub fn same_bytes_as(&self, other: &Blob) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
+    /// The bytes, when held.
+    pub fn bytes(&self) -> Option<&[u8]> {
+        self.0.bytes.as_deref()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.len == 0
+    }
+
+    /// Whether `bytes` are this value's bytes.
+    pub fn matches(&self, bytes: &[u8]) -> bool {
+        self.0.len == bytes.len() && self.0.sha256 == <[u8; 32]>::from(Sha256::digest(bytes))
     }
 }
 
 impl Default for Blob {
     fn default() -> Self {
-        Blob(Arc::from(&[][..]))
+        Blob::from(Vec::new())
     }
 }
 
-impl Deref for Blob {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        &self.0
+impl PartialEq for Blob {
+    fn eq(&self, other: &Blob) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+            || (self.0.len == other.0.len && self.0.sha256 == other.0.sha256)
     }
 }
 
-impl AsRef<[u8]> for Blob {
-    fn as_ref(&self) -> &[u8] {
-        &self.0
-    }
-}
+impl Eq for Blob {}
 
 impl From<Vec<u8>> for Blob {
     fn from(v: Vec<u8>) -> Self {
-        Blob(Arc::from(v))
+        Blob(Arc::new(BlobInner {
+            sha256: Sha256::digest(&v).into(),
+            len: v.len(),
+            bytes: Some(v.into_boxed_slice()),
+        }))
     }
 }
 
 impl From<&[u8]> for Blob {
     fn from(v: &[u8]) -> Self {
-        Blob(Arc::from(v))
+        Blob::from(v.to_vec())
     }
 }
 
 impl<const N: usize> From<&[u8; N]> for Blob {
     fn from(v: &[u8; N]) -> Self {
-        Blob(Arc::from(&v[..]))
+        Blob::from(v.to_vec())
     }
 }
 
 impl PartialEq<[u8]> for Blob {
     fn eq(&self, other: &[u8]) -> bool {
-        *self.0 == *other
+        self.matches(other)
     }
 }
 
 impl PartialEq<&[u8]> for Blob {
     fn eq(&self, other: &&[u8]) -> bool {
-        *self.0 == **other
+        self.matches(other)
     }
 }
 
 impl PartialEq<Vec<u8>> for Blob {
     fn eq(&self, other: &Vec<u8>) -> bool {
-        *self.0 == **other
+        self.matches(other)
     }
 }
 
 impl fmt::Debug for Blob {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        ByteCount(self.0.len()).fmt(f)
+        ByteCount(self.0.len).fmt(f)
+    }
+}
+
+/// The length of a data value, for `Debug` output that never shows bytes.
+pub(crate) trait ByteLen {
+    fn byte_len(&self) -> usize;
+}
+
+impl ByteLen for Blob {
+    fn byte_len(&self) -> usize {
+        self.len()
+    }
+}
+
+impl ByteLen for Vec<u8> {
+    fn byte_len(&self) -> usize {
+        self.len()
     }
 }
 
 /// Debug-prints a data map as `key: <n bytes>`: keys are names, values may be keys.
 pub(crate) struct DataSizes<'a, V>(pub &'a BTreeMap<String, V>);
 
-impl<V: AsRef<[u8]>> fmt::Debug for DataSizes<'_, V> {
+impl<V: ByteLen> fmt::Debug for DataSizes<'_, V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_map()
-            .entries(self.0.iter().map(|(k, v)| (k, ByteCount(v.as_ref().len()))))
+            .entries(self.0.iter().map(|(k, v)| (k, ByteCount(v.byte_len()))))
             .finish()
     }
 }

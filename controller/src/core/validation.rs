@@ -7,7 +7,7 @@
 //! formats, labels and dates but never echo input bytes; `Validated`'s
 //! `Debug` hides the key.
 
-use super::model::{Blob, ObjectRef, SourceData};
+use super::model::{lean_summary, Blob, ObjectRef, SourceData};
 use super::reasons::{self, Refusal, Subject};
 use certsync_core::pem::{self, MAX_PEM_BYTES};
 use certsync_core::validate::validate_pair;
@@ -49,13 +49,13 @@ pub fn check(source: &ObjectRef, data: &SourceData, now: i64) -> Result<Validate
     let refuse = |reason: &'static str, message: String| {
         Refusal::new(Subject::Source(source.clone()), reason, message)
     };
-    let cert_pem = present(&data.cert_pem).ok_or_else(|| {
+    let (cert_pem, cert) = present(&data.cert_pem).ok_or_else(|| {
         refuse(
             reasons::MISSING_CERTIFICATE,
             "tls.crt is missing or empty".to_owned(),
         )
     })?;
-    let key_pem = present(&data.key_pem).ok_or_else(|| {
+    let (key_pem, key) = present(&data.key_pem).ok_or_else(|| {
         refuse(
             reasons::MISSING_KEY,
             "tls.key is missing or empty".to_owned(),
@@ -63,9 +63,9 @@ pub fn check(source: &ObjectRef, data: &SourceData, now: i64) -> Result<Validate
     })?;
     let ca_pem = present(&data.ca_pem);
     for (field, value) in [
-        ("tls.crt", Some(&cert_pem[..])),
-        ("tls.key", Some(&key_pem[..])),
-        ("ca.crt", ca_pem.as_deref()),
+        ("tls.crt", Some(cert)),
+        ("tls.key", Some(key)),
+        ("ca.crt", ca_pem.map(|(_, ca)| ca)),
     ] {
         if let Some(value) = value.filter(|v| v.len() > MAX_PEM_BYTES) {
             return Err(refuse(
@@ -77,36 +77,33 @@ pub fn check(source: &ObjectRef, data: &SourceData, now: i64) -> Result<Validate
             ));
         }
     }
-    let pair = validate_pair(&cert_pem[..], &key_pem[..], now)
+    let pair = validate_pair(cert, key, now)
         .map_err(|e| refuse(reasons::from_validation_label(e.reason()), e.to_string()))?;
-    if let Some(ca) = &ca_pem {
+    if let Some((_, ca)) = ca_pem {
         check_ca(ca)
             .map_err(|problem| refuse(reasons::MALFORMED_CA, format!("ca.crt: {problem}")))?;
     }
-    let mut summary = pair.summary;
-    // Kept for every selected source between reconciles, and the controller
-    // shows only fingerprint, serial and validity: SANs (up to hundreds per
-    // certificate) and names would be most of a thousand cached summaries.
-    summary.sans = Vec::new();
-    summary.subject = String::new();
-    summary.issuer = String::new();
+    // Kept for every selected source between reconciles.
+    let summary = lean_summary(pair.summary);
     Ok(Validated {
         source: source.clone(),
-        cert_pem,
-        key_pem,
-        ca_pem,
+        cert_pem: cert_pem.clone(),
+        key_pem: key_pem.clone(),
+        ca_pem: ca_pem.map(|(blob, _)| blob.clone()),
         source_sha256: summary.sha256,
         summary: Arc::new(summary),
     })
 }
 
-/// The value if it holds more than whitespace (cert-manager may write an
-/// empty `ca.crt`; that means "no CA", not "a broken CA").
-fn present(value: &Option<Blob>) -> Option<Blob> {
-    value
-        .as_ref()
-        .filter(|v| v.iter().any(|b| !b.is_ascii_whitespace()))
-        .cloned()
+/// The value and its bytes if it holds more than whitespace (cert-manager
+/// may write an empty `ca.crt`; that means "no CA", not "a broken CA").
+fn present(value: &Option<Blob>) -> Option<(&Blob, &[u8])> {
+    let blob = value.as_ref()?;
+    let bytes = blob.bytes()?;
+    bytes
+        .iter()
+        .any(|b| !b.is_ascii_whitespace())
+        .then_some((blob, bytes))
 }
 
 /// A CA bundle: one or more PEM certificates, each valid X.509. Validity

@@ -221,19 +221,20 @@ impl Stores {
 }
 
 pub fn published_secret(secret: &Secret) -> PublishedSecret {
+    let (data, certificates) = PublishedSecret::digest_data(
+        secret
+            .data
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.0.as_slice())),
+    );
     PublishedSecret {
         name: secret.name_any(),
         secret_type: secret.type_.clone().unwrap_or_else(|| "Opaque".to_owned()),
         labels: Arc::new(secret.labels().clone()),
         annotations: Arc::new(secret.annotations().clone()),
-        data: Arc::new(
-            secret
-                .data
-                .iter()
-                .flatten()
-                .map(|(k, v)| (k.clone(), Blob::from(v.0.as_slice())))
-                .collect(),
-        ),
+        data: Arc::new(data),
+        certificates,
     }
 }
 
@@ -281,6 +282,21 @@ pub async fn read_source(
     )))
 }
 
+/// The data values of a Secret, with their bytes (empty when it is gone).
+pub async fn read_secret_values(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<Vec<Blob>, kube::Error> {
+    let api = Api::<Secret>::namespaced(client.clone(), namespace);
+    let data = api
+        .get_opt(name)
+        .await?
+        .and_then(|mut s| s.data.take())
+        .unwrap_or_default();
+    Ok(data.into_values().map(|v| Blob::from(v.0)).collect())
+}
+
 /// Reads a Secret in the gateway namespace that is not in the managed store
 /// (an object in a target's way); `None` when there is none.
 pub async fn read_target(
@@ -307,8 +323,6 @@ pub async fn apply_secret(client: &Client, desired: &DesiredSecret) -> Result<()
         type_: Some(&desired.secret_type),
         data: Base64Data(&desired.data),
     };
-    // So the watch event of this write shares these bytes (see `store`).
-    store::remember_applied(&desired.name, &desired.data);
     apply_discarding_response(client, &api, &desired.name, &body).await
 }
 
@@ -340,7 +354,16 @@ struct Base64Data<'a>(&'a BTreeMap<String, Blob>);
 
 impl serde::Serialize for Base64Data<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_map(self.0.iter().map(|(k, v)| (k, Base64Value(v))))
+        use serde::ser::{Error as _, SerializeMap as _};
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (key, value) in self.0 {
+            // Hydrated before every write (`reconcile`); never a digest alone.
+            let bytes = value
+                .bytes()
+                .ok_or_else(|| S::Error::custom(format!("{key}: only its digest is known")))?;
+            map.serialize_entry(key, &Base64Value(bytes))?;
+        }
+        map.end()
     }
 }
 

@@ -11,9 +11,9 @@
 //!   annotation — the only annotation the core reads
 //!   ([`crate::core::selection::is_autosync`]).
 //! * [`ManagedStore`] (cert-sync's own Secrets in the gateway namespace): what
-//!   [`PublishedSecret`] holds, the data as shared [`Blob`]s. A value equal
-//!   to the one last seen for the same key, or to the one cert-sync just
-//!   applied there ([`remember_applied`]), is shared rather than held twice.
+//!   [`PublishedSecret`] holds. The data is kept by digest only (see
+//!   [`Blob`]), with the summaries of the certificates: a thousand published
+//!   Secrets cost their metadata, not their PEM.
 //!
 //! Both keep the reflector's semantics: a relist is buffered and replaces
 //! the contents at once when complete; `wait_until_ready` returns after the
@@ -21,6 +21,7 @@
 //! the resourceVersion preconditions use.
 
 use crate::core::model::{keys, Blob, ObjectRef, PublishedSecret, SourceMeta};
+use certsync_core::CertSummary;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::PartialObjectMeta;
@@ -29,7 +30,7 @@ use kube::runtime::watcher;
 use kube::Resource as _;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
+use std::sync::{Arc, PoisonError, RwLock};
 use thiserror::Error;
 use tokio::sync::watch;
 
@@ -461,6 +462,7 @@ pub struct ManagedRecord {
     labels: Arc<Labels>,
     annotations: Arc<Labels>,
     data: Arc<BTreeMap<String, Blob>>,
+    certificates: Arc<BTreeMap<String, Arc<CertSummary>>>,
 }
 
 impl Record for ManagedRecord {
@@ -469,27 +471,21 @@ impl Record for ManagedRecord {
     fn compact(
         object: Self::Object,
         _namespace: &str,
-        name: &str,
+        _name: &str,
         previous: Option<&Self>,
         interner: &mut Interner,
     ) -> Self {
-        let data: BTreeMap<String, Blob> = object
-            .data
-            .into_iter()
-            .flatten()
-            .map(|(key, value)| {
-                let blob = previous
-                    .and_then(|p| p.data.get(&key))
-                    .filter(|b| ***b == *value.0)
-                    .cloned()
-                    .or_else(|| take_applied(name, &key, &value.0))
-                    .unwrap_or_else(|| Blob::from(value.0));
-                (key, blob)
-            })
-            .collect();
-        let data = match previous {
-            Some(p) if *p.data == data => Arc::clone(&p.data),
-            _ => Arc::new(data),
+        let (data, certificates) = PublishedSecret::digest_data(
+            object
+                .data
+                .iter()
+                .flatten()
+                .map(|(key, value)| (key.clone(), value.0.as_slice())),
+        );
+        // Unchanged across a watch event: keep sharing the previous maps.
+        let (data, certificates) = match previous {
+            Some(p) if *p.data == data => (Arc::clone(&p.data), Arc::clone(&p.certificates)),
+            _ => (Arc::new(data), Arc::new(certificates)),
         };
         let meta = object.metadata;
         ManagedRecord {
@@ -498,6 +494,7 @@ impl Record for ManagedRecord {
             labels: interner.labels(meta.labels.unwrap_or_default()),
             annotations: Arc::new(meta.annotations.unwrap_or_default()),
             data,
+            certificates,
         }
     }
 }
@@ -523,6 +520,7 @@ impl CompactStore<ManagedRecord> {
                     labels: Arc::clone(&r.labels),
                     annotations: Arc::clone(&r.annotations),
                     data: Arc::clone(&r.data),
+                    certificates: (*r.certificates).clone(),
                 },
             );
         });
@@ -561,53 +559,10 @@ impl CompactStore<ManagedRecord> {
     }
 }
 
-// ------------------------------------------------- data cert-sync applied
-
-/// Data values cert-sync has just applied, by (Secret name, data key), held
-/// weakly: when the watch brings the Secret back, its store record shares
-/// the bytes of the desired state instead of keeping a second copy. Only the
-/// same key of the same Secret is ever shared, and only equal bytes, so
-/// this changes memory, never content.
-static APPLIED: Mutex<Applied> = Mutex::new(Applied {
-    values: BTreeMap::new(),
-    prune_at: PRUNE_FLOOR,
-});
-
-struct Applied {
-    /// By (Secret name, data key).
-    values: BTreeMap<(String, String), Weak<[u8]>>,
-    /// Size at which dead entries are next dropped: twice what survived the
-    /// last pruning, so pruning stays amortised O(1) per write.
-    prune_at: usize,
-}
-
-const PRUNE_FLOOR: usize = 256;
-
-/// Notes the data of a Secret about to be applied (see [`APPLIED`]).
-pub fn remember_applied(name: &str, data: &BTreeMap<String, Blob>) {
-    let mut applied = APPLIED.lock().unwrap_or_else(PoisonError::into_inner);
-    for (key, value) in data {
-        applied
-            .values
-            .insert((name.to_owned(), key.clone()), value.downgrade());
-    }
-    // Entries whose watch event never came (a failed write) die with the
-    // desired state; drop them once they could be the larger part.
-    if applied.values.len() > applied.prune_at {
-        applied.values.retain(|_, w| w.strong_count() > 0);
-        applied.prune_at = (applied.values.len() * 2).max(PRUNE_FLOOR);
-    }
-}
-
-fn take_applied(name: &str, key: &str, bytes: &[u8]) -> Option<Blob> {
-    let mut applied = APPLIED.lock().unwrap_or_else(PoisonError::into_inner);
-    let weak = applied.values.remove(&(name.to_owned(), key.to_owned()))?;
-    Blob::upgrade(&weak).filter(|b| **b == *bytes)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::testing::Pair;
     use k8s_openapi::ByteString;
     use kube::ResourceExt as _;
 
@@ -731,29 +686,29 @@ mod tests {
     }
 
     #[test]
-    fn managed_secrets_share_unchanged_and_just_applied_bytes() {
+    fn managed_secrets_are_kept_by_digest_with_their_certificate_summaries() {
         let (store, writer) = managed_store();
         writer.apply(watcher::Event::Init);
         writer.apply(watcher::Event::InitDone);
-        let desired = BTreeMap::from([
-            ("tls.crt".to_owned(), Blob::from(b"crt-1".to_vec())),
-            ("tls.key".to_owned(), Blob::from(b"key".to_vec())),
-        ]);
-        remember_applied("shop.a.test1", &desired);
-        writer.apply(watcher::Event::Apply(managed(
-            "shop.a.test1",
-            "3",
-            b"crt-1",
-        )));
+        let crt = Pair::P256.cert().to_vec();
+        writer.apply(watcher::Event::Apply(managed("shop.a.test1", "3", &crt)));
         let first = store.published();
         let p = &first["shop.a.test1"];
         assert_eq!(p.secret_type, keys::TLS_TYPE);
         assert!(p.is_managed());
         assert_eq!(p.annotations[keys::SOURCE], "shop/a");
-        assert!(p.data["tls.crt"].same_bytes_as(&desired["tls.crt"]));
-        assert!(p.data["tls.key"].same_bytes_as(&desired["tls.key"]));
+        assert_eq!(p.data["tls.crt"], crt);
+        assert_eq!(p.data["tls.key"], b"key".to_vec());
+        assert!(
+            p.data.values().all(|v| v.bytes().is_none()),
+            "no bytes kept"
+        );
+        let summary = &p.certificates["tls.crt"];
+        assert_eq!(summary.sha256.to_string(), Pair::P256.sha256());
+        assert!(summary.sans.is_empty());
+        assert!(!p.certificates.contains_key("tls.key"));
 
-        // A rotation: the changed value is new, the unchanged one shared.
+        // A rotation: the new value's digest, the same maps when unchanged.
         writer.apply(watcher::Event::Apply(managed(
             "shop.a.test1",
             "4",
@@ -762,20 +717,18 @@ mod tests {
         let second = store.published();
         let p2 = &second["shop.a.test1"];
         assert_eq!(p2.data["tls.crt"], b"crt-2".to_vec());
-        assert!(p2.data["tls.key"].same_bytes_as(&p.data["tls.key"]));
-        let view = store.state();
-        assert_eq!(view[0].metadata.resource_version.as_deref(), Some("4"));
-
-        // Bytes that differ from what was applied are never shared.
-        remember_applied("shop.a.test1", &desired);
+        assert_ne!(p2.data["tls.crt"], crt);
+        assert!(p2.certificates.is_empty(), "not a certificate");
         writer.apply(watcher::Event::Apply(managed(
             "shop.a.test1",
             "5",
-            b"crt-3",
+            b"crt-2",
         )));
-        assert_eq!(
-            store.published()["shop.a.test1"].data["tls.crt"],
-            b"crt-3".to_vec()
-        );
+        assert!(Arc::ptr_eq(
+            &store.published()["shop.a.test1"].data,
+            &p2.data
+        ));
+        let view = store.state();
+        assert_eq!(view[0].metadata.resource_version.as_deref(), Some("5"));
     }
 }
