@@ -164,7 +164,7 @@ pub struct PublishedSecret {
     /// Summaries of the values that parse as certificates, by data key:
     /// what a kept "last good" publication is reported as, computed when
     /// the Secret was read (its bytes are not kept).
-    pub certificates: BTreeMap<String, Arc<CertSummary>>,
+    pub certificates: Arc<BTreeMap<String, Arc<CertSummary>>>,
 }
 
 impl PublishedSecret {
@@ -181,7 +181,10 @@ impl PublishedSecret {
         let mut values = BTreeMap::new();
         let mut certificates = BTreeMap::new();
         for (key, bytes) in data {
-            if key.ends_with(".crt") {
+            // Leaf chains only: a CA bundle is never a last good to report
+            // (`_` cannot occur in a Secret name, so the suffix is ours).
+            let ca = key == keys::CA_CRT || key.ends_with(super::naming::CA_SUFFIX);
+            if key.ends_with(".crt") && !ca {
                 if let Ok(summary) = certsync_core::summarize_chain(bytes) {
                     certificates.insert(key.clone(), Arc::new(lean_summary(summary)));
                 }

@@ -41,6 +41,12 @@ pub struct Stores {
     pub managed: ManagedStore,
 }
 
+/// List page sizes. A page is decoded whole before the store compacts it,
+/// so it bounds the transient memory of a (re)list: ~1.5 KB per metadata-only
+/// Secret, ~5 KB per managed Secret with its data (kube's default is 500).
+const SOURCE_PAGE: u32 = 200;
+const MANAGED_PAGE: u32 = 50;
+
 /// Starts the watches. Every event (and every watch error, after which the
 /// watcher relists) pokes `changed`, so the reconciler runs.
 pub fn watch(
@@ -56,7 +62,9 @@ pub fn watch(
     let (tls_sources, writer) = store::source_store();
     spawn_watch(
         Api::<PartialObjectMeta<Secret>>::all(client.clone()),
-        watcher::Config::default().fields(&format!("type={}", keys::TLS_TYPE)),
+        watcher::Config::default()
+            .fields(&format!("type={}", keys::TLS_TYPE))
+            .page_size(SOURCE_PAGE),
         move |event| writer.apply(event),
         &changed,
         &mut tasks,
@@ -80,11 +88,9 @@ pub fn watch(
     let (managed, writer) = store::managed_store();
     spawn_watch(
         Api::<Secret>::namespaced(client.clone(), gateway_namespace),
-        watcher::Config::default().labels(&format!(
-            "{}={}",
-            keys::MANAGED_BY,
-            keys::MANAGED_BY_VALUE
-        )),
+        watcher::Config::default()
+            .labels(&format!("{}={}", keys::MANAGED_BY, keys::MANAGED_BY_VALUE))
+            .page_size(MANAGED_PAGE),
         move |event| writer.apply(event),
         &changed,
         &mut tasks,
@@ -234,7 +240,7 @@ pub fn published_secret(secret: &Secret) -> PublishedSecret {
         labels: Arc::new(secret.labels().clone()),
         annotations: Arc::new(secret.annotations().clone()),
         data: Arc::new(data),
-        certificates,
+        certificates: Arc::new(certificates),
     }
 }
 

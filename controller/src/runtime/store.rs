@@ -520,7 +520,7 @@ impl CompactStore<ManagedRecord> {
                     labels: Arc::clone(&r.labels),
                     annotations: Arc::clone(&r.annotations),
                     data: Arc::clone(&r.data),
-                    certificates: (*r.certificates).clone(),
+                    certificates: Arc::clone(&r.certificates),
                 },
             );
         });
