@@ -6,6 +6,7 @@ use certsync_controller::reconcile::Reconciler;
 use certsync_controller::runtime::cluster::{self, Events};
 use certsync_controller::runtime::files::DirectoryPublisher;
 use certsync_controller::runtime::gateway_config::GatewayConfig;
+use certsync_controller::runtime::heap;
 use certsync_controller::runtime::http::{self, HttpState};
 use certsync_controller::runtime::leader::{LeaderElector, LeaseConfig};
 use certsync_controller::runtime::metrics::{Metrics, ReconcileOutcome};
@@ -218,6 +219,7 @@ async fn main() -> Result<()> {
     let mut tick = tokio::time::interval(ROLLOUT_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut reconcile_due = true;
+    let mut trim_after_pass = false;
     loop {
         if reconcile_due {
             reconcile_due = false;
@@ -251,6 +253,7 @@ async fn main() -> Result<()> {
                     d.set_publications(Arc::clone(published));
                 }
             }
+            trim_after_pass = true;
         }
         if let Some(d) = driver.as_mut() {
             let now_ms = jiff::Timestamp::now().as_millisecond();
@@ -271,6 +274,10 @@ async fn main() -> Result<()> {
                     continue;
                 }
             }
+        }
+        if std::mem::take(&mut trim_after_pass) {
+            // After the pass's writes (manifest included), off the publish path.
+            heap::release_free_pages();
         }
         tokio::select! {
             _ = changed.notified() => reconcile_due = true,

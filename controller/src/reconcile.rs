@@ -17,9 +17,9 @@ use crate::core::{manifest, merge_status, selection, validation};
 use crate::crd;
 use crate::runtime::cluster::{self, Events, Stores};
 use crate::runtime::files::{DirectoryPublisher, FilesError};
+use crate::runtime::heap;
 use crate::runtime::metrics::{ApiOutcome, ApiVerb, Metrics, PublishedKind};
 use kube::Client;
-use sha2::{Digest as _, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -36,6 +36,10 @@ pub enum ReconcileError {
     #[error("data of {0:?} changed since it was checked; reading the sources again")]
     DataChanged(Vec<String>),
 }
+
+/// Reads or writes in one reconcile from which freed pages are handed back
+/// mid-pass (see `runtime::heap`); a single update is far below it.
+const BULK: usize = 100;
 
 /// What one reconcile did, for logs and tests.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -145,23 +149,19 @@ impl Reconciler {
             return Ok(());
         }
         let notes = &self.notes;
-        let rendered = manifest::render_annotated(&built.0, |entry| {
+        let rendering = manifest::Rendering::new(&built.0, |entry| {
             if let Some(note) = notes.get(&entry.source) {
                 rollout::annotate(entry, note);
             }
-        })?;
-        let digest: [u8; 32] = rendered
-            .iter()
-            .fold(Sha256::new(), |h, (k, v)| h.chain_update(k).chain_update(v))
-            .finalize()
-            .into();
+        });
+        let digest = rendering.sha256()?;
         if self.last_manifest != Some(digest) {
             cluster::apply_config_map(
                 &self.client,
                 &self.policy.gateway_namespace,
                 manifest::NAME,
                 &manifest::labels(),
-                &rendered,
+                &rendering.data(),
             )
             .await?;
             self.metrics.api_request(ApiVerb::Apply, ApiOutcome::Ok);
@@ -233,6 +233,10 @@ impl Reconciler {
         let wanted: BTreeSet<ObjectRef> = selection.sources().into_iter().cloned().collect();
         self.refresh_validations(&wanted, &versions, now, &mut outcome)
             .await?;
+        if outcome.reads >= BULK {
+            // An initial sync's reads leave their buffers in the heap's holes.
+            heap::release_free_pages();
+        }
         let validations = &self.validations;
 
         let mut current = Published {
@@ -273,6 +277,9 @@ impl Reconciler {
         }
 
         self.write(&desired, &plan, &current, &mut outcome).await?;
+        if outcome.writes >= BULK {
+            heap::release_free_pages();
+        }
         let written_at = started.elapsed();
 
         let refusals: Vec<Refusal> = selection

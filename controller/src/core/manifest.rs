@@ -14,6 +14,7 @@ use super::naming;
 use super::selection::Target;
 use certsync_core::Fingerprint;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
 use std::collections::BTreeMap;
 
 pub const NAME: &str = "cert-sync-manifest";
@@ -185,17 +186,91 @@ pub fn labels() -> BTreeMap<String, String> {
 /// sources it is hundreds of kilobytes, written on every change; `cert-sync
 /// status` is the human view).
 pub fn render(manifest: &Manifest) -> Result<BTreeMap<String, String>, CoreError> {
-    render_annotated(manifest, |_| {})
+    let json = Rendering::new(manifest, |_| {}).json()?;
+    Ok(BTreeMap::from([(DATA_KEY.to_owned(), json)]))
 }
 
-/// [`render`] with each entry passed through `annotate` on the way out
-/// (the rollout state), so the manifest is never copied whole to add it.
-pub fn render_annotated(
-    manifest: &Manifest,
-    annotate: impl Fn(&mut ManifestEntry),
-) -> Result<BTreeMap<String, String>, CoreError> {
-    let json = serde_json::to_string(&Annotated { manifest, annotate })?;
-    Ok(BTreeMap::from([(DATA_KEY.to_owned(), json)]))
+/// The manifest as it is written, with each entry passed through
+/// `annotate` on the way out (the rollout state). At a thousand sources the
+/// JSON is hundreds of kilobytes, so it is never held whole: its digest is
+/// computed while serializing, and the ConfigMap body is serialized
+/// straight from the manifest.
+pub struct Rendering<'a, F> {
+    inner: Annotated<'a, F>,
+}
+
+impl<'a, F: Fn(&mut ManifestEntry)> Rendering<'a, F> {
+    pub fn new(manifest: &'a Manifest, annotate: F) -> Self {
+        Rendering {
+            inner: Annotated { manifest, annotate },
+        }
+    }
+
+    /// SHA-256 of the JSON text.
+    pub fn sha256(&self) -> Result<[u8; 32], CoreError> {
+        struct Hasher(Sha256);
+        impl std::io::Write for Hasher {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.update(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut hasher = Hasher(Sha256::new());
+        serde_json::to_writer(&mut hasher, &self.inner)?;
+        Ok(hasher.0.finalize().into())
+    }
+
+    /// The JSON text (tests and `cert-sync status` fixtures).
+    pub fn json(&self) -> Result<String, CoreError> {
+        Ok(serde_json::to_string(&self.inner)?)
+    }
+
+    /// The ConfigMap's `data`: the JSON text under [`DATA_KEY`].
+    pub fn data(&self) -> impl Serialize + '_ {
+        ConfigMapData(&self.inner)
+    }
+}
+
+/// `{DATA_KEY: "<json>"}`, the JSON written as an escaped string directly.
+struct ConfigMapData<'a, T>(&'a T);
+
+impl<T: Serialize> Serialize for ConfigMapData<'_, T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(1))?;
+        map.serialize_entry(DATA_KEY, &JsonText(self.0))?;
+        map.end()
+    }
+}
+
+/// A value serialized as the string of its JSON text, without building it.
+struct JsonText<'a, T>(&'a T);
+
+impl<T: Serialize> Serialize for JsonText<'_, T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<T: Serialize> std::fmt::Display for JsonText<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // serde_json writes whole UTF-8 fragments (it splits only at ASCII).
+        struct Out<'a, 'b>(&'a mut std::fmt::Formatter<'b>);
+        impl std::io::Write for Out<'_, '_> {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                let text = std::str::from_utf8(buf).map_err(std::io::Error::other)?;
+                self.0.write_str(text).map_err(std::io::Error::other)?;
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        serde_json::to_writer(Out(f), self.0).map_err(|_| std::fmt::Error)
+    }
 }
 
 /// Serializes like [`Manifest`]'s derive, one annotated entry at a time.
@@ -375,8 +450,14 @@ mod tests {
         let mark = |e: &mut ManifestEntry| e.state = Some(format!("seen {}", e.source));
         let mut annotated = m.clone();
         annotated.publications.iter_mut().for_each(mark);
-        let rendered = render_annotated(&m, mark).unwrap();
-        assert_eq!(parse(&rendered[DATA_KEY]).unwrap(), annotated);
+        let rendering = Rendering::new(&m, mark);
+        let json = rendering.json().unwrap();
+        assert_eq!(parse(&json).unwrap(), annotated);
+        let digest: [u8; 32] = Sha256::digest(json.as_bytes()).into();
+        assert_eq!(rendering.sha256().unwrap(), digest);
+        // The ConfigMap body carries the same text, escaped as a string.
+        let body = serde_json::to_value(rendering.data()).unwrap();
+        assert_eq!(body, serde_json::json!({ DATA_KEY: json }));
         assert_ne!(annotated, m);
     }
 

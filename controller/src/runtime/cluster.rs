@@ -439,7 +439,7 @@ pub async fn apply_config_map(
     namespace: &str,
     name: &str,
     labels: &BTreeMap<String, String>,
-    data: &BTreeMap<String, String>,
+    data: &impl serde::Serialize,
 ) -> Result<(), kube::Error> {
     let api = Api::<ConfigMap>::namespaced(client.clone(), namespace);
     let body = ApplyBody {

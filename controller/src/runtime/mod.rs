@@ -3,6 +3,7 @@ pub mod alloc_stats;
 pub mod cluster;
 pub mod files;
 pub mod gateway_config;
+pub mod heap;
 pub mod http;
 pub mod leader;
 pub mod metrics;
