@@ -273,7 +273,7 @@ fn last_good<'a>(
     // Only a certificate that still parses is a "last good" one.
     let summary = match (cert.bytes(), existing) {
         (Some(bytes), _) => Arc::new(summarize_chain(bytes).ok()?),
-        (None, Some(secret)) => Arc::clone(secret.certificates.get(&names.cert)?),
+        (None, Some(secret)) => Arc::clone(secret.certificate(&names.cert)?),
         (None, None) => return None,
     };
     Some(Material {

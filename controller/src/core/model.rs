@@ -164,8 +164,12 @@ pub struct PublishedSecret {
     /// Summaries of the values that parse as certificates, by data key:
     /// what a kept "last good" publication is reported as, computed when
     /// the Secret was read (its bytes are not kept).
-    pub certificates: Arc<BTreeMap<String, Arc<CertSummary>>>,
+    pub certificates: Certificates,
 }
+
+/// Certificate summaries by data key: one entry per Secret in practice, so
+/// a slice rather than a map (a map node is ~400 bytes, per Secret).
+pub type Certificates = Arc<[(String, Arc<CertSummary>)]>;
 
 impl PublishedSecret {
     /// Carries `app.kubernetes.io/managed-by: cert-sync`.
@@ -177,21 +181,29 @@ impl PublishedSecret {
     /// certificates (SANs and names dropped, as for validated sources).
     pub fn digest_data<'a>(
         data: impl IntoIterator<Item = (String, &'a [u8])>,
-    ) -> (BTreeMap<String, Blob>, BTreeMap<String, Arc<CertSummary>>) {
+    ) -> (BTreeMap<String, Blob>, Certificates) {
         let mut values = BTreeMap::new();
-        let mut certificates = BTreeMap::new();
+        let mut certificates = Vec::new();
         for (key, bytes) in data {
             // Leaf chains only: a CA bundle is never a last good to report
             // (`_` cannot occur in a Secret name, so the suffix is ours).
             let ca = key == keys::CA_CRT || key.ends_with(super::naming::CA_SUFFIX);
             if key.ends_with(".crt") && !ca {
                 if let Ok(summary) = certsync_core::summarize_chain(bytes) {
-                    certificates.insert(key.clone(), Arc::new(lean_summary(summary)));
+                    certificates.push((key.clone(), Arc::new(lean_summary(summary))));
                 }
             }
             values.insert(key, Blob::digest_of(bytes));
         }
-        (values, certificates)
+        (values, certificates.into())
+    }
+
+    /// The summary of the certificate under data key `key`.
+    pub fn certificate(&self, key: &str) -> Option<&Arc<CertSummary>> {
+        self.certificates
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, summary)| summary)
     }
 }
 
@@ -203,7 +215,10 @@ impl fmt::Debug for PublishedSecret {
             .field("labels", &self.labels)
             .field("annotations", &self.annotations)
             .field("data", &DataSizes(&self.data))
-            .field("certificates", &self.certificates.keys())
+            .field(
+                "certificates",
+                &self.certificates.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }

@@ -240,7 +240,7 @@ pub fn published_secret(secret: &Secret) -> PublishedSecret {
         labels: Arc::new(secret.labels().clone()),
         annotations: Arc::new(secret.annotations().clone()),
         data: Arc::new(data),
-        certificates: Arc::new(certificates),
+        certificates,
     }
 }
 
@@ -481,6 +481,9 @@ pub async fn apply_certmerge_status(
 /// How long a written Event is remembered so that a repeat becomes a series
 /// update instead of a new Event (kube's `Recorder` uses the same six minutes).
 const EVENT_CACHE_TTL: jiff::SignedDuration = jiff::SignedDuration::from_mins(6);
+/// At most this many are remembered (the least recently seen go first), so
+/// a burst of distinct Events does not keep a cache entry each for minutes.
+const EVENT_CACHE_MAX: usize = 256;
 
 /// What is remembered of an Event already written. kube's `Recorder` keeps
 /// the whole Event object for this; a thousand publications are a thousand
@@ -622,6 +625,17 @@ impl Events {
                 last_observed: now,
             },
         );
+        if recorded.len() > EVENT_CACHE_MAX {
+            // An initial sync announces a thousand publications once each:
+            // keep the recent ones, which are those that can repeat.
+            let oldest = recorded
+                .iter()
+                .min_by_key(|(_, r)| r.last_seen())
+                .map(|(k, _)| k.clone());
+            if let Some(oldest) = oldest {
+                recorded.remove(&oldest);
+            }
+        }
         Ok(())
     }
 }

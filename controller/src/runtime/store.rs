@@ -20,8 +20,7 @@
 //! first complete list. `state()` gives the kube-shaped view the tests and
 //! the resourceVersion preconditions use.
 
-use crate::core::model::{keys, Blob, ObjectRef, PublishedSecret, SourceMeta};
-use certsync_core::CertSummary;
+use crate::core::model::{keys, Blob, Certificates, ObjectRef, PublishedSecret, SourceMeta};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::PartialObjectMeta;
@@ -462,7 +461,7 @@ pub struct ManagedRecord {
     labels: Arc<Labels>,
     annotations: Arc<Labels>,
     data: Arc<BTreeMap<String, Blob>>,
-    certificates: Arc<BTreeMap<String, Arc<CertSummary>>>,
+    certificates: Certificates,
 }
 
 impl Record for ManagedRecord {
@@ -485,7 +484,7 @@ impl Record for ManagedRecord {
         // Unchanged across a watch event: keep sharing the previous maps.
         let (data, certificates) = match previous {
             Some(p) if *p.data == data => (Arc::clone(&p.data), Arc::clone(&p.certificates)),
-            _ => (Arc::new(data), Arc::new(certificates)),
+            _ => (Arc::new(data), certificates),
         };
         let meta = object.metadata;
         ManagedRecord {
@@ -703,10 +702,10 @@ mod tests {
             p.data.values().all(|v| v.bytes().is_none()),
             "no bytes kept"
         );
-        let summary = &p.certificates["tls.crt"];
+        let summary = p.certificate("tls.crt").unwrap();
         assert_eq!(summary.sha256.to_string(), Pair::P256.sha256());
         assert!(summary.sans.is_empty());
-        assert!(!p.certificates.contains_key("tls.key"));
+        assert!(p.certificate("tls.key").is_none());
 
         // A rotation: the new value's digest, the same maps when unchanged.
         writer.apply(watcher::Event::Apply(managed(
