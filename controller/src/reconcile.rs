@@ -3,9 +3,13 @@
 //!
 //! ```text
 //!  stores ─▶ select ─▶ read data (GET only where resourceVersion moved) ─▶ validate
-//!     ─▶ render desired (keeping the last good publication) ─▶ diff ─▶ SSA / delete / file swap
+//!     ─▶ keep digests (Secret modes) ─▶ render desired (keeping the last good publication)
+//!     ─▶ diff ─▶ hydrate (GET source / target, match by digest) ─▶ SSA / delete / file swap
 //!     ─▶ manifest ConfigMap ─▶ Events on transitions
 //! ```
+//!
+//! Between reconciles the controller holds metadata and digests, not PEM:
+//! its memory does not grow with certificate sizes (see `core::model::Blob`).
 
 use crate::core::desired::{self, Action, DesiredState};
 use crate::core::model::{keys, Blob, ObjectRef, Policy, Published, SourceData};
