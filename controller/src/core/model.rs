@@ -67,8 +67,8 @@ pub struct SourceMeta {
 /// A Secret's data, read only for selected sources. `Debug` never shows the key.
 #[derive(Clone, PartialEq, Eq, Default)]
 pub struct SourceData {
-    /// Moved out of the API response, then shared by the validation result,
-    /// the desired state and what is applied: one copy per certificate.
+    /// With their bytes, as read; validation keeps only the digests in
+    /// the Secret modes (see [`Blob`]).
     pub cert_pem: Option<Blob>,
     pub key_pem: Option<Blob>,
     pub ca_pem: Option<Blob>,
