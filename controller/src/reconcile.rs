@@ -23,6 +23,7 @@ use crate::runtime::cluster::{self, Events, Stores};
 use crate::runtime::files::{DirectoryPublisher, FilesError};
 use crate::runtime::heap;
 use crate::runtime::metrics::{ApiOutcome, ApiVerb, Metrics, PublishedKind};
+use certsync_core::Fingerprint;
 use kube::Client;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -72,7 +73,7 @@ pub struct Reconciler {
     /// Refusals already announced (Events only on transitions).
     announced: BTreeSet<(String, &'static str, String)>,
     /// Fingerprint last published per source (a Normal Event when it moves).
-    published: BTreeMap<ObjectRef, String>,
+    published: BTreeMap<ObjectRef, Fingerprint>,
     /// SHA-256 of the manifest data last written (not the data: it is
     /// hundreds of kilobytes at a thousand sources).
     last_manifest: Option<[u8; 32]>,
@@ -300,8 +301,7 @@ impl Reconciler {
             .await?;
         self.count_published(&desired);
 
-        let built = manifest::build(&self.policy, &desired, &plan, &self.cert_dir);
-        let refusal_views = refusals
+        let refusal_views: Vec<RefusalView> = refusals
             .iter()
             .map(|r| RefusalView {
                 subject: subject_key(&r.subject),
@@ -309,7 +309,16 @@ impl Reconciler {
                 message: r.message.clone(),
             })
             .collect();
-        self.built = Some(Arc::new((built, refusal_views)));
+        // Most passes change nothing published: keep the manifest (and what
+        // verification holds of it) rather than building a second copy.
+        let same = self.built.as_ref().is_some_and(|b| {
+            b.1 == refusal_views
+                && manifest::unchanged(&b.0, &self.policy, &desired, &plan, &self.cert_dir)
+        });
+        if !same {
+            let built = manifest::build(&self.policy, &desired, &plan, &self.cert_dir);
+            self.built = Some(Arc::new((built, refusal_views)));
+        }
         if !self.manifest_deferred {
             self.write_manifest().await?;
         }
@@ -632,15 +641,21 @@ impl Reconciler {
         }
         self.announced = now_refused;
 
-        let mut now_published = BTreeMap::new();
+        // Updated in place: a pass over a thousand unchanged sources
+        // allocates nothing here.
+        let mut seen = BTreeSet::new();
         for entry in &desired.entries {
-            let sha = entry.summary.sha256.to_string();
+            let sha = entry.summary.sha256;
+            seen.insert(&entry.source);
             self.metrics
                 .set_not_after(&entry.source, entry.summary.not_after);
-            if entry.kept.is_none() && self.published.get(&entry.source) != Some(&sha) {
+            if self.published.get(&entry.source) == Some(&sha) {
+                continue;
+            }
+            if entry.kept.is_none() {
                 let message = format!(
                     "published sha256 {} (serial {}, notAfter {})",
-                    &sha[..12],
+                    &sha.to_string()[..12],
                     entry.summary.serial,
                     manifest::rfc3339(entry.summary.not_after)
                 );
@@ -658,16 +673,16 @@ impl Reconciler {
                     tracing::warn!(error = %e, "could not record an Event");
                 }
             }
-            now_published.insert(entry.source.clone(), sha);
+            self.published.insert(entry.source.clone(), sha);
         }
-        for gone in self
-            .published
-            .keys()
-            .filter(|k| !now_published.contains_key(*k))
-        {
-            self.metrics.forget_source(gone);
-        }
-        self.published = now_published;
+        let metrics = &self.metrics;
+        self.published.retain(|source, _| {
+            let keep = seen.contains(source);
+            if !keep {
+                metrics.forget_source(source);
+            }
+            keep
+        });
     }
 }
 
