@@ -238,6 +238,9 @@ impl Reconciler {
         let wanted: BTreeSet<ObjectRef> = selection.sources().into_iter().cloned().collect();
         self.refresh_validations(&wanted, &versions, now, &mut outcome)
             .await?;
+        // Not needed past this point; the rest of the pass is its peak.
+        drop((versions, wanted));
+        drop((sources, merges));
         if outcome.reads >= BULK {
             // An initial sync's reads leave their buffers in the heap's holes.
             heap::release_free_pages();

@@ -289,13 +289,14 @@ impl RolloutDriver {
                 }
             })
             .collect();
-        let notes = Arc::new(notes);
-        let changed = *notes != *self.notes;
-        self.notes = Arc::clone(&notes);
+        let changed = notes != *self.notes;
+        if changed {
+            self.notes = Arc::new(notes);
+        }
         let snapshot = StatusSnapshot {
             published,
             views,
-            notes,
+            notes: Arc::clone(&self.notes),
             pods,
             warnings,
             now_ms,
