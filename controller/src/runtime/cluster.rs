@@ -386,7 +386,10 @@ impl serde::Serialize for Base64Value<'_> {
 
 /// Server-side applies `body` to `name` and reads the answer only for its
 /// status: the object the API server sends back (the whole manifest, or a
-/// Secret with its data) is not needed, so it is never decoded.
+/// Secret with its data) is streamed past, never decoded or buffered. The
+/// body is serialized into a buffer of its exact size (measured by a first
+/// pass): the manifest is hundreds of kilobytes, and a growing buffer would
+/// briefly hold up to twice that.
 async fn apply_discarding_response<K>(
     client: &Client,
     api: &Api<K>,
@@ -396,18 +399,35 @@ async fn apply_discarding_response<K>(
 where
     K: kube::Resource,
 {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    serde_json::to_writer(&mut count, body).map_err(kube::Error::SerdeError)?;
+    let mut bytes = Vec::with_capacity(count.0);
+    serde_json::to_writer(&mut bytes, body).map_err(kube::Error::SerdeError)?;
+    // kube builds the URL, query and headers; the body is ours.
     let mut req = kube::core::Request::new(api.resource_url())
         .patch(
             name,
             &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(body),
+            &Patch::Apply(()),
         )
         .map_err(kube::Error::BuildRequest)?;
+    *req.body_mut() = bytes;
     req.extensions_mut().insert("patch");
-    client
-        .request::<serde::de::IgnoredAny>(req)
+    let answer = client.request_stream(req).await?;
+    futures::io::copy_buf(answer, &mut futures::io::sink())
         .await
-        .map(|_| ())
+        .map_err(kube::Error::ReadEvents)?;
+    Ok(())
 }
 
 /// Deletes a Secret cert-sync published, only if it is still the version
