@@ -227,13 +227,7 @@ impl Stores {
 }
 
 pub fn published_secret(secret: &Secret) -> PublishedSecret {
-    let (data, certificates) = PublishedSecret::digest_data(
-        secret
-            .data
-            .iter()
-            .flatten()
-            .map(|(k, v)| (k.clone(), v.0.as_slice())),
-    );
+    let (data, certificates) = store::digested(secret);
     PublishedSecret {
         name: secret.name_any(),
         secret_type: secret.type_.clone().unwrap_or_else(|| "Opaque".to_owned()),

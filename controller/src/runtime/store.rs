@@ -474,13 +474,7 @@ impl Record for ManagedRecord {
         previous: Option<&Self>,
         interner: &mut Interner,
     ) -> Self {
-        let (data, certificates) = PublishedSecret::digest_data(
-            object
-                .data
-                .iter()
-                .flatten()
-                .map(|(key, value)| (key.clone(), value.0.as_slice())),
-        );
+        let (data, certificates) = digested(&object);
         // Unchanged across a watch event: keep sharing the previous maps.
         let (data, certificates) = match previous {
             Some(p) if *p.data == data => (Arc::clone(&p.data), Arc::clone(&p.certificates)),
@@ -496,6 +490,17 @@ impl Record for ManagedRecord {
             certificates,
         }
     }
+}
+
+/// A Secret's data by digest, with its certificates' summaries.
+pub(crate) fn digested(secret: &Secret) -> (BTreeMap<String, Blob>, Certificates) {
+    PublishedSecret::digest_data(
+        secret
+            .data
+            .iter()
+            .flatten()
+            .map(|(key, value)| (key.clone(), value.0.as_slice())),
+    )
 }
 
 /// cert-sync's Secrets in the gateway namespace, with their data.
