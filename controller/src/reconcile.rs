@@ -46,6 +46,15 @@ pub enum ReconcileError {
 /// mid-pass (see `runtime::heap`); a single update is far below it.
 const BULK: usize = 100;
 
+/// Where [`Reconciler::hydrate`] looks for a value's bytes.
+#[derive(Clone, Copy)]
+enum Origin {
+    /// The Secret as published (a kept last good, a merged Secret's members).
+    Published,
+    /// The sources the Secret publishes (a newly validated certificate).
+    Sources,
+}
+
 /// What one reconcile did, for logs and tests.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Outcome {
@@ -569,27 +578,34 @@ impl Reconciler {
             .unwrap_or_default();
         let mut data = (*secret.data).clone();
         // A merged Secret's values are mostly published already: read it
-        // first, and a member's source only if still needed.
-        let published_first = sources.len() > 1;
-        for round in 0..2 {
+        // first, and the members' sources only if still needed.
+        let order = if sources.len() > 1 {
+            [Origin::Published, Origin::Sources]
+        } else {
+            [Origin::Sources, Origin::Published]
+        };
+        for origin in order {
             if complete(&data) {
                 break;
             }
             let mut found = Vec::new();
-            if (round == 0) == published_first {
-                let read =
-                    cluster::read_secret_values(&self.client, &secret.namespace, &secret.name)
-                        .await;
-                self.metrics
-                    .api_request(ApiVerb::Get, ApiOutcome::of(&read));
-                found = read?;
-            } else {
-                for source in &sources {
-                    let read = cluster::read_source(&self.client, source).await;
+            match origin {
+                Origin::Published => {
+                    let read =
+                        cluster::read_secret_values(&self.client, &secret.namespace, &secret.name)
+                            .await;
                     self.metrics
                         .api_request(ApiVerb::Get, ApiOutcome::of(&read));
-                    if let Some((_, d)) = read? {
-                        found.extend([d.cert_pem, d.key_pem, d.ca_pem].into_iter().flatten());
+                    found = read?;
+                }
+                Origin::Sources => {
+                    for source in &sources {
+                        let read = cluster::read_source(&self.client, source).await;
+                        self.metrics
+                            .api_request(ApiVerb::Get, ApiOutcome::of(&read));
+                        if let Some((_, d)) = read? {
+                            found.extend([d.cert_pem, d.key_pem, d.ca_pem].into_iter().flatten());
+                        }
                     }
                 }
             }

@@ -146,7 +146,7 @@ fn piece<'a>(
 }
 
 /// Computes the desired state. `current` is what is published now: every
-/// managed Secret in the gateway namespace (with data) and, in directory
+/// managed Secret in the gateway namespace (data by digest) and, in directory
 /// mode, the current tree.
 pub fn render(
     policy: &Policy,

@@ -6,9 +6,9 @@
 //! Memory stays flat with the number of Secrets in the cluster: Secrets are
 //! watched metadata-only with the `type=kubernetes.io/tls` field selector
 //! into a compact store (`store`), and data is read (GET) only for selected
-//! sources and only when their resourceVersion moved. Data is cached only
-//! for what cert-sync itself manages in the gateway namespace, shared with
-//! the desired state rather than copied.
+//! sources and only when their resourceVersion moved. No data is cached:
+//! what cert-sync manages in the gateway namespace is kept by digest, and a
+//! write reads the bytes it needs again (`reconcile`'s hydration).
 
 use super::store::{self, ManagedStore, SourceStore, StoreError};
 use crate::core::desired::DesiredSecret;
@@ -37,7 +37,7 @@ pub struct Stores {
     pub tls_sources: SourceStore,
     pub namespaces: Option<Store<PartialObjectMeta<Namespace>>>,
     pub certmerges: Option<Store<CertMerge>>,
-    /// Secrets in the gateway namespace labelled managed-by cert-sync (with data).
+    /// Secrets in the gateway namespace labelled managed-by cert-sync (data by digest).
     pub managed: ManagedStore,
 }
 

@@ -503,7 +503,7 @@ pub(crate) fn digested(secret: &Secret) -> (BTreeMap<String, Blob>, Certificates
     )
 }
 
-/// cert-sync's Secrets in the gateway namespace, with their data.
+/// cert-sync's Secrets in the gateway namespace, their data by digest.
 pub type ManagedStore = CompactStore<ManagedRecord>;
 
 pub(crate) fn managed_store() -> (ManagedStore, Writer<ManagedRecord>) {
