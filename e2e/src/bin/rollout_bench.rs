@@ -32,6 +32,9 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 /// Pause between rotations, before the phase offset.
 const SETTLE: Duration = Duration::from_millis(200);
 
+const USAGE: &str =
+    "usage: rollout_bench [--out FILE] [--append] [--rotations N] [--interval-ms N]";
+
 struct Args {
     out: PathBuf,
     append: bool,
@@ -54,10 +57,11 @@ fn parse_args() -> Result<Args> {
             "--append" => args.append = true,
             "--rotations" => args.rotations = value("--rotations")?.parse()?,
             "--interval-ms" => args.interval_ms = value("--interval-ms")?.parse()?,
-            other => bail!(
-                "unknown argument {other:?}\nusage: rollout_bench [--out FILE] [--append] \
-                 [--rotations N] [--interval-ms N]"
-            ),
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other:?}\n{USAGE}"),
         }
     }
     Ok(args)

@@ -37,6 +37,9 @@ const DEBOUNCE_MS: u64 = 10;
 /// Time given to a process to settle after sync before reading its memory.
 const SETTLE: Duration = Duration::from_secs(2);
 
+const USAGE: &str =
+    "usage: controller_bench [--out FILE] [--append] [--quick] [--no-build] [--keep]";
+
 struct Args {
     out: PathBuf,
     append: bool,
@@ -61,10 +64,11 @@ fn parse_args() -> Result<Args> {
             "--quick" => args.quick = true,
             "--no-build" => args.build = false,
             "--keep" => args.keep = true,
-            other => bail!(
-                "unknown argument {other:?}\n\
-                 usage: controller_bench [--out FILE] [--append] [--quick] [--no-build] [--keep]"
-            ),
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other:?}\n{USAGE}"),
         }
     }
     Ok(args)
