@@ -30,6 +30,7 @@ const ROLLOUT_TICK: Duration = Duration::from_secs(1);
 // lower peak RSS at 10,000 Secrets, same latency).
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
+    heap::configure();
     let args = Args::parse();
     if let Some(Command::Status(status_args)) = &args.command {
         return certsync_controller::status_cli::run(status_args).await;

@@ -7,6 +7,26 @@
 //! 100 updates. `malloc_trim(0)` releases every whole free page, so resident
 //! memory follows what the controller actually holds. It costs a walk of
 //! the free lists (well under a millisecond here), once per reconcile pass.
+//!
+//! Large buffers (list pages, the manifest's apply body, the vectors of a
+//! pass over a thousand sources) are better not in that heap at all: glibc
+//! raises its mmap threshold each time such a buffer is freed, after which
+//! the next one lands in the heap and leaves a hole. [`configure`] pins the
+//! threshold, so anything from 64 KiB up is mapped and unmapped on its own.
+
+/// Allocations from this size up get their own mapping.
+const MMAP_THRESHOLD: libc::c_int = 64 * 1024;
+
+/// Sets the allocator up for a long-running controller; call it first
+/// thing in `main` (glibc only; elsewhere a no-op).
+pub fn configure() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets a tunable of the allocator; a rejected
+    // value leaves the default in place, which is still correct.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+    }
+}
 
 /// Releases whole free pages of the heap (glibc only; elsewhere a no-op).
 pub fn release_free_pages() {
