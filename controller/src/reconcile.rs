@@ -322,13 +322,17 @@ impl Reconciler {
             })
             .collect();
         // Most passes change nothing published: keep the manifest (and what
-        // verification holds of it) rather than building a second copy.
-        let same = self.built.as_ref().is_some_and(|b| {
-            b.1 == refusal_views
-                && manifest::unchanged(&b.0, &self.policy, &desired, &plan, &self.cert_dir)
-        });
+        // verification holds of it). A changed one shares its unchanged
+        // entries with the last.
+        let built = match &self.built {
+            Some(b) => manifest::rebuild(&b.0, &self.policy, &desired, &plan, &self.cert_dir),
+            None => manifest::build(&self.policy, &desired, &plan, &self.cert_dir),
+        };
+        let same = self
+            .built
+            .as_ref()
+            .is_some_and(|b| b.0 == built && b.1 == refusal_views);
         if !same {
-            let built = manifest::build(&self.policy, &desired, &plan, &self.cert_dir);
             self.built = Some(Arc::new((built, refusal_views)));
         }
         if !self.manifest_deferred {

@@ -15,7 +15,8 @@ use super::selection::Target;
 use certsync_core::Fingerprint;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 pub const NAME: &str = "cert-sync-manifest";
 /// The one data key of the ConfigMap.
@@ -29,8 +30,10 @@ pub struct Manifest {
     pub gateway_namespace: String,
     /// `credential`, `merged` or `directory`: how annotated Secrets are published.
     pub mode: String,
-    /// Sorted by source, then target.
-    pub publications: Vec<ManifestEntry>,
+    /// Sorted by source, then target. Shared across builds: an entry that
+    /// did not change is the same allocation in the next manifest (see
+    /// [`rebuild`]), so a rotation of one certificate costs one new entry.
+    pub publications: Vec<Arc<ManifestEntry>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,35 +103,48 @@ pub enum TargetRef {
 /// `certdir` is the directory-mode root as the gateway sees it.
 pub fn build(policy: &Policy, desired: &DesiredState, plan: &Plan, certdir: &str) -> Manifest {
     let publications = published_entries(desired, plan)
-        .map(|e| entry(e, certdir))
+        .map(|e| Arc::new(entry(e, certdir)))
         .collect();
+    header(policy, publications)
+}
+
+/// [`build`], taking every entry that is unchanged from `previous` rather
+/// than allocating it again. At a thousand sources a manifest is about
+/// half a megabyte; an update then costs the changed entry and a vector of
+/// pointers, and an unchanged manifest compares equal at pointer speed.
+pub fn rebuild(
+    previous: &Manifest,
+    policy: &Policy,
+    desired: &DesiredState,
+    plan: &Plan,
+    certdir: &str,
+) -> Manifest {
+    // Keyed by what identifies an entry: its source and SDS resource (one
+    // per target). Entry order is desired's, which is not the strings'.
+    let earlier: HashMap<(&str, &str), &Arc<ManifestEntry>> = previous
+        .publications
+        .iter()
+        .map(|p| ((p.source.as_str(), p.sds_resource.as_str()), p))
+        .collect();
+    let publications = published_entries(desired, plan)
+        .map(|e| {
+            let fresh = entry(e, certdir);
+            match earlier.get(&(fresh.source.as_str(), fresh.sds_resource.as_str())) {
+                Some(&same) if **same == fresh => Arc::clone(same),
+                _ => Arc::new(fresh),
+            }
+        })
+        .collect();
+    header(policy, publications)
+}
+
+fn header(policy: &Policy, publications: Vec<Arc<ManifestEntry>>) -> Manifest {
     Manifest {
         version: VERSION,
         gateway_namespace: policy.gateway_namespace.clone(),
         mode: mode_name(&policy.mode).to_owned(),
         publications,
     }
-}
-
-/// Whether [`build`] would give `previous` again, checked one entry at a
-/// time (at a thousand sources the manifest is about a megabyte in memory).
-pub fn unchanged(
-    previous: &Manifest,
-    policy: &Policy,
-    desired: &DesiredState,
-    plan: &Plan,
-    certdir: &str,
-) -> bool {
-    let same_header = previous.version == VERSION
-        && previous.gateway_namespace == policy.gateway_namespace
-        && previous.mode == mode_name(&policy.mode);
-    let mut entries = published_entries(desired, plan);
-    same_header
-        && entries.clone().count() == previous.publications.len()
-        && entries
-            .by_ref()
-            .zip(&previous.publications)
-            .all(|(e, p)| entry(e, certdir) == *p)
 }
 
 fn mode_name(mode: &Mode) -> &'static str {
@@ -311,12 +327,12 @@ struct Annotated<'a, F> {
 impl<F: Fn(&mut ManifestEntry)> Serialize for Annotated<'_, F> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::{SerializeSeq, SerializeStruct};
-        struct Entries<'a, F>(&'a [ManifestEntry], &'a F);
+        struct Entries<'a, F>(&'a [Arc<ManifestEntry>], &'a F);
         impl<F: Fn(&mut ManifestEntry)> Serialize for Entries<'_, F> {
             fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
                 let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
                 for entry in self.0 {
-                    let mut entry = entry.clone();
+                    let mut entry = ManifestEntry::clone(entry);
                     (self.1)(&mut entry);
                     seq.serialize_element(&entry)?;
                 }
@@ -478,7 +494,10 @@ mod tests {
         );
         let mark = |e: &mut ManifestEntry| e.state = Some(format!("seen {}", e.source));
         let mut annotated = m.clone();
-        annotated.publications.iter_mut().for_each(mark);
+        annotated
+            .publications
+            .iter_mut()
+            .for_each(|e| mark(Arc::make_mut(e)));
         let rendering = Rendering::new(&m, mark);
         let json = rendering.json().unwrap();
         assert_eq!(parse(&json).unwrap(), annotated);
@@ -491,7 +510,7 @@ mod tests {
     }
 
     #[test]
-    fn unchanged_tells_whether_build_would_give_the_same_manifest() {
+    fn rebuild_equals_build_and_shares_every_unchanged_entry() {
         let sources = [
             (mk_source("shop", "tls"), with_ca(Pair::P256)),
             (mk_source("blog", "tls"), Pair::Rsa.data()),
@@ -499,12 +518,17 @@ mod tests {
         let (p, d) = desired(Mode::Credential, &sources);
         let plan = diff(&Published::default(), &d);
         let m = build(&p, &d, &plan, "/etc/certs");
-        assert!(unchanged(&m, &p, &d, &plan, "/etc/certs"));
-        let (dp, dd) = desired(Mode::Directory, &sources);
-        let dplan = diff(&Published::default(), &dd);
-        let files = build(&dp, &dd, &dplan, "/etc/certs");
-        assert!(unchanged(&files, &dp, &dd, &dplan, "/etc/certs"));
-        assert!(!unchanged(&files, &dp, &dd, &dplan, "/elsewhere"));
+        let same = rebuild(&m, &p, &d, &plan, "/etc/certs");
+        assert_eq!(same, m);
+        let shared = |a: &Manifest, b: &Manifest| {
+            a.publications
+                .iter()
+                .filter(|e| b.publications.iter().any(|f| Arc::ptr_eq(e, f)))
+                .count()
+        };
+        assert_eq!(shared(&same, &m), 2);
+
+        // One certificate rotated: one new entry, the other one shared.
         let (_, rotated) = desired(
             Mode::Credential,
             &[
@@ -512,14 +536,30 @@ mod tests {
                 (mk_source("blog", "tls"), Pair::P256.data()),
             ],
         );
-        assert!(!unchanged(&m, &p, &rotated, &plan, "/etc/certs"));
+        let next = rebuild(&m, &p, &rotated, &plan, "/etc/certs");
+        assert_eq!(next, build(&p, &rotated, &plan, "/etc/certs"));
+        assert_ne!(next, m);
+        assert_eq!(shared(&next, &m), 1);
+
         let (_, fewer) = desired(Mode::Credential, &sources[..1]);
-        assert!(!unchanged(&m, &p, &fewer, &plan, "/etc/certs"));
+        assert_eq!(
+            rebuild(&m, &p, &fewer, &plan, "/etc/certs")
+                .publications
+                .len(),
+            1
+        );
         let merged = Policy {
             mode: merged_mode(),
             ..p.clone()
         };
-        assert!(!unchanged(&m, &merged, &d, &plan, "/etc/certs"));
+        assert_ne!(rebuild(&m, &merged, &d, &plan, "/etc/certs"), m);
+        let (dp, dd) = desired(Mode::Directory, &sources);
+        let dplan = diff(&Published::default(), &dd);
+        let files = build(&dp, &dd, &dplan, "/etc/certs");
+        assert_eq!(rebuild(&files, &dp, &dd, &dplan, "/etc/certs"), files);
+        let moved = rebuild(&files, &dp, &dd, &dplan, "/elsewhere");
+        assert_ne!(moved, files);
+        assert_eq!(shared(&moved, &files), 0);
     }
 
     #[test]

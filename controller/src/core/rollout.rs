@@ -29,6 +29,7 @@ use super::manifest::ManifestEntry;
 use certsync_core::report::Report;
 use certsync_core::Fingerprint;
 use serde::{Deserialize, Serialize};
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
@@ -239,8 +240,8 @@ pub fn pod_state(
 }
 
 /// Every publication of the manifest against every live pod.
-pub fn assess(
-    publications: &[ManifestEntry],
+pub fn assess<E: Borrow<ManifestEntry>>(
+    publications: &[E],
     pods: &[LivePod],
     observations: &BTreeMap<String, Observation>,
     now_ms: i64,
@@ -249,6 +250,7 @@ pub fn assess(
     publications
         .iter()
         .map(|entry| {
+            let entry = entry.borrow();
             let views: BTreeMap<String, PodView> = pods
                 .iter()
                 .map(|pod| {
@@ -599,8 +601,8 @@ impl Warning {
 /// Expiry and drift over what live pods serve. `ours` says whether a
 /// resource name is in cert-sync's namespace of names (so the pod's mesh
 /// identity and hand-configured credentials are not judged).
-pub fn warnings(
-    publications: &[ManifestEntry],
+pub fn warnings<E: Borrow<ManifestEntry>>(
+    publications: &[E],
     pods: &[LivePod],
     observations: &BTreeMap<String, Observation>,
     ours: impl Fn(&str) -> bool,
@@ -609,7 +611,10 @@ pub fn warnings(
 ) -> Vec<Warning> {
     let published: BTreeSet<&str> = publications
         .iter()
-        .flat_map(|p| std::iter::once(p.sds_resource.as_str()).chain(p.sds_ca_resource.as_deref()))
+        .map(Borrow::borrow)
+        .flat_map(|p: &ManifestEntry| {
+            std::iter::once(p.sds_resource.as_str()).chain(p.sds_ca_resource.as_deref())
+        })
         .collect();
     let mut out = Vec::new();
     for pod in pods {

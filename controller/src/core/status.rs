@@ -122,7 +122,7 @@ impl From<Manifest> for StatusView {
             publications: m
                 .publications
                 .into_iter()
-                .map(PublicationStatus::from_entry)
+                .map(|e| PublicationStatus::from_entry(Arc::unwrap_or_clone(e)))
                 .collect(),
             refusals: Vec::new(),
             warnings: Vec::new(),
@@ -294,8 +294,12 @@ mod tests {
     use crate::core::rollout::WarningKind;
     use certsync_core::Fingerprint;
 
-    fn mk_publication(source: &str, rollout: &[(&str, &str)], kept: Option<&str>) -> ManifestEntry {
-        ManifestEntry {
+    fn mk_publication(
+        source: &str,
+        rollout: &[(&str, &str)],
+        kept: Option<&str>,
+    ) -> Arc<ManifestEntry> {
+        Arc::new(ManifestEntry {
             source: source.to_owned(),
             target: TargetRef::Credential {
                 secret: source.replace('/', "."),
@@ -313,7 +317,7 @@ mod tests {
                 .iter()
                 .map(|(p, s)| ((*p).to_owned(), (*s).to_owned()))
                 .collect(),
-        }
+        })
     }
 
     fn mk_view() -> StatusView {

@@ -13,7 +13,7 @@
 //!
 //! Only the leader acts (writes, Events); every replica keeps its view.
 
-use crate::core::manifest::{rfc3339_ms, Manifest, TargetRef};
+use crate::core::manifest::{rfc3339_ms, Manifest, ManifestEntry, TargetRef};
 use crate::core::model::Mode;
 use crate::core::rollout::{
     self, Action, LadderConfig, PublicationView, RolloutNote, RolloutNotes, Tracker, Warning,
@@ -106,7 +106,7 @@ impl StatusSnapshot {
             .iter()
             .zip(&self.views)
             .map(|(entry, v)| {
-                let mut entry = entry.clone();
+                let mut entry = ManifestEntry::clone(entry);
                 if let Some(note) = self.notes.get(&v.source) {
                     rollout::annotate(&mut entry, note);
                 }
