@@ -12,6 +12,7 @@
 //! its memory does not grow with certificate sizes (see `core::model::Blob`).
 
 use crate::core::desired::{self, Action, DesiredState};
+use crate::core::flat_map::FlatMap;
 use crate::core::model::{keys, Blob, ObjectRef, Policy, Published, SourceData};
 use crate::core::reasons::{Refusal, Subject};
 use crate::core::rollout::{self, RolloutNotes};
@@ -571,7 +572,7 @@ impl Reconciler {
         &mut self,
         secret: &desired::DesiredSecret,
     ) -> Result<Option<desired::DesiredSecret>, kube::Error> {
-        let complete = |data: &BTreeMap<String, Blob>| data.values().all(|v| v.bytes().is_some());
+        let complete = |data: &FlatMap<Blob>| data.values().all(|v| v.bytes().is_some());
         if complete(&secret.data) {
             return Ok(Some(secret.clone()));
         }

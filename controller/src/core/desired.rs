@@ -10,6 +10,7 @@
 //! Output is sorted throughout, so an unchanged input gives a byte-identical
 //! desired state and the runtime can skip writes.
 
+use super::flat_map::FlatMap;
 use super::model::{keys, Blob, DataSizes, ObjectRef, Policy, Published, PublishedSecret};
 use super::naming::{self, PairNames};
 use super::reasons::{self, Refusal, Subject};
@@ -33,8 +34,8 @@ pub struct DesiredSecret {
     /// when equal (see [`Blob`]): in the steady state a thousand desired
     /// Secrets allocate no maps.
     pub labels: Arc<BTreeMap<String, String>>,
-    pub annotations: Arc<BTreeMap<String, String>>,
-    pub data: Arc<BTreeMap<String, Blob>>,
+    pub annotations: Arc<FlatMap<String>>,
+    pub data: Arc<FlatMap<Blob>>,
 }
 
 impl fmt::Debug for DesiredSecret {
@@ -45,7 +46,7 @@ impl fmt::Debug for DesiredSecret {
             .field("secret_type", &self.secret_type)
             .field("labels", &self.labels)
             .field("annotations", &self.annotations)
-            .field("data", &DataSizes(&self.data))
+            .field("data", &DataSizes(&*self.data))
             .finish()
     }
 }
@@ -134,11 +135,7 @@ impl Piece<'_> {
 /// `fresh` as a piece, shared with the value published under `name` when
 /// that holds the same bytes: in the steady state every Secret's desired
 /// data is the published data, and rendering copies nothing.
-fn piece<'a>(
-    published: Option<&'a BTreeMap<String, Blob>>,
-    name: &str,
-    fresh: &'a Blob,
-) -> Piece<'a> {
+fn piece<'a>(published: Option<&'a FlatMap<Blob>>, name: &str, fresh: &'a Blob) -> Piece<'a> {
     match published.and_then(|d| d.get(name)) {
         Some(b) if b == fresh => Piece::Published(b),
         _ => Piece::New(fresh),
@@ -376,21 +373,18 @@ fn render_target(
             _ => Arc::clone(labels),
         },
         annotations: shared(
-            BTreeMap::from([
+            FlatMap::from([
                 (keys::SOURCE.to_owned(), sources.join(",")),
                 (keys::SOURCE_SHA256.to_owned(), shas.join(",")),
             ]),
             existing.map(|e| &e.annotations),
         ),
-        data: shared(data, existing.map(|e| &e.data)),
+        data: shared(FlatMap::from(data), existing.map(|e| &e.data)),
     });
 }
 
 /// `fresh`, or the published map when it is equal (so it is held once).
-fn shared<V: PartialEq>(
-    fresh: BTreeMap<String, V>,
-    published: Option<&Arc<BTreeMap<String, V>>>,
-) -> Arc<BTreeMap<String, V>> {
+fn shared<V: PartialEq>(fresh: FlatMap<V>, published: Option<&Arc<FlatMap<V>>>) -> Arc<FlatMap<V>> {
     match published {
         Some(p) if **p == fresh => Arc::clone(p),
         _ => Arc::new(fresh),
@@ -400,7 +394,7 @@ fn shared<V: PartialEq>(
 /// Gives each value of `data` known only by digest the bytes of an equal
 /// value in `found` (content-addressed: a value read after the decision is
 /// used only if it is exactly what was decided on).
-pub fn fill_by_digest(data: &mut BTreeMap<String, Blob>, found: &[Blob]) {
+pub fn fill_by_digest(data: &mut FlatMap<Blob>, found: &[Blob]) {
     for value in data.values_mut().filter(|v| v.bytes().is_none()) {
         if let Some(full) = found.iter().find(|f| *f == value && f.bytes().is_some()) {
             *value = full.clone();
@@ -495,12 +489,15 @@ pub fn diff(current: &Published, desired: &DesiredState) -> Plan {
 }
 
 fn same(current: &PublishedSecret, desired: &DesiredSecret) -> bool {
-    let subset = |want: &BTreeMap<String, String>, have: &BTreeMap<String, String>| {
-        want.iter().all(|(k, v)| have.get(k) == Some(v))
-    };
-    current.data == desired.data
-        && subset(&desired.labels, &current.labels)
-        && subset(&desired.annotations, &current.annotations)
+    let labels = desired
+        .labels
+        .iter()
+        .all(|(k, v)| current.labels.get(k) == Some(v));
+    let annotations = desired
+        .annotations
+        .iter()
+        .all(|(k, v)| current.annotations.get(k) == Some(v));
+    current.data == desired.data && labels && annotations
 }
 
 fn not_managed(desired: &DesiredSecret, current: &PublishedSecret) -> Refusal {
@@ -595,10 +592,10 @@ mod tests {
         );
         assert_eq!(
             *s.annotations,
-            map(&[
+            FlatMap::from(map(&[
                 ("certsync.istio.io/source", "shop/tls"),
                 ("certsync.istio.io/source-sha256", Pair::P256.sha256()),
-            ])
+            ]))
         );
         assert_eq!(s.data["tls.crt"], Pair::P256.cert());
         assert_eq!(s.data["tls.key"], Pair::P256.key());
@@ -630,7 +627,7 @@ mod tests {
     fn only_bytes_with_the_decided_digest_fill_a_value() {
         let decided = Blob::from(Pair::P256.cert()).digest_only();
         let key = Blob::from(Pair::P256.key()).digest_only();
-        let mut data = BTreeMap::from([
+        let mut data = FlatMap::from([
             ("tls.crt".to_owned(), decided.clone()),
             ("tls.key".to_owned(), key),
         ]);

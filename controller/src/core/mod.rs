@@ -24,6 +24,7 @@
 //! evaluates Kubernetes label selectors, `reasons` holds every refusal reason.
 pub mod desired;
 pub mod error;
+pub mod flat_map;
 pub mod labels;
 pub mod manifest;
 pub mod merge_status;

@@ -1,6 +1,7 @@
 //! Plain data the core computes on. Converted from Kubernetes objects by
 //! `runtime`, so the core never sees a kube type.
 
+use super::flat_map::FlatMap;
 use certsync_core::CertSummary;
 use sha2::{Digest as _, Sha256};
 use std::collections::BTreeMap;
@@ -158,9 +159,11 @@ pub struct PublishedSecret {
     pub secret_type: String,
     /// Shared with the watch store: every reconcile reads all of them.
     pub labels: Arc<BTreeMap<String, String>>,
-    pub annotations: Arc<BTreeMap<String, String>>,
+    /// Source and fingerprint annotations ([`FlatMap`]: a thousand of
+    /// these stay in the managed store).
+    pub annotations: Arc<FlatMap<String>>,
     /// Values known by digest (see [`Blob`]).
-    pub data: Arc<BTreeMap<String, Blob>>,
+    pub data: Arc<FlatMap<Blob>>,
     /// Summaries of the values that parse as certificates, by data key:
     /// what a kept "last good" publication is reported as, computed when
     /// the Secret was read (its bytes are not kept).
@@ -181,8 +184,8 @@ impl PublishedSecret {
     /// certificates (SANs and names dropped, as for validated sources).
     pub fn digest_data<'a>(
         data: impl IntoIterator<Item = (String, &'a [u8])>,
-    ) -> (BTreeMap<String, Blob>, Certificates) {
-        let mut values = BTreeMap::new();
+    ) -> (FlatMap<Blob>, Certificates) {
+        let mut values = Vec::new();
         let mut certificates = Vec::new();
         for (key, bytes) in data {
             // Leaf chains only: a CA bundle is never a last good to report
@@ -193,9 +196,9 @@ impl PublishedSecret {
                     certificates.push((key.clone(), Arc::new(lean_summary(summary))));
                 }
             }
-            values.insert(key, Blob::digest_of(bytes));
+            values.push((key, Blob::digest_of(bytes)));
         }
-        (values, certificates.into())
+        (values.into_iter().collect(), certificates.into())
     }
 
     /// The summary of the certificate under data key `key`.
@@ -214,7 +217,7 @@ impl fmt::Debug for PublishedSecret {
             .field("secret_type", &self.secret_type)
             .field("labels", &self.labels)
             .field("annotations", &self.annotations)
-            .field("data", &DataSizes(&self.data))
+            .field("data", &DataSizes(&*self.data))
             .field(
                 "certificates",
                 &self.certificates.iter().map(|(k, _)| k).collect::<Vec<_>>(),
@@ -397,13 +400,22 @@ impl ByteLen for Vec<u8> {
     }
 }
 
-/// Debug-prints a data map as `key: <n bytes>`: keys are names, values may be keys.
-pub(crate) struct DataSizes<'a, V>(pub &'a BTreeMap<String, V>);
+/// Debug-prints a data map as `key: <n bytes>`: keys are names, values may
+/// be keys. Takes a `&BTreeMap` or a `&FlatMap`.
+pub(crate) struct DataSizes<M>(pub M);
 
-impl<V: ByteLen> fmt::Debug for DataSizes<'_, V> {
+impl<'a, M, V> fmt::Debug for DataSizes<M>
+where
+    M: IntoIterator<Item = (&'a String, &'a V)> + Copy,
+    V: ByteLen + 'a,
+{
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_map()
-            .entries(self.0.iter().map(|(k, v)| (k, ByteCount(v.byte_len()))))
+            .entries(
+                self.0
+                    .into_iter()
+                    .map(|(k, v)| (k, ByteCount(v.byte_len()))),
+            )
             .finish()
     }
 }

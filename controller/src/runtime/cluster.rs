@@ -12,6 +12,7 @@
 
 use super::store::{self, ManagedStore, SourceStore, StoreError};
 use crate::core::desired::DesiredSecret;
+use crate::core::flat_map::FlatMap;
 use crate::core::model::{keys, Blob, ObjectRef, PublishedSecret, SourceData, SourceMeta};
 use crate::crd::CertMerge;
 use futures::StreamExt;
@@ -232,7 +233,7 @@ pub fn published_secret(secret: &Secret) -> PublishedSecret {
         name: secret.name_any(),
         secret_type: secret.type_.clone().unwrap_or_else(|| "Opaque".to_owned()),
         labels: Arc::new(secret.labels().clone()),
-        annotations: Arc::new(secret.annotations().clone()),
+        annotations: Arc::new(FlatMap::from(secret.annotations().clone())),
         data: Arc::new(data),
         certificates,
     }
@@ -346,11 +347,11 @@ struct ApplyMeta<'a> {
     namespace: &'a str,
     labels: &'a BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    annotations: Option<&'a BTreeMap<String, String>>,
+    annotations: Option<&'a FlatMap<String>>,
 }
 
 /// A Secret's `data`, base64-encoded as it is written out.
-struct Base64Data<'a>(&'a BTreeMap<String, Blob>);
+struct Base64Data<'a>(&'a FlatMap<Blob>);
 
 impl serde::Serialize for Base64Data<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {

@@ -20,6 +20,7 @@
 //! first complete list. `state()` gives the kube-shaped view the tests and
 //! the resourceVersion preconditions use.
 
+use crate::core::flat_map::FlatMap;
 use crate::core::model::{keys, Blob, Certificates, ObjectRef, PublishedSecret, SourceMeta};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
@@ -459,8 +460,8 @@ pub struct ManagedRecord {
     resource_version: Text,
     secret_type: Option<Arc<str>>,
     labels: Arc<Labels>,
-    annotations: Arc<Labels>,
-    data: Arc<BTreeMap<String, Blob>>,
+    annotations: Arc<FlatMap<String>>,
+    data: Arc<FlatMap<Blob>>,
     certificates: Certificates,
 }
 
@@ -485,7 +486,7 @@ impl Record for ManagedRecord {
             resource_version: Text::new(meta.resource_version.as_deref().unwrap_or_default()),
             secret_type: object.type_.as_deref().map(|t| interner.string(t)),
             labels: interner.labels(meta.labels.unwrap_or_default()),
-            annotations: Arc::new(meta.annotations.unwrap_or_default()),
+            annotations: Arc::new(FlatMap::from(meta.annotations.unwrap_or_default())),
             data,
             certificates,
         }
@@ -493,7 +494,7 @@ impl Record for ManagedRecord {
 }
 
 /// A Secret's data by digest, with its certificates' summaries.
-pub(crate) fn digested(secret: &Secret) -> (BTreeMap<String, Blob>, Certificates) {
+pub(crate) fn digested(secret: &Secret) -> (FlatMap<Blob>, Certificates) {
     PublishedSecret::digest_data(
         secret
             .data
@@ -553,7 +554,12 @@ impl CompactStore<ManagedRecord> {
                     namespace: Some(namespace.to_owned()),
                     resource_version: Some(r.resource_version.to_string()),
                     labels: Some((*r.labels).clone()),
-                    annotations: Some((*r.annotations).clone()),
+                    annotations: Some(
+                        r.annotations
+                            .iter()
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect(),
+                    ),
                     ..ObjectMeta::default()
                 }
                 .into_request_partial::<Secret>(),
