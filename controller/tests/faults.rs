@@ -6,7 +6,8 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use certsync_fakekube::{FaultMatch, Verb};
+use certsync_controller::reconcile::ReconcileError;
+use certsync_fakekube::{Fault, FaultMatch, Verb};
 use support::*;
 
 /// Every published credential Secret holds a cert and key that belong together.
@@ -52,6 +53,58 @@ async fn a_write_failing_between_two_publications_leaves_whole_pairs_and_is_retr
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     rig.reconcile().await;
     assert!(rig.published("shop.b").is_some());
+    assert_consistent_pairs(&rig);
+}
+
+/// The bytes written are the bytes checked: a rotation that lands between
+/// cert-sync's check of a source and its write (here a broken one, whose key
+/// does not match) is not published on the strength of the earlier check.
+#[tokio::test]
+async fn a_source_changed_between_its_check_and_the_write_is_checked_again_first() {
+    let mut rig = Rig::new(credential_policy(), None).await;
+    rig.put(mk_pair("shop", "a", P256, true)).await;
+    rig.reconcile().await;
+
+    rig.put(mk_pair("shop", "a", P384, true)).await;
+    // The first GET (the check) sees P384; the broken rotation lands just
+    // before the second (the write reading the bytes again).
+    let broken = mk_secret("shop", "a", P384.cert, RSA.key, true);
+    rig.server.inject(
+        Fault::write(
+            broken,
+            FaultMatch::object("secrets", "shop", "a").verb(Verb::Get),
+        )
+        .skip(1)
+        .times(1),
+    );
+    let raced = rig.reconciler.reconcile(NOW).await;
+    assert!(
+        matches!(&raced, Err(ReconcileError::DataChanged(s)) if s == &["shop.a"]),
+        "{raced:?}"
+    );
+    let published = |rig: &Rig| data_of(&rig.published("shop.a").unwrap(), "tls.crt");
+    assert_eq!(
+        published(&rig),
+        P256.cert,
+        "nothing written from the raced read"
+    );
+    assert_consistent_pairs(&rig);
+
+    // The next pass checks what is there now: refused, the last good stays.
+    rig.settle("").await;
+    rig.reconcile().await;
+    assert_eq!(published(&rig), P256.cert);
+    assert_consistent_pairs(&rig);
+    assert!(
+        rig.events_about("a")
+            .iter()
+            .any(|e| e["reason"] == "KeyMismatch"),
+        "the owner learns why"
+    );
+
+    rig.put(mk_pair("shop", "a", P384, true)).await;
+    rig.reconcile().await;
+    assert_eq!(published(&rig), P384.cert);
     assert_consistent_pairs(&rig);
 }
 

@@ -80,10 +80,16 @@ pub async fn api(shared: Arc<Shared>, ctx: Ctx) -> Response<RespBody> {
         name: name.as_deref(),
         subresource: sub.as_deref(),
     };
-    let (delay, injected) = shared.faults().take(&info);
-    if !delay.is_zero() {
-        tokio::time::sleep(delay).await;
+    let effects = shared.faults().take(&info);
+    if !effects.delay.is_zero() {
+        tokio::time::sleep(effects.delay).await;
     }
+    for object in effects.writes {
+        if let Err(e) = shared.store().put_raw(object) {
+            tracing::warn!(error = %e, "injected write refused");
+        }
+    }
+    let injected = effects.error;
     let meta_only = ctx.metadata_only();
     let entry = Entry {
         verb,

@@ -1,11 +1,13 @@
 //! Fault injection: make chosen requests fail or slow down.
 //!
 //! A fault is a matcher (verb, resource, namespace, name, subresource; each
-//! optional), an action (an error status, possibly with `Retry-After`, or
-//! added latency), and how many matching requests it applies to (unlimited
-//! if unset). Faults are checked in the order they were added: every
-//! matching latency fault adds its delay, then the first matching status
-//! fault answers the request. The same types travel as JSON over
+//! optional), an action (an error status, possibly with `Retry-After`, added
+//! latency, or another client's write landing just before the request), how
+//! many matching requests pass untouched first (`skip`), and how many it
+//! applies to (unlimited if unset). Faults are checked in the order they
+//! were added: every matching latency fault adds its delay and every
+//! matching write is stored, then the first matching status fault answers
+//! the request. The same types travel as JSON over
 //! `/__fake/faults` for the standalone server.
 
 use std::time::Duration;
@@ -118,6 +120,13 @@ pub enum FaultAction {
         /// Delay in milliseconds.
         millis: u64,
     },
+    /// Store `object` as another client's write would (new resourceVersion,
+    /// watch event), then handle the request normally: a change that lands
+    /// between two requests of the client under test.
+    Write {
+        /// The whole object, as for `/__fake/objects`.
+        object: serde_json::Value,
+    },
 }
 
 /// A fault: matcher, action, and how many times it fires.
@@ -132,6 +141,9 @@ pub struct Fault {
     /// How many matching requests it applies to; unlimited if unset.
     #[serde(default)]
     pub times: Option<u32>,
+    /// How many matching requests pass untouched before it applies.
+    #[serde(default)]
+    pub skip: u32,
 }
 
 impl Fault {
@@ -146,6 +158,7 @@ impl Fault {
                 message: None,
             },
             times: None,
+            skip: 0,
         }
     }
 
@@ -160,6 +173,7 @@ impl Fault {
                 message: None,
             },
             times: None,
+            skip: 0,
         }
     }
 
@@ -171,7 +185,24 @@ impl Fault {
                 millis: delay.as_millis().min(u128::from(u64::MAX)) as u64,
             },
             times: None,
+            skip: 0,
         }
+    }
+
+    /// Stores `object` just before each matching request is handled.
+    pub fn write(object: serde_json::Value, matcher: FaultMatch) -> Self {
+        Self {
+            matcher,
+            action: FaultAction::Write { object },
+            times: None,
+            skip: 0,
+        }
+    }
+
+    /// Lets the next `n` matching requests through untouched first.
+    pub fn skip(mut self, n: u32) -> Self {
+        self.skip = n;
+        self
     }
 
     /// Applies to the next `n` matching requests only.
@@ -234,6 +265,17 @@ pub struct RequestInfo<'a> {
     pub subresource: Option<&'a str>,
 }
 
+/// What the matching faults do to one request.
+#[derive(Debug, Default)]
+pub struct Effects {
+    /// Added latency.
+    pub delay: Duration,
+    /// Objects to store before the request is handled.
+    pub writes: Vec<serde_json::Value>,
+    /// The error to answer with instead of handling it.
+    pub error: Option<ApiError>,
+}
+
 /// The active faults.
 #[derive(Debug, Default)]
 pub struct FaultSet {
@@ -259,22 +301,25 @@ impl FaultSet {
         self.faults.clear();
     }
 
-    /// Consumes the faults matching a request: the total added latency and
-    /// the error to answer with, if any.
-    pub fn take(&mut self, req: &RequestInfo<'_>) -> (Duration, Option<ApiError>) {
-        let mut delay = Duration::ZERO;
-        let mut error = None;
+    /// Consumes the faults matching a request.
+    pub fn take(&mut self, req: &RequestInfo<'_>) -> Effects {
+        let mut out = Effects::default();
         for (_, f) in self.faults.iter_mut() {
             if f.times == Some(0) || !f.matcher.matches(req) {
                 continue;
             }
+            if f.skip > 0 {
+                f.skip -= 1;
+                continue;
+            }
             match &f.action {
-                FaultAction::Latency { millis } => delay += Duration::from_millis(*millis),
+                FaultAction::Latency { millis } => out.delay += Duration::from_millis(*millis),
+                FaultAction::Write { object } => out.writes.push(object.clone()),
                 FaultAction::Status { .. } => {
-                    if error.is_some() {
+                    if out.error.is_some() {
                         continue;
                     }
-                    error = f.error(req);
+                    out.error = f.error(req);
                 }
             }
             if let Some(n) = f.times.as_mut() {
@@ -282,7 +327,7 @@ impl FaultSet {
             }
         }
         self.faults.retain(|(_, f)| f.times != Some(0));
-        (delay, error)
+        out
     }
 }
 
@@ -308,9 +353,36 @@ mod tests {
             name: Some(name),
             subresource: None,
         };
-        assert!(set.take(&req("b")).1.is_none());
-        assert_eq!(set.take(&req("a")).1.map(|e| e.code), Some(500));
-        assert!(set.take(&req("a")).1.is_none());
+        assert!(set.take(&req("b")).error.is_none());
+        assert_eq!(set.take(&req("a")).error.map(|e| e.code), Some(500));
+        assert!(set.take(&req("a")).error.is_none());
+    }
+
+    #[test]
+    fn skip_lets_requests_through_before_a_write_lands() {
+        let secrets = ResourceType::new("", "v1", "Secret", "secrets");
+        let mut set = FaultSet::default();
+        let object = serde_json::json!({"apiVersion": "v1", "kind": "Secret"});
+        set.add(
+            Fault::write(object.clone(), FaultMatch::object("secrets", "ns", "a"))
+                .skip(1)
+                .times(1),
+        );
+        let get = RequestInfo {
+            verb: Verb::Get,
+            rt: Some(&secrets),
+            namespace: Some("ns"),
+            name: Some("a"),
+            subresource: None,
+        };
+        assert!(set.take(&get).writes.is_empty(), "the first GET passes");
+        assert_eq!(set.take(&get).writes, [object]);
+        assert!(set.take(&get).writes.is_empty(), "once");
+        let json: Fault = serde_json::from_str(
+            r#"{"match": {"name": "a"}, "action": {"write": {"object": {}}}, "skip": 2}"#,
+        )
+        .expect("parses");
+        assert_eq!(json.skip, 2);
     }
 
     #[test]

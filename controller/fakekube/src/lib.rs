@@ -38,7 +38,9 @@
 //! A fault as JSON: `{"match": {"verb": "update", "resource": "secrets",
 //! "namespace": "istio-system", "name": "foo"}, "action": {"status":
 //! {"code": 429, "retryAfter": 1}}, "times": 1}`, or `"action": {"latency":
-//! {"millis": 200}}`; omitted `times` means until cleared.
+//! {"millis": 200}}`, or `"action": {"write": {"object": {…}}}` (another
+//! client's write landing just before the request); omitted `times` means
+//! until cleared, `"skip": N` lets N matching requests through first.
 //!
 //! # Deliberate simplifications
 //!
