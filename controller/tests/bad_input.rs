@@ -48,6 +48,28 @@ async fn refused_update(bad_crt: &str, bad_key: Option<&str>, reason: &str) {
 }
 
 #[tokio::test]
+async fn an_annotated_secret_that_is_not_tls_is_refused_with_an_event() {
+    let mut rig = Rig::new(credential_policy(), None).await;
+    let mut opaque = mk_pair("shop", "plain", P256, true);
+    opaque["type"] = json!("Opaque");
+    // Not in the TLS watch: nothing to settle on but the Secret after it.
+    rig.server.put(opaque).unwrap();
+    rig.put(mk_pair("shop", "good", P256, true)).await;
+    let outcome = rig.reconcile().await;
+    assert!(outcome.refusals >= 1);
+    assert!(rig.published("shop.plain").is_none());
+    assert!(rig.published("shop.good").is_some(), "the others go on");
+    let events = rig.events_about("plain");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["type"] == "Warning" && e["reason"] == "NotTLS"),
+        "{events:?}"
+    );
+    assert_no_key_material(&rig);
+}
+
+#[tokio::test]
 async fn garbage_pem() {
     refused_update(
         "garbage",
