@@ -13,7 +13,7 @@
 
 use crate::core::desired::{self, Action, DesiredState};
 use crate::core::flat_map::FlatMap;
-use crate::core::model::{keys, Blob, ObjectRef, Policy, Published, SourceData, SourceMeta};
+use crate::core::model::{keys, Blob, ObjectRef, Policy, Published, SourceMeta};
 use crate::core::reasons::{Refusal, Subject};
 use crate::core::rollout::{self, RolloutNotes};
 use crate::core::status::{Publications, RefusalView};
@@ -443,29 +443,23 @@ impl Reconciler {
             if same_version && seen.is_some_and(|(_, h)| *h == hour) {
                 continue;
             }
-            // Same version, new hour: re-check the bytes already held
-            // (directory mode; Secret modes keep digests and read again).
-            let held = self
-                .validations
-                .ok
-                .get(source)
-                .filter(|v| same_version && v.cert_pem.bytes().is_some())
-                .map(|v| {
-                    let rv = seen.map(|(rv, _)| rv.clone()).unwrap_or_default();
-                    let data = SourceData {
-                        cert_pem: Some(v.cert_pem.clone()),
-                        key_pem: Some(v.key_pem.clone()),
-                        ca_pem: v.ca_pem.clone(),
-                    };
-                    (rv, data)
-                });
-            let read = match held {
-                Some(held) => Some(held),
-                None => {
-                    outcome.reads += 1;
-                    cluster::read_source(&self.client, source).await?
+            // Same version, new hour: only the validity window can have
+            // changed, and the summary holds it (no read). A refused source
+            // is read again: it may have become valid.
+            if same_version {
+                if let Some(valid) = self.validations.ok.get(source) {
+                    if let Err(refusal) = validation::recheck(valid, now) {
+                        self.validations.ok.remove(source);
+                        self.validations.refused.insert(source.clone(), refusal);
+                    }
+                    if let Some((_, h)) = self.checked.get_mut(source) {
+                        *h = hour;
+                    }
+                    continue;
                 }
-            };
+            }
+            outcome.reads += 1;
+            let read = cluster::read_source(&self.client, source).await?;
             let result = match &read {
                 Some((_, data)) => validation::check(source, data, now),
                 None => Err(Refusal::new(

@@ -69,6 +69,37 @@ async fn an_annotated_secret_that_is_not_tls_is_refused_with_an_event() {
     assert_no_key_material(&rig);
 }
 
+/// Time alone turns a published certificate bad: the hourly re-check
+/// refuses it from what it checked before (no read of the unchanged
+/// Secret), and it stays published as the last good until it is replaced.
+#[tokio::test]
+async fn a_certificate_expiring_while_published_is_refused_at_the_hourly_recheck() {
+    let mut rig = Rig::new(credential_policy(), None).await;
+    rig.put(mk_pair("shop", "tls", P256, true)).await;
+    rig.reconcile().await;
+    let before = rig.published("shop.tls").unwrap();
+    let not_after = certsync_core::summarize_chain(P256.cert.as_bytes())
+        .unwrap()
+        .not_after;
+
+    let next_hour = rig.reconciler.reconcile(NOW + 3600).await.unwrap();
+    assert_eq!(next_hour.reads, 0, "an unchanged Secret is not read again");
+    assert_eq!(next_hour.refusals, 0);
+
+    let expired = rig.reconciler.reconcile(not_after + 1).await.unwrap();
+    assert_eq!(expired.reads, 0);
+    assert_eq!(expired.refusals, 1);
+    assert_eq!(expired.writes, 0);
+    assert_eq!(rig.published("shop.tls").unwrap()["data"], before["data"]);
+    let events = rig.events_about("tls");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["type"] == "Warning" && e["reason"] == "Expired"),
+        "{events:?}"
+    );
+}
+
 #[tokio::test]
 async fn garbage_pem() {
     refused_update(

@@ -10,7 +10,7 @@
 use super::model::{lean_summary, Blob, ObjectRef, SourceData};
 use super::reasons::{self, Refusal, Subject};
 use certsync_core::pem::{self, MAX_PEM_BYTES};
-use certsync_core::validate::validate_pair;
+use certsync_core::validate::{check_window, validate_pair};
 use certsync_core::{cert, CertSummary, Fingerprint};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -92,6 +92,20 @@ pub fn check(source: &ObjectRef, data: &SourceData, now: i64) -> Result<Validate
         ca_pem: ca_pem.map(|(blob, _)| blob.clone()),
         source_sha256: summary.sha256,
         summary: Arc::new(summary),
+    })
+}
+
+/// Re-checks a validated source at `now` without its bytes: everything but
+/// the validity window was settled by [`check`] for this version of the
+/// source, so an hourly re-check needs no read.
+#[allow(clippy::result_large_err)]
+pub fn recheck(valid: &Validated, now: i64) -> Result<(), Refusal> {
+    check_window(&valid.summary, now).map_err(|e| {
+        Refusal::new(
+            Subject::Source(valid.source.clone()),
+            reasons::from_validation_label(e.reason()),
+            e.to_string(),
+        )
     })
 }
 

@@ -41,12 +41,10 @@ impl Invalid {
     }
 }
 
-/// Validates a `tls.crt`/`tls.key` pair at time `now` (Unix seconds).
-pub fn validate_pair(cert_pem: &[u8], key_pem: &[u8], now: i64) -> Result<ValidatedPair, Invalid> {
-    let summary = cert::summarize_chain(cert_pem).map_err(Invalid::Certificate)?;
-    if !cert::chain_in_order(cert_pem).map_err(Invalid::Certificate)? {
-        return Err(Invalid::ChainOrder);
-    }
+/// The only check whose outcome changes with time alone: whether `now`
+/// (Unix seconds) is inside the leaf's validity window. A pair that passed
+/// [`validate_pair`] is re-checked with this, from its summary.
+pub fn check_window(summary: &CertSummary, now: i64) -> Result<(), Invalid> {
     if now < summary.not_before {
         return Err(Invalid::NotYetValid {
             not_before: summary.not_before,
@@ -57,6 +55,16 @@ pub fn validate_pair(cert_pem: &[u8], key_pem: &[u8], now: i64) -> Result<Valida
             not_after: summary.not_after,
         });
     }
+    Ok(())
+}
+
+/// Validates a `tls.crt`/`tls.key` pair at time `now` (Unix seconds).
+pub fn validate_pair(cert_pem: &[u8], key_pem: &[u8], now: i64) -> Result<ValidatedPair, Invalid> {
+    let summary = cert::summarize_chain(cert_pem).map_err(Invalid::Certificate)?;
+    if !cert::chain_in_order(cert_pem).map_err(Invalid::Certificate)? {
+        return Err(Invalid::ChainOrder);
+    }
+    check_window(&summary, now)?;
     let key = key::check_matches(cert_pem, key_pem).map_err(|e| match e {
         KeyError::Certificate(c) => Invalid::Certificate(c),
         other => Invalid::Key(other),
