@@ -13,6 +13,7 @@ use certsync_controller::runtime::metrics::{Metrics, ReconcileOutcome};
 use certsync_controller::runtime::pods::GatewayPods;
 use certsync_controller::runtime::reports::{ReportAuth, ReportSink};
 use certsync_controller::runtime::rollout::{self, RolloutDriver, RolloutSettings};
+use certsync_controller::runtime::sweep;
 use clap::Parser;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -67,6 +68,15 @@ async fn main() -> Result<()> {
         args.certmerge && !writer,
         Arc::clone(&changed),
     );
+    // Per-pod writers leave the other Secrets to the central instance.
+    let _sweep = (!writer && !args.once).then(|| {
+        sweep::spawn(
+            &client,
+            stores.non_tls.clone(),
+            sweep::EVERY,
+            Arc::clone(&changed),
+        )
+    });
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     tokio::spawn(async move {

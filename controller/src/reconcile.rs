@@ -13,7 +13,7 @@
 
 use crate::core::desired::{self, Action, DesiredState};
 use crate::core::flat_map::FlatMap;
-use crate::core::model::{keys, Blob, ObjectRef, Policy, Published, SourceMeta};
+use crate::core::model::{keys, Blob, ObjectRef, Policy, Published};
 use crate::core::reasons::{Refusal, Subject};
 use crate::core::rollout::{self, RolloutNotes};
 use crate::core::status::{Publications, RefusalView};
@@ -80,10 +80,6 @@ pub struct Reconciler {
     /// a source is read and checked again only when its resourceVersion
     /// moves, and re-checked (validity window) once an hour.
     checked: BTreeMap<ObjectRef, (String, i64)>,
-    /// Annotated Secrets that are not TLS, found by an hourly sweep (the
-    /// watch never shows them), and the hour of the last sweep.
-    non_tls: Vec<SourceMeta>,
-    swept: Option<i64>,
     /// Refusals already announced (Events only on transitions).
     announced: BTreeSet<(String, &'static str, String)>,
     /// Fingerprint last published per source (a Normal Event when it moves).
@@ -131,8 +127,6 @@ impl Reconciler {
             cert_dir,
             validations: Validations::default(),
             checked: BTreeMap::new(),
-            non_tls: Vec::new(),
-            swept: None,
             announced: BTreeSet::new(),
             published: BTreeMap::new(),
             last_manifest: None,
@@ -225,8 +219,6 @@ impl Reconciler {
             })
             .collect();
         let mut sources = self.stores.sources(&merge_namespaces);
-        self.sweep_non_tls(now, &mut outcome).await;
-        sources.extend(self.non_tls.iter().cloned());
         // Listed Secrets outside the TLS watch: look up their type.
         let known: BTreeSet<&ObjectRef> = sources.iter().map(|s| &s.key).collect();
         let unknown: BTreeSet<ObjectRef> = merges
@@ -242,6 +234,13 @@ impl Reconciler {
                 sources.push(meta);
             }
         }
+        // Annotated Secrets of another type (the sweep's last look), unless
+        // fresher news of them is already here: recreated as TLS, or listed
+        // by a CertMerge and just read.
+        let non_tls = self.stores.non_tls.current();
+        let fresh: BTreeSet<ObjectRef> = sources.iter().map(|s| s.key.clone()).collect();
+        sources.extend(non_tls.iter().filter(|m| !fresh.contains(&m.key)).cloned());
+        drop(fresh);
         let selection = selection::select(
             &self.policy,
             &sources,
@@ -357,28 +356,6 @@ impl Reconciler {
         Ok(outcome)
     }
 
-    /// Finds annotated Secrets of another type, at the first pass and then
-    /// once an hour, so they are refused (`NotTLS`) rather than ignored. A
-    /// failed sweep is retried on the next pass and never holds up
-    /// publishing.
-    async fn sweep_non_tls(&mut self, now: i64, outcome: &mut Outcome) {
-        let hour = now.div_euclid(3600);
-        if self.swept == Some(hour) {
-            return;
-        }
-        let swept = cluster::annotated_non_tls(&self.client).await;
-        self.metrics
-            .api_request(ApiVerb::List, ApiOutcome::of(&swept));
-        match swept {
-            Ok(found) => {
-                outcome.reads += found.len();
-                self.non_tls = found;
-                self.swept = Some(hour);
-            }
-            Err(e) => tracing::warn!(error = %e, "could not look for annotated non-TLS Secrets"),
-        }
-    }
-
     /// `.status` of every CertMerge: members with what is published for them
     /// or why not, and the `Ready` / `RolledOut` conditions. Written only
     /// when it changes.
@@ -421,7 +398,8 @@ impl Reconciler {
     }
 
     /// Brings `self.validations` up to date for `wanted`, reading a source's
-    /// data only when its resourceVersion moved. With 1,000 sources a change
+    /// data only when its resourceVersion moved (or, once an hour, when it
+    /// is refused: time may have made it valid). With 1,000 sources a change
     /// to one costs one read and one validation, not a thousand.
     async fn refresh_validations(
         &mut self,

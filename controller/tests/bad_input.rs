@@ -4,7 +4,10 @@
 #[path = "support/mod.rs"]
 mod support;
 
+use std::sync::Arc;
+use std::time::Duration;
 use support::*;
+use tokio::sync::Notify;
 
 /// A source first published good, then updated to `bad`.
 async fn refused_update(bad_crt: &str, bad_key: Option<&str>, reason: &str) {
@@ -49,14 +52,28 @@ async fn refused_update(bad_crt: &str, bad_key: Option<&str>, reason: &str) {
 
 #[tokio::test]
 async fn an_annotated_secret_that_is_not_tls_is_refused_with_an_event() {
+    use certsync_controller::runtime::sweep;
     let mut rig = Rig::new(credential_policy(), None).await;
     let mut opaque = mk_pair("shop", "plain", P256, true);
     opaque["type"] = json!("Opaque");
-    // Not in the TLS watch: nothing to settle on but the Secret after it.
+    // Outside the TLS watch: nothing to settle on but the Secret after it.
     rig.server.put(opaque).unwrap();
+    let mut other = mk_pair("shop", "not-asked", P256, false);
+    other["type"] = json!("Opaque");
+    rig.server.put(other).unwrap();
     rig.put(mk_pair("shop", "good", P256, true)).await;
+    let client = rig.server.client().unwrap();
+    let poked = Arc::new(Notify::new());
+    let found = rig.stores.non_tls.clone();
+    let _sweep = sweep::spawn(&client, found.clone(), sweep::EVERY, Arc::clone(&poked));
+    tokio::time::timeout(Duration::from_secs(5), poked.notified())
+        .await
+        .expect("the sweep reports what it found");
+    let keys: Vec<String> = found.current().iter().map(|m| m.key.to_string()).collect();
+    assert_eq!(keys, ["shop/plain"], "annotated ones only");
+
     let outcome = rig.reconcile().await;
-    assert!(outcome.refusals >= 1);
+    assert_eq!(outcome.refusals, 1);
     assert!(rig.published("shop.plain").is_none());
     assert!(rig.published("shop.good").is_some(), "the others go on");
     let events = rig.events_about("plain");
@@ -66,7 +83,49 @@ async fn an_annotated_secret_that_is_not_tls_is_refused_with_an_event() {
             .any(|e| e["type"] == "Warning" && e["reason"] == "NotTLS"),
         "{events:?}"
     );
+    let reads = rig
+        .server
+        .requests()
+        .into_iter()
+        .filter(|r| r.name.as_deref() == Some("plain"))
+        .count();
+    assert_eq!(reads, 0, "its data is never read");
     assert_no_key_material(&rig);
+}
+
+#[tokio::test]
+async fn the_sweep_pages_through_every_other_secret() {
+    use certsync_controller::runtime::sweep;
+    let server = FakeApiServer::start().await.unwrap();
+    let opaque: Vec<Value> = (0..450)
+        .map(|i| {
+            let mut s = mk_pair(
+                &format!("ns{}", i % 7),
+                &format!("s{i:03}"),
+                P256,
+                i % 50 == 0,
+            );
+            s["type"] = json!("Opaque");
+            s
+        })
+        .collect();
+    server.put_all(Value::Array(opaque)).unwrap();
+    server.put(mk_pair("shop", "tls", P256, true)).unwrap();
+    let found = sweep::annotated_non_tls(&server.client().unwrap())
+        .await
+        .unwrap();
+    let names: Vec<&str> = found.iter().map(|m| m.key.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["s000", "s350", "s050", "s400", "s100", "s150", "s200", "s250", "s300"],
+        "sorted by namespace, then name; TLS Secrets are not its business"
+    );
+    let lists = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.resource.as_deref() == Some("secrets"))
+        .count();
+    assert!(lists >= 3, "200 a page: {lists} requests");
 }
 
 /// Time alone turns a published certificate bad: the hourly re-check

@@ -344,14 +344,19 @@ impl Context<'_> {
             return Err(self.not_allowed(subject, &source.key.namespace));
         }
         if source.secret_type != keys::TLS_TYPE {
+            // Empty: seen by a metadata-only list, which has no type.
+            let what = if source.secret_type.is_empty() {
+                "is not of that type".to_owned()
+            } else {
+                format!("has type {:?}", source.secret_type)
+            };
             return Err(Refusal::new(
                 subject,
                 reasons::NOT_TLS,
                 format!(
-                    "Secret {} has type {:?}; only {} Secrets are published",
+                    "only {} Secrets are published; Secret {} {what}",
+                    keys::TLS_TYPE,
                     source.key,
-                    source.secret_type,
-                    keys::TLS_TYPE
                 ),
             ));
         }

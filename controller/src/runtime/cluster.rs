@@ -15,13 +15,12 @@ use crate::core::desired::DesiredSecret;
 use crate::core::flat_map::FlatMap;
 use crate::core::model::{keys, Blob, ObjectRef, PublishedSecret, SourceData, SourceMeta};
 use crate::crd::CertMerge;
+use crate::runtime::sweep::NonTlsSources;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ObjectReference, Secret};
 use k8s_openapi::api::events::v1::{Event as K8sEvent, EventSeries};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
-use kube::api::{
-    DeleteParams, ListParams, PartialObjectMeta, Patch, PatchParams, PostParams, Preconditions,
-};
+use kube::api::{DeleteParams, PartialObjectMeta, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, ResourceExt};
@@ -42,6 +41,9 @@ pub struct Stores {
     pub certmerges: Option<Store<CertMerge>>,
     /// Secrets in the gateway namespace labelled managed-by cert-sync (data by digest).
     pub managed: ManagedStore,
+    /// Annotated Secrets of another type, filled by `sweep::spawn` where
+    /// one runs (empty otherwise).
+    pub non_tls: NonTlsSources,
 }
 
 /// List page sizes. A page is decoded whole before the store compacts it,
@@ -104,6 +106,7 @@ pub fn watch(
             namespaces,
             certmerges,
             managed,
+            non_tls: NonTlsSources::default(),
         },
         tasks,
     )
@@ -258,40 +261,18 @@ pub async fn read_source_meta(
         resource_version: secret.resource_version().unwrap_or_default(),
         secret_type: secret.type_.clone().unwrap_or_else(|| "Opaque".to_owned()),
         labels: Arc::new(secret.labels().clone()),
-        annotations: Arc::new(secret.annotations().clone()),
+        // Only what cert-sync reads: other annotations may carry anything
+        // (`last-applied-configuration` holds a Secret's data).
+        annotations: Arc::new(
+            secret
+                .annotations()
+                .get_key_value(keys::AUTOSYNC)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .into_iter()
+                .collect(),
+        ),
         created: secret.creation_timestamp().map_or(0, |t| t.0.as_second()),
     }))
-}
-
-/// Secrets annotated for autosync whose type is not `kubernetes.io/tls`.
-/// The source watch's field selector never shows them, and without this
-/// sweep their owner would hear nothing: the other Secrets are listed
-/// metadata-only a page at a time (only annotated ones are kept), each
-/// annotated one is read for its type, and selection refuses it (`NotTLS`).
-pub async fn annotated_non_tls(client: &Client) -> Result<Vec<SourceMeta>, kube::Error> {
-    let api = Api::<PartialObjectMeta<Secret>>::all(client.clone());
-    let mut params = ListParams::default()
-        .fields(&format!("type!={}", keys::TLS_TYPE))
-        .limit(SOURCE_PAGE);
-    let mut annotated = Vec::new();
-    loop {
-        let page = api.list_metadata(&params).await?;
-        annotated.extend(
-            page.items
-                .iter()
-                .filter(|s| s.annotations().contains_key(keys::AUTOSYNC))
-                .map(|s| ObjectRef::new(s.namespace().unwrap_or_default(), s.name_any())),
-        );
-        match page.metadata.continue_ {
-            Some(token) if !token.is_empty() => params = params.continue_token(&token),
-            _ => break,
-        }
-    }
-    let mut out = Vec::with_capacity(annotated.len());
-    for key in &annotated {
-        out.extend(read_source_meta(client, key).await?);
-    }
-    Ok(out)
 }
 
 /// Reads a source's data; `None` when it is gone.

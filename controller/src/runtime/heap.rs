@@ -14,17 +14,18 @@
 //! the next one lands in the heap and leaves a hole. [`configure`] pins the
 //! threshold, so anything from 64 KiB up is mapped and unmapped on its own.
 
-/// Allocations from this size up get their own mapping.
-const MMAP_THRESHOLD: libc::c_int = 64 * 1024;
-
 /// Sets the allocator up for a long-running controller; call it first
 /// thing in `main` (glibc only; elsewhere a no-op).
 pub fn configure() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets a tunable of the allocator; a rejected
-    // value leaves the default in place, which is still correct.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+    {
+        /// Allocations from this size up get their own mapping.
+        const MMAP_THRESHOLD: libc::c_int = 64 * 1024;
+        // SAFETY: mallopt only sets a tunable of the allocator; a rejected
+        // value leaves the default in place, which is still correct.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+        }
     }
 }
 

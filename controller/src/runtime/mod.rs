@@ -11,3 +11,4 @@ pub mod pods;
 pub mod reports;
 pub mod rollout;
 pub mod store;
+pub mod sweep;
