@@ -36,17 +36,7 @@ async fn refused_update(bad_crt: &str, bad_key: Option<&str>, reason: &str) {
         writes,
         "{reason}: no write"
     );
-    let events = rig.events_about("tls");
-    assert!(
-        events
-            .iter()
-            .any(|e| e["type"] == "Warning" && e["reason"] == reason),
-        "{reason}: expected a Warning Event, got {:?}",
-        events
-            .iter()
-            .map(|e| (&e["type"], &e["reason"]))
-            .collect::<Vec<_>>()
-    );
+    assert_warned(&rig, "tls", reason);
     assert_no_key_material(&rig);
 }
 
@@ -76,13 +66,7 @@ async fn an_annotated_secret_that_is_not_tls_is_refused_with_an_event() {
     assert_eq!(outcome.refusals, 1);
     assert!(rig.published("shop.plain").is_none());
     assert!(rig.published("shop.good").is_some(), "the others go on");
-    let events = rig.events_about("plain");
-    assert!(
-        events
-            .iter()
-            .any(|e| e["type"] == "Warning" && e["reason"] == "NotTLS"),
-        "{events:?}"
-    );
+    assert_warned(&rig, "plain", "NotTLS");
     let reads = rig
         .server
         .requests()
@@ -150,13 +134,7 @@ async fn a_certificate_expiring_while_published_is_refused_at_the_hourly_recheck
     assert_eq!(expired.refusals, 1);
     assert_eq!(expired.writes, 0);
     assert_eq!(rig.published("shop.tls").unwrap()["data"], before["data"]);
-    let events = rig.events_about("tls");
-    assert!(
-        events
-            .iter()
-            .any(|e| e["type"] == "Warning" && e["reason"] == "Expired"),
-        "{events:?}"
-    );
+    assert_warned(&rig, "tls", "Expired");
 }
 
 #[tokio::test]

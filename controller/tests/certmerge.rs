@@ -155,13 +155,7 @@ async fn a_listed_secret_that_is_not_tls_is_refused_and_the_rest_published() {
     let merged = rig.published("merged").unwrap();
     assert!(merged["data"].get("shop.a.crt").is_some());
     assert!(merged["data"].get("shop.password.crt").is_none());
-    let events = rig.events_about("m");
-    assert!(
-        events
-            .iter()
-            .any(|e| e["type"] == "Warning" && e["reason"] == "NotTLS"),
-        "{events:?}"
-    );
+    assert_warned(&rig, "m", "NotTLS");
 }
 
 #[tokio::test]

@@ -252,6 +252,16 @@ fn max_resource_version<'a>(
         .unwrap_or(0)
 }
 
+/// Fails unless a Warning Event with `reason` was recorded about `name`.
+pub fn assert_warned(rig: &Rig, name: &str, reason: &str) {
+    let events = rig.events_about(name);
+    let seen: Vec<(&Value, &Value)> = events.iter().map(|e| (&e["type"], &e["reason"])).collect();
+    assert!(
+        seen.iter().any(|(t, r)| *t == "Warning" && *r == reason),
+        "expected a Warning Event {reason} about {name}, got {seen:?}"
+    );
+}
+
 pub fn data_of(secret: &Value, key: &str) -> String {
     use base64::Engine;
     let b = secret["data"][key].as_str().unwrap_or("");
