@@ -13,7 +13,7 @@
 
 use crate::core::desired::{self, Action, DesiredState};
 use crate::core::flat_map::FlatMap;
-use crate::core::model::{keys, Blob, ObjectRef, Policy, Published};
+use crate::core::model::{keys, Blob, ObjectRef, Policy, Published, SourceMeta};
 use crate::core::reasons::{Refusal, Subject};
 use crate::core::rollout::{self, RolloutNotes};
 use crate::core::status::{Publications, RefusalView};
@@ -238,9 +238,16 @@ impl Reconciler {
         // fresher news of them is already here: recreated as TLS, or listed
         // by a CertMerge and just read.
         let non_tls = self.stores.non_tls.current();
-        let fresh: BTreeSet<ObjectRef> = sources.iter().map(|s| s.key.clone()).collect();
-        sources.extend(non_tls.iter().filter(|m| !fresh.contains(&m.key)).cloned());
-        drop(fresh);
+        if !non_tls.is_empty() {
+            let fresh: BTreeSet<&ObjectRef> = sources.iter().map(|s| &s.key).collect();
+            let stale: Vec<SourceMeta> = non_tls
+                .iter()
+                .filter(|m| !fresh.contains(&m.key))
+                .cloned()
+                .collect();
+            drop(fresh);
+            sources.extend(stale);
+        }
         let selection = selection::select(
             &self.policy,
             &sources,

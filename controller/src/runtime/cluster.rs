@@ -255,14 +255,20 @@ pub async fn read_source_meta(
     let Some(secret) = api.get_opt(&source.name).await? else {
         return Ok(None);
     };
-    Ok(Some(SourceMeta {
-        key: source.clone(),
+    let secret_type = secret.type_.clone().unwrap_or_else(|| "Opaque".to_owned());
+    Ok(Some(source_meta(&secret, secret_type)))
+}
+
+/// What selection reads of a Secret (or of its metadata), keeping only the
+/// autosync annotation: the others may carry anything
+/// (`last-applied-configuration` holds a Secret's data).
+pub(crate) fn source_meta(secret: &impl kube::Resource, secret_type: String) -> SourceMeta {
+    SourceMeta {
+        key: ObjectRef::new(secret.namespace().unwrap_or_default(), secret.name_any()),
         uid: secret.uid().unwrap_or_default(),
         resource_version: secret.resource_version().unwrap_or_default(),
-        secret_type: secret.type_.clone().unwrap_or_else(|| "Opaque".to_owned()),
+        secret_type,
         labels: Arc::new(secret.labels().clone()),
-        // Only what cert-sync reads: other annotations may carry anything
-        // (`last-applied-configuration` holds a Secret's data).
         annotations: Arc::new(
             secret
                 .annotations()
@@ -272,7 +278,7 @@ pub async fn read_source_meta(
                 .collect(),
         ),
         created: secret.creation_timestamp().map_or(0, |t| t.0.as_second()),
-    }))
+    }
 }
 
 /// Reads a source's data; `None` when it is gone.

@@ -14,12 +14,12 @@
 //!  hourly; after a failure, again in a few minutes
 //! ```
 
-use crate::core::model::{keys, ObjectRef, SourceMeta};
+use crate::core::model::{keys, SourceMeta};
 use crate::core::selection::is_autosync;
+use crate::runtime::cluster::source_meta;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{ListParams, PartialObjectMeta};
-use kube::{Api, Client, ResourceExt};
-use std::collections::BTreeMap;
+use kube::{Api, Client};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -93,26 +93,12 @@ pub async fn annotated_non_tls(client: &Client) -> Result<Vec<SourceMeta>, kube:
     let mut found = Vec::new();
     loop {
         let page = api.list_metadata(&params).await?;
-        for secret in page.items {
-            let Some(annotation) = secret.annotations().get_key_value(keys::AUTOSYNC) else {
-                continue;
-            };
-            let meta = SourceMeta {
-                key: ObjectRef::new(secret.namespace().unwrap_or_default(), secret.name_any()),
-                uid: secret.uid().unwrap_or_default(),
-                resource_version: secret.resource_version().unwrap_or_default(),
-                secret_type: String::new(),
-                labels: Arc::new(secret.labels().clone()),
-                annotations: Arc::new(BTreeMap::from([(
-                    annotation.0.clone(),
-                    annotation.1.clone(),
-                )])),
-                created: secret.creation_timestamp().map_or(0, |t| t.0.as_second()),
-            };
-            if is_autosync(&meta) {
-                found.push(meta);
-            }
-        }
+        found.extend(
+            page.items
+                .iter()
+                .map(|secret| source_meta(secret, String::new()))
+                .filter(is_autosync),
+        );
         match page.metadata.continue_ {
             Some(token) if !token.is_empty() => params = params.continue_token(&token),
             _ => break,
