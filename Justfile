@@ -12,12 +12,12 @@ default:
 
 # The local demo: fake API server, the cert-sync controller, 3 Envoy gateway pods; publish, rotate, break a key, freeze a writer.
 demo:
-    cargo run --quiet --locked -p certsync-e2e --bin demo
+    cargo run --quiet --locked -p certsync-demo --bin demo
 
 # Everything CI checks: lints, unit tests, the core under Node (wasm), real-Envoy tests.
 test: lint
     cargo test --workspace --locked
-    cargo test --locked -p certsync-core --target wasm32-unknown-unknown
+    cargo test --locked -p certsync-contract --target wasm32-unknown-unknown
 
 # fmt and clippy (native and wasm32) with warnings as errors.
 lint:
@@ -35,6 +35,6 @@ filter-wasm:
 
 # Benchmarks; writes bench-report.md (the filter's, then the controller's and the rollout's appended).
 bench:
-    cargo run --quiet --release --locked -p certsync-e2e --bin bench -- --out bench-report.md
-    cargo run --quiet --release --locked -p certsync-e2e --bin controller_bench -- --out bench-report.md --append
-    cargo run --quiet --release --locked -p certsync-e2e --bin rollout_bench -- --out bench-report.md --append
+    cargo run --quiet --release --locked -p certsync-bench --bin bench -- --out bench-report.md
+    cargo run --quiet --release --locked -p certsync-bench --bin controller_bench -- --out bench-report.md --append
+    cargo run --quiet --release --locked -p certsync-bench --bin rollout_bench -- --out bench-report.md --append

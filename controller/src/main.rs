@@ -94,7 +94,7 @@ async fn main() -> Result<()> {
     let mut gateway_config = if args.manage_gateway_config && !writer && !args.once {
         let sha256 = filter_wasm.as_deref().map(|m| {
             use sha2::Digest;
-            certsync_core::Fingerprint(sha2::Sha256::digest(m).into()).to_string()
+            certsync_contract::Fingerprint(sha2::Sha256::digest(m).into()).to_string()
         });
         Some(GatewayConfig::new(
             args.gateway_settings(sha256, report_token.as_deref())

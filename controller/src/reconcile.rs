@@ -24,7 +24,7 @@ use crate::runtime::cluster::{self, Events, Stores};
 use crate::runtime::files::{DirectoryPublisher, FilesError};
 use crate::runtime::heap;
 use crate::runtime::metrics::{ApiOutcome, ApiVerb, Metrics, PublishedKind};
-use certsync_core::Fingerprint;
+use certsync_contract::Fingerprint;
 use kube::Client;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;

@@ -2,6 +2,7 @@
 //! server: `--once` in directory mode (the init-container case), and a
 //! running controller whose whole log is searched for private-key bytes and
 //! whose state `cert-sync status` prints.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is a failed assertion
 
 #[path = "support/mod.rs"]
 mod support;

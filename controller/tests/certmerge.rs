@@ -1,5 +1,6 @@
 //! CertMerge resources through the fake API server: merged targets, tenancy,
 //! conflicts, and members that cannot be published.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is a failed assertion
 
 #[path = "support/mod.rs"]
 mod support;

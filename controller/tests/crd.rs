@@ -1,4 +1,5 @@
 //! The checked-in CRD must be what the Rust types generate.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is a failed assertion
 
 use certsync_controller::crd::{crd_yaml, CertMerge};
 

@@ -4,6 +4,7 @@
 //!
 //! Contents are fake PEM-shaped markers (`A1`, `v2`, ...), never real keys;
 //! failures print paths, lengths and markers only.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is a failed assertion
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::error::Error;

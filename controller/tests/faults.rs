@@ -2,6 +2,7 @@
 //! (the controller killed between two writes), conflicts, throttling, server
 //! errors, dropped watches and an API server restart. Each published Secret
 //! is always a complete, matching pair, and the controller converges.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is a failed assertion
 
 #[path = "support/mod.rs"]
 mod support;
@@ -22,8 +23,8 @@ fn assert_consistent_pairs(rig: &Rig) {
                 .decode(secret["data"][k].as_str().unwrap_or(""))
                 .unwrap()
         };
-        certsync_core::key::check_matches(&get("tls.crt"), &get("tls.key")).unwrap();
-        let sha = certsync_core::summarize_chain(&get("tls.crt"))
+        certsync_contract::key::check_matches(&get("tls.crt"), &get("tls.key")).unwrap();
+        let sha = certsync_contract::summarize_chain(&get("tls.crt"))
             .unwrap()
             .sha256
             .to_string();

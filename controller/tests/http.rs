@@ -5,6 +5,7 @@
 //!
 //! Requests are written by hand on a `TcpStream`, so the test depends on
 //! nothing but HTTP/1.1 itself.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is a failed assertion
 
 use std::future::Future;
 use std::net::SocketAddr;

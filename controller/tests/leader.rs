@@ -6,6 +6,7 @@
 //! test, while faults are injected: 500s and 429s on the Lease, added
 //! latency longer than the renew deadline, API server restarts, and a
 //! network partition that black-holes the leader's connections.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is a failed assertion
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

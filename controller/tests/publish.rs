@@ -2,6 +2,7 @@
 //! sees published, and what never happens (bad input replacing a good
 //! certificate, writes over objects cert-sync does not manage, key bytes in
 //! Events or the manifest).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is a failed assertion
 
 #[path = "support/mod.rs"]
 mod support;

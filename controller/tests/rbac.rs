@@ -3,6 +3,7 @@
 //! deletion, Events, manifest, Lease, gateway-side Istio objects) is allowed
 //! by exactly those rules, evaluated as the API server does. And it stays
 //! least-privilege: no wildcards, no Secret writes outside the gateway namespace.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is a failed assertion
 
 #[path = "support/mod.rs"]
 mod support;

@@ -2,6 +2,7 @@
 //! pods (who may report), per-pod states, convergence, the re-trigger
 //! ladder's writes and Events, expiry and drift warnings, and the status
 //! surfaces (manifest ConfigMap, `/v1/status`, metrics).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is a failed assertion
 
 mod support;
 
@@ -161,7 +162,7 @@ async fn only_a_live_gateway_pod_may_report_for_itself() {
         Stale,
         "replayed"
     );
-    let oversized = vec![b' '; certsync_core::report::MAX_REPORT_BYTES + 1];
+    let oversized = vec![b' '; certsync_contract::report::MAX_REPORT_BYTES + 1];
     assert_eq!(receive(Some(&good), "10.0.0.5", &oversized), TooLarge);
 
     // Only the accepted report counts.
@@ -298,7 +299,7 @@ async fn a_rotation_converges_when_every_pod_serves_it() {
     assert_eq!(
         p.pods["gw-0"].served_sha256.map(|s| s.to_string()),
         Some(
-            certsync_core::summarize_chain(P256.cert.as_bytes())
+            certsync_contract::summarize_chain(P256.cert.as_bytes())
                 .unwrap()
                 .sha256
                 .to_string()

@@ -1,14 +1,15 @@
 //! The filter inside a real Envoy (V8, the engine istio-proxy uses): what it
 //! reports equals what a TLS client is served, per SNI, through rotations,
 //! rejections, outages, restarts and `--concurrency 4`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is a failed assertion
 
 use anyhow::{ensure, Context, Result};
-use certsync_core::report::{Report, Trigger};
-use certsync_core::Fingerprint;
-use certsync_e2e::config::{GatewayConfig, PluginConfig, HTTPS_BODY};
-use certsync_e2e::pki::{self, TestCa, TestCert};
-use certsync_e2e::sds::{PemEncoding, SdsDir, TlsSecret};
-use certsync_e2e::{https_get, poll, probe, Envoy, Receiver, ReceiverMode};
+use certsync_contract::report::{Report, Trigger};
+use certsync_contract::Fingerprint;
+use certsync_testkit::config::{GatewayConfig, PluginConfig, HTTPS_BODY};
+use certsync_testkit::pki::{self, TestCa, TestCert};
+use certsync_testkit::sds::{PemEncoding, SdsDir, TlsSecret};
+use certsync_testkit::{https_get, poll, probe, Envoy, Receiver, ReceiverMode};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -163,7 +164,7 @@ fn reported_fingerprints_equal_what_tls_clients_are_served() -> Result<()> {
         );
         assert_eq!(loaded.cert.chain_len, 2);
         // The expiry gauge, in the gateway's own stats.
-        let gauge = envoy.stat(&certsync_e2e::expiry_gauge_name(resource))?;
+        let gauge = envoy.stat(&certsync_testkit::expiry_gauge_name(resource))?;
         assert_eq!(
             gauge.map(|v| v as i64),
             Some(loaded.cert.not_after),
@@ -227,7 +228,7 @@ fn an_update_envoy_rejects_never_replaces_the_served_certificate_in_reports() ->
     gw.wait_reported(sni, served, WAIT)?;
 
     let other = reject_rotation(&mut gw, sni)?;
-    let rejected = certsync_e2e::sds_stat_name(resource_of(sni), "update_rejected");
+    let rejected = certsync_testkit::sds_stat_name(resource_of(sni), "update_rejected");
     poll("Envoy to reject the update", WAIT, || {
         Ok((envoy.stat(&rejected)? == Some(1)).then_some(()))
     })?;
@@ -249,7 +250,7 @@ fn a_chain_envoy_rejected_before_the_first_poll_is_reported_as_an_error() -> Res
     let envoy = gw.start()?;
     let sni = HOSTS[2].0;
     let other = reject_rotation(&mut gw, sni)?;
-    let rejected = certsync_e2e::sds_stat_name(resource_of(sni), "update_rejected");
+    let rejected = certsync_testkit::sds_stat_name(resource_of(sni), "update_rejected");
     poll("Envoy to reject the update", WAIT, || {
         Ok((envoy.stat(&rejected)? == Some(1)).then_some(()))
     })?;

@@ -2,17 +2,18 @@
 //! serves per SNI, SDS rotation by `..data` swap, config validation, the
 //! report receiver's modes, and what Envoy's admin API shows for secrets
 //! served from files (the filter's input).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is a failed assertion
 
 use anyhow::Result;
-use certsync_core::report::{
+use certsync_contract::report::{
     LoadedCertificate, PodRef, Report, Trigger, REPORT_PATH, REPORT_VERSION,
 };
-use certsync_core::summarize_chain;
-use certsync_e2e::config::{GatewayConfig, HTTPS_BODY, HTTP_BODY};
-use certsync_e2e::http1;
-use certsync_e2e::pki::{self, TestCa, TestCert};
-use certsync_e2e::sds::{self, PemEncoding, SdsDir, TlsSecret};
-use certsync_e2e::{poll, probe, sds_stat_name, Envoy, Receiver, ReceiverMode};
+use certsync_contract::summarize_chain;
+use certsync_testkit::config::{GatewayConfig, HTTPS_BODY, HTTP_BODY};
+use certsync_testkit::http1;
+use certsync_testkit::pki::{self, TestCa, TestCert};
+use certsync_testkit::sds::{self, PemEncoding, SdsDir, TlsSecret};
+use certsync_testkit::{poll, probe, sds_stat_name, Envoy, Receiver, ReceiverMode};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -85,7 +86,7 @@ fn each_sni_host_serves_its_expected_certificate() -> Result<()> {
     assert_eq!(summary.sha256, ecdsa.fingerprint);
 
     // HTTP over the TLS connection reaches the direct response.
-    let (_, response) = certsync_e2e::https_get(config.https_port, RSA_SNI, "/")?;
+    let (_, response) = certsync_testkit::https_get(config.https_port, RSA_SNI, "/")?;
     assert_eq!(response.status, 200);
     assert_eq!(response.text(), HTTPS_BODY);
 
@@ -218,7 +219,7 @@ fn envoy_that_cannot_start_fails_fast_with_its_log() -> Result<()> {
         r#"{"static_resources": {"clusters": [{"name": "x", "type": "NOPE"}]}}"#,
     )?;
     let started = Instant::now();
-    let mut envoy = Envoy::spawn(&path, certsync_e2e::ports::free_port()?, Default::default())?;
+    let mut envoy = Envoy::spawn(&path, certsync_testkit::ports::free_port()?, Default::default())?;
     let error = format!("{:#}", envoy.wait_ready().unwrap_err());
     assert!(error.contains("exited"), "{error}");
     assert!(error.contains("NOPE"), "{error}");

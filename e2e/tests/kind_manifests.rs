@@ -30,6 +30,7 @@
 //! (EnvoyFilter clusters and the wasm filter) are validated by
 //! `wasmplugin/tests/envoy.rs`; here they are only checked to point at the
 //! controller's Service as deployed.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is a failed assertion
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -39,7 +40,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn root() -> PathBuf {
-    certsync_e2e::workspace_root()
+    certsync_testkit::workspace_root()
 }
 
 fn read(rel: &str) -> String {
@@ -1097,7 +1098,7 @@ fn the_e2e_pki_is_accepted_and_the_bad_pair_refused_by_cert_sync() {
     let host = var(&run_sh_vars(), "HOST");
     let mut seen = Vec::new();
     for leaf in ["leaf1", "leaf2"] {
-        let pair = certsync_core::validate::validate_pair(
+        let pair = certsync_contract::validate::validate_pair(
             &file(&format!("{leaf}.crt")),
             &file(&format!("{leaf}.key")),
             now,
@@ -1112,7 +1113,7 @@ fn the_e2e_pki_is_accepted_and_the_bad_pair_refused_by_cert_sync() {
         assert!(
             pair.summary
                 .sans
-                .contains(&certsync_core::cert::San::Dns(host.clone())),
+                .contains(&certsync_contract::cert::San::Dns(host.clone())),
             "{leaf} is for {host}: {:?}",
             pair.summary.sans
         );
@@ -1121,7 +1122,7 @@ fn the_e2e_pki_is_accepted_and_the_bad_pair_refused_by_cert_sync() {
         seen.push(fp);
     }
     assert_ne!(seen[0], seen[1], "rotation needs a different leaf");
-    let bad = certsync_core::validate::validate_pair(&file("leaf3.crt"), &file("wrong.key"), now)
+    let bad = certsync_contract::validate::validate_pair(&file("leaf3.crt"), &file("wrong.key"), now)
         .expect_err("the bad pair must be refused");
     assert_eq!(bad.reason(), "key_mismatch", "{bad}");
     let _ = std::fs::remove_dir_all(&dir);

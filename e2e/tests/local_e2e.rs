@@ -1,6 +1,6 @@
 //! Local end-to-end: the fake API server and the `cert-sync` controller as
 //! processes, three gateway pods each with a directory-mode writer, an SDS
-//! agent and a real Envoy carrying the filter ([`certsync_e2e::local`]).
+//! agent and a real Envoy carrying the filter ([`certsync_testkit::local`]).
 //!
 //! Every scenario asserts what a user would notice: the certificate a TLS
 //! client is served by each Envoy, what `/v1/status` says, and what the
@@ -8,11 +8,12 @@
 //! Missing, kept after a refusal). One rig serves every scenario in order, so the
 //! suite costs one cluster start-up; each scenario leaves the cluster
 //! Converged for the next.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is a failed assertion
 
 use anyhow::{ensure, Context, Result};
-use certsync_e2e::local::controller::STALL_REASONS;
-use certsync_e2e::local::{LocalCluster, LocalOptions, Site};
-use certsync_e2e::pki::TestCert;
+use certsync_testkit::local::controller::STALL_REASONS;
+use certsync_testkit::local::{LocalCluster, LocalOptions, Site};
+use certsync_testkit::pki::TestCert;
 use std::time::{Duration, Instant};
 
 /// Generous for a loaded 2-core CI machine; convergence normally takes ~1–2 s.

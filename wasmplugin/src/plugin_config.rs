@@ -11,7 +11,7 @@ use crate::meta::{ADMIN_CLUSTER, CONTROLLER_CLUSTER};
 use crate::settings::GatewaySettings;
 use serde_json::{json, Value};
 
-/// Path of the controller's report endpoint (`certsync_core::report::REPORT_PATH`).
+/// Path of the controller's report endpoint (`certsync_contract::report::REPORT_PATH`).
 pub const REPORT_PATH: &str = "/v1/reports";
 
 /// The filter's plugin configuration for these settings. Pod name and

@@ -13,6 +13,7 @@
 //!
 //! What this cannot show: how Istio merges the clusters into a real gateway's
 //! config, DNS resolution of the controller (validation mode resolves nothing).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is a failed assertion
 
 mod support;
 
@@ -98,7 +99,7 @@ fn envoy_validate(name: &str, config: &Value) -> Outcome {
     let dir = support::scratch_dir(name);
     let path = dir.join("bootstrap.json");
     std::fs::write(&path, serde_json::to_vec_pretty(config).unwrap()).unwrap();
-    let outcome = match certsync_e2e::Envoy::validate(&path) {
+    let outcome = match certsync_testkit::Envoy::validate(&path) {
         Ok(()) => Outcome {
             ok: true,
             log: String::new(),
@@ -161,5 +162,5 @@ fn a_broken_cluster_fails_validation() {
 }
 
 fn filter_wasm() -> std::path::PathBuf {
-    certsync_e2e::filter_wasm_path().expect("the shipped filter module (filter/build-wasm.sh)")
+    certsync_testkit::filter_wasm_path().expect("the shipped filter module (filter/build-wasm.sh)")
 }

@@ -3,6 +3,7 @@
 //!
 //! Regenerate the file with `UPDATE_MANIFESTS=1 cargo test -p
 //! certsync-wasmplugin --test manifest`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is a failed assertion
 
 mod support;
 

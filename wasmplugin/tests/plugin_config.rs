@@ -1,5 +1,6 @@
 //! The rendered `pluginConfig` is what the filter's own parser accepts, and
 //! the settings checks agree with the filter's.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is a failed assertion
 
 use certsync_filter::config::PluginConfig;
 use certsync_wasmplugin::{
@@ -46,7 +47,7 @@ fn default_plugin_config_parses_with_the_documented_values() {
 
 #[test]
 fn report_path_is_the_core_protocol_path() {
-    assert_eq!(REPORT_PATH, certsync_core::report::REPORT_PATH);
+    assert_eq!(REPORT_PATH, certsync_contract::report::REPORT_PATH);
 }
 
 #[test]

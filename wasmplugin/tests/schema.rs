@@ -2,6 +2,7 @@
 //! pinned npm package @kubernetes-models/istio, offline), including a check
 //! for unknown fields the API server would silently prune. Each negative
 //! test proves the validator catches one kind of mistake.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is a failed assertion
 
 mod support;
 

@@ -16,7 +16,7 @@ use super::naming::{self, PairNames};
 use super::reasons::{self, Refusal, Subject};
 use super::selection::{is_managed, Publication, Selection, Target};
 use super::validation::Validations;
-use certsync_core::{summarize_chain, CertSummary};
+use certsync_contract::{summarize_chain, CertSummary};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;

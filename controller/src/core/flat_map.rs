@@ -107,6 +107,8 @@ impl<V> From<BTreeMap<String, V>> for FlatMap<V> {
     }
 }
 
+// Indexing panics on a missing key, like BTreeMap's: tests only.
+#[cfg(test)]
 impl<V> std::ops::Index<&str> for FlatMap<V> {
     type Output = V;
     fn index(&self, key: &str) -> &V {

@@ -12,7 +12,7 @@ use super::error::CoreError;
 use super::model::{keys, Mode, Policy};
 use super::naming;
 use super::selection::Target;
-use certsync_core::Fingerprint;
+use certsync_contract::Fingerprint;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use std::collections::{BTreeMap, HashMap};

@@ -203,7 +203,7 @@ pub fn rolled_out(
 mod rolled_out_tests {
     use super::*;
     use crate::core::rollout::{PodState, RolloutNote, RolloutState};
-    use certsync_core::Fingerprint;
+    use certsync_contract::Fingerprint;
 
     fn mk_member(source: &str, sha: Option<u8>) -> MemberState {
         MemberState {

@@ -2,7 +2,7 @@
 //! `runtime`, so the core never sees a kube type.
 
 use super::flat_map::FlatMap;
-use certsync_core::CertSummary;
+use certsync_contract::CertSummary;
 use sha2::{Digest as _, Sha256};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -193,7 +193,7 @@ impl PublishedSecret {
             // (`_` cannot occur in a Secret name, so the suffix is ours).
             let ca = key == keys::CA_CRT || key.ends_with(super::naming::CA_SUFFIX);
             if key.ends_with(".crt") && !ca {
-                if let Ok(summary) = certsync_core::summarize_chain(bytes) {
+                if let Ok(summary) = certsync_contract::summarize_chain(bytes) {
                     certificates.push((key.clone(), Arc::new(lean_summary(summary))));
                 }
             }

@@ -42,7 +42,7 @@ pub const CHAIN_ORDER: &str = "ChainOrder";
 /// `ca.crt` is present but not a PEM certificate bundle.
 pub const MALFORMED_CA: &str = "MalformedCA";
 /// A validation failure the core has no specific word for (a newer
-/// certsync-core label); the message still says what is wrong.
+/// certsync-contract label); the message still says what is wrong.
 pub const INVALID_CERTIFICATE: &str = "InvalidCertificate";
 
 /// Every reason, e.g. to pre-register metric label values.
@@ -71,7 +71,7 @@ pub const ALL: &[&str] = &[
     INVALID_CERTIFICATE,
 ];
 
-/// The reason for a certsync-core validation label (`Invalid::reason()`).
+/// The reason for a certsync-contract validation label (`Invalid::reason()`).
 pub fn from_validation_label(label: &str) -> &'static str {
     match label {
         "too_large" => TOO_LARGE,
@@ -168,7 +168,7 @@ mod tests {
     }
 
     #[test]
-    fn every_certsync_core_label_has_its_own_reason() {
+    fn every_certsync_contract_label_has_its_own_reason() {
         for label in [
             "too_large",
             "malformed_certificate",

@@ -26,8 +26,8 @@
 //! evictions are additionally rate-limited across all publications.
 
 use super::manifest::ManifestEntry;
-use certsync_core::report::Report;
-use certsync_core::Fingerprint;
+use certsync_contract::report::Report;
+use certsync_contract::Fingerprint;
 use serde::{Deserialize, Serialize};
 use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
@@ -155,7 +155,7 @@ pub fn accepts(previous: Option<&Observation>, report: &Report) -> bool {
     match previous {
         None => true,
         Some(p) if p.node_id != report.node_id => true,
-        Some(_) if report.trigger == certsync_core::report::Trigger::Startup => true,
+        Some(_) if report.trigger == certsync_contract::report::Trigger::Startup => true,
         Some(p) => report.seq > p.seq,
     }
 }

@@ -1,7 +1,7 @@
 use super::*;
 use crate::core::manifest::{ManifestEntry, TargetRef};
-use certsync_core::report::{LoadedCertificate, PodRef, Report, ResourceError, Trigger};
-use certsync_core::CertSummary;
+use certsync_contract::report::{LoadedCertificate, PodRef, Report, ResourceError, Trigger};
+use certsync_contract::CertSummary;
 
 const WINDOW: i64 = 30_000;
 const RES: &str = "kubernetes://shop.shop-tls";
@@ -147,7 +147,7 @@ fn converged_needs_every_live_pod_and_at_least_one() {
 
 fn mk_report(seq: u64, trigger: Trigger, node: &str) -> Report {
     Report {
-        version: certsync_core::report::REPORT_VERSION,
+        version: certsync_contract::report::REPORT_VERSION,
         pod: PodRef {
             name: "gw".into(),
             namespace: "istio-system".into(),

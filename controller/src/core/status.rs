@@ -292,7 +292,7 @@ pub fn parse(json: &str) -> Result<StatusView, super::error::CoreError> {
 mod tests {
     use super::*;
     use crate::core::rollout::WarningKind;
-    use certsync_core::Fingerprint;
+    use certsync_contract::Fingerprint;
 
     fn mk_publication(
         source: &str,

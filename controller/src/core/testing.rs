@@ -1,5 +1,5 @@
 //! Builders and certificate fixtures shared by the core's unit tests. The
-//! certificates are certsync-core's openssl-made fixtures (test-only keys),
+//! certificates are certsync-contract's openssl-made fixtures (test-only keys),
 //! valid until 2126; [`NOW`] is inside every leaf's validity window.
 
 use super::model::*;
@@ -12,7 +12,7 @@ pub const GATEWAY_NS: &str = "istio-system";
 
 macro_rules! fixture {
     ($name:literal) => {
-        include_bytes!(concat!("../../../filter/core/tests/fixtures/", $name)).as_slice()
+        certsync_fixtures::pem!($name)
     };
 }
 pub(crate) use fixture;

@@ -3,15 +3,15 @@
 //! certificate, a bad CA bundle) is refused here, before anything is written,
 //! and what was published for it before stays in place (see `desired`).
 //!
-//! Refusal messages come from certsync-core's typed errors, which name
+//! Refusal messages come from certsync-contract's typed errors, which name
 //! formats, labels and dates but never echo input bytes; `Validated`'s
 //! `Debug` hides the key.
 
 use super::model::{lean_summary, Blob, ObjectRef, SourceData};
 use super::reasons::{self, Refusal, Subject};
-use certsync_core::pem::{self, MAX_PEM_BYTES};
-use certsync_core::validate::{check_window, validate_pair};
-use certsync_core::{cert, CertSummary, Fingerprint};
+use certsync_contract::pem::{self, MAX_PEM_BYTES};
+use certsync_contract::validate::{check_window, validate_pair};
+use certsync_contract::{cert, CertSummary, Fingerprint};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;

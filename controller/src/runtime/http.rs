@@ -42,7 +42,7 @@ use super::metrics::Metrics;
 
 /// Largest request body any route accepts, unless [`bounded`] is given
 /// another limit.
-pub const DEFAULT_BODY_LIMIT: usize = certsync_core::report::MAX_REPORT_BYTES;
+pub const DEFAULT_BODY_LIMIT: usize = certsync_contract::report::MAX_REPORT_BYTES;
 
 /// `Content-Type` of the Prometheus text exposition format.
 pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";

@@ -707,7 +707,7 @@ mod tests {
         let view = crate::core::rollout::PublicationView {
             source: "shop/shop-tls".into(),
             sds_resource: "kubernetes://shop.shop-tls".into(),
-            sha256: certsync_core::Fingerprint([1; 32]),
+            sha256: certsync_contract::Fingerprint([1; 32]),
             state: crate::core::rollout::RolloutState::Converged,
             pods: std::collections::BTreeMap::from([(
                 "gw-0".to_owned(),

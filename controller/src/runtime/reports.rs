@@ -34,7 +34,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use certsync_core::report::{Report, ReportError, REPORT_PATH};
+use certsync_contract::report::{Report, ReportError, REPORT_PATH};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -195,7 +195,7 @@ async fn post_report(State(sink): State<Arc<ReportSink>>, request: Request) -> R
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let body: Bytes =
-        match axum::body::to_bytes(request.into_body(), certsync_core::report::MAX_REPORT_BYTES)
+        match axum::body::to_bytes(request.into_body(), certsync_contract::report::MAX_REPORT_BYTES)
             .await
         {
             Ok(b) => b,

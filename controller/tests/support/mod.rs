@@ -10,7 +10,7 @@ use certsync_controller::runtime::metrics::Metrics;
 use certsync_controller::runtime::pods::GatewayPods;
 use certsync_controller::runtime::reports::{ReportAuth, ReportSink};
 pub use certsync_controller::runtime::rollout::{RolloutDriver, RolloutSettings};
-use certsync_core::report::{LoadedCertificate, PodRef, Report, Trigger, REPORT_VERSION};
+use certsync_contract::report::{LoadedCertificate, PodRef, Report, Trigger, REPORT_VERSION};
 pub use certsync_fakekube::FakeApiServer;
 pub use serde_json::{json, Value};
 use std::net::SocketAddr;
@@ -25,11 +25,7 @@ pub const NOW: i64 = 1_893_456_000;
 #[macro_export]
 macro_rules! fixture {
     ($name:literal) => {
-        include_str!(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../filter/core/tests/fixtures/",
-            $name
-        ))
+        certsync_fixtures::pem_text!($name)
     };
 }
 
@@ -50,7 +46,7 @@ pub fn mk_secret(ns: &str, name: &str, cert: &str, key: &str, autosync: bool) ->
     })
 }
 
-/// A matching certificate chain and key from the certsync-core fixtures.
+/// A matching certificate chain and key from the certsync-contract fixtures.
 #[derive(Clone, Copy)]
 pub struct Pair {
     pub cert: &'static str,
@@ -118,7 +114,7 @@ pub fn mk_report(pod: &str, seq: u64, served: &[(&str, Pair)]) -> Vec<u8> {
             .map(|(resource, pair)| LoadedCertificate {
                 resource: (*resource).into(),
                 version: "1".into(),
-                cert: certsync_core::summarize_chain(pair.cert.as_bytes()).unwrap(),
+                cert: certsync_contract::summarize_chain(pair.cert.as_bytes()).unwrap(),
             })
             .collect(),
         errors: vec![],

@@ -222,7 +222,7 @@ pub fn parse_served_serials(body: &[u8]) -> Result<BTreeSet<String>, String> {
         .collect())
 }
 
-/// Lowercase hex without leading zeros: Envoy and certsync-core differ on
+/// Lowercase hex without leading zeros: Envoy and certsync-contract differ on
 /// a leading zero nibble.
 pub fn normalize_serial(serial: &str) -> String {
     let trimmed = serial.trim_start_matches('0');

@@ -73,7 +73,7 @@ fn default_admin_authority() -> String {
     "envoy-admin".into()
 }
 fn default_report_path() -> String {
-    certsync_core::report::REPORT_PATH.into()
+    certsync_contract::report::REPORT_PATH.into()
 }
 fn default_interval_ms() -> u64 {
     1_000

@@ -3,8 +3,8 @@
 //! Stamps let a poll re-read only the secrets that changed.
 
 use crate::admin::IndexEntry;
-use certsync_core::report::{LoadedCertificate, ResourceError};
-use certsync_core::CertSummary;
+use certsync_contract::report::{LoadedCertificate, ResourceError};
+use certsync_contract::CertSummary;
 use std::collections::{BTreeMap, BTreeSet};
 
 struct Entry {
@@ -160,8 +160,8 @@ mod tests {
 
     #[test]
     fn a_rejected_update_keeps_the_served_certificate_and_adds_an_error() {
-        let cert = certsync_core::summarize_chain(include_bytes!(
-            "../../core/tests/fixtures/rsa.chain.pem"
+        let cert = certsync_contract::summarize_chain(certsync_fixtures::pem!(
+            "rsa.chain.pem"
         ))
         .unwrap();
         let mut inv = Inventory::default();

@@ -21,7 +21,7 @@ use crate::config::PluginConfig;
 use crate::host::{Host, Level, Response};
 use crate::inventory::Inventory;
 use crate::lease::Lease;
-use certsync_core::report::{PodRef, Report, Trigger, MAX_CERTIFICATES, REPORT_VERSION};
+use certsync_contract::report::{PodRef, Report, Trigger, MAX_CERTIFICATES, REPORT_VERSION};
 use std::collections::BTreeSet;
 
 /// Admin responses larger than this are refused rather than buffered.
@@ -244,7 +244,7 @@ impl<H: Host> Reporter<H> {
         for secret in secrets {
             let summary = secret
                 .pem
-                .and_then(|pem| certsync_core::summarize_chain(&pem).map_err(|e| e.to_string()));
+                .and_then(|pem| certsync_contract::summarize_chain(&pem).map_err(|e| e.to_string()));
             // A chain whose leaf no TLS context holds was rejected by Envoy.
             let rejected = summary
                 .as_ref()

@@ -5,12 +5,12 @@ use crate::config::PluginConfig;
 use crate::host::Response;
 use crate::reporter::{metric, not_after_metric, Reporter};
 use crate::testing::{Call, FakeHost, Shared};
-use certsync_core::report::{Report, Trigger};
-use certsync_core::{summarize_chain, Fingerprint};
+use certsync_contract::report::{Report, Trigger};
+use certsync_contract::{summarize_chain, Fingerprint};
 
-const RSA: &str = include_str!("../../core/tests/fixtures/rsa.chain.pem");
-const P256: &str = include_str!("../../core/tests/fixtures/p256.chain.pem");
-const P384: &str = include_str!("../../core/tests/fixtures/p384.chain.pem");
+const RSA: &str = certsync_fixtures::pem_text!("rsa.chain.pem");
+const P256: &str = certsync_fixtures::pem_text!("p256.chain.pem");
+const P384: &str = certsync_fixtures::pem_text!("p384.chain.pem");
 
 fn mk_config(extra: &str) -> PluginConfig {
     let heartbeat = if extra.contains("heartbeat_ms") {

@@ -1,12 +1,12 @@
 //! Finding the tools the checks run: Node with the pinned Istio schema
-//! package (Envoy and the filter module come from the certsync-e2e harness).
+//! package (Envoy and the filter module come from the certsync-testkit harness).
 //! A missing tool fails the test with the command that installs it; nothing
 //! is skipped silently.
 #![allow(dead_code)] // each test binary uses part of this
 
 use std::path::PathBuf;
 
-pub use certsync_e2e::workspace_root;
+pub use certsync_testkit::workspace_root;
 
 pub fn crate_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -1,0 +1,28 @@
+//! The certificate core shared by the cert-sync filter (compiled to wasm, inside
+//! every gateway pod) and the controller (native). One implementation computes
+//! both the fingerprint the controller expects and the one the gateway reports,
+//! so the two can be compared byte for byte.
+//!
+//! ```text
+//!  PEM chain ──▶ pem::certificates ──▶ cert::summarize ──▶ CertSummary ──▶ report::Report (filter)
+//!                                         │                      ▲
+//!  PEM key ───▶ key::check_matches ◀──────┘                      │
+//!                        └──────────▶ validate::validate_pair ───┘ (controller, feature "keys")
+//! ```
+//!
+//! Nothing here performs I/O or reads the clock: callers pass `now`, which keeps
+//! the crate deterministic and usable under `wasm32-unknown-unknown` as well.
+
+pub mod cert;
+pub mod error;
+pub mod fingerprint;
+#[cfg(feature = "keys")]
+pub mod key;
+pub mod pem;
+pub mod report;
+#[cfg(feature = "keys")]
+pub mod validate;
+
+pub use cert::{summarize_chain, CertSummary, San};
+pub use error::CertError;
+pub use fingerprint::Fingerprint;
