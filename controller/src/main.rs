@@ -3,17 +3,17 @@
 use anyhow::{Context, Result};
 use certsync_controller::config::{Args, Command, LogFormat, ModeArg};
 use certsync_controller::reconcile::Reconciler;
-use certsync_controller::runtime::cluster::{self, Events};
-use certsync_controller::runtime::files::DirectoryPublisher;
-use certsync_controller::runtime::gateway_config::GatewayConfig;
-use certsync_controller::runtime::heap;
-use certsync_controller::runtime::http::{self, HttpState};
-use certsync_controller::runtime::leader::{LeaderElector, LeaseConfig};
-use certsync_controller::runtime::metrics::{Metrics, ReconcileOutcome};
-use certsync_controller::runtime::pods::GatewayPods;
-use certsync_controller::runtime::reports::{ReportAuth, ReportSink};
+use certsync_controller::runtime::kube::cluster::{self, Events};
+use certsync_controller::runtime::gateway::files::DirectoryPublisher;
+use certsync_controller::runtime::gateway::config::GatewayConfig;
+use certsync_controller::runtime::ops::heap;
+use certsync_controller::runtime::ops::http::{self, HttpState};
+use certsync_controller::runtime::kube::leader::{LeaderElector, LeaseConfig};
+use certsync_controller::runtime::ops::metrics::{Metrics, ReconcileOutcome};
+use certsync_controller::runtime::gateway::pods::GatewayPods;
+use certsync_controller::runtime::gateway::reports::{ReportAuth, ReportSink};
 use certsync_controller::runtime::rollout::{self, RolloutDriver, RolloutSettings};
-use certsync_controller::runtime::sweep;
+use certsync_controller::runtime::kube::sweep;
 use clap::Parser;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -161,7 +161,7 @@ async fn main() -> Result<()> {
             metrics.clone(),
             &args.pod_name,
         );
-        report_routes = certsync_controller::runtime::reports::router(sink)
+        report_routes = certsync_controller::runtime::gateway::reports::router(sink)
             .merge(rollout::status_router(d.status()));
         driver = Some(d);
     }

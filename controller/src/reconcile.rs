@@ -20,10 +20,10 @@ use crate::core::status::{Publications, RefusalView};
 use crate::core::validation::Validations;
 use crate::core::{manifest, merge_status, selection, validation};
 use crate::crd;
-use crate::runtime::cluster::{self, Events, Stores};
-use crate::runtime::files::{DirectoryPublisher, FilesError};
-use crate::runtime::heap;
-use crate::runtime::metrics::{ApiOutcome, ApiVerb, Metrics, PublishedKind};
+use crate::runtime::kube::cluster::{self, Events, Stores};
+use crate::runtime::gateway::files::{DirectoryPublisher, FilesError};
+use crate::runtime::ops::heap;
+use crate::runtime::ops::metrics::{ApiOutcome, ApiVerb, Metrics, PublishedKind};
 use certsync_contract::Fingerprint;
 use kube::Client;
 use std::collections::{BTreeMap, BTreeSet};
@@ -44,7 +44,7 @@ pub enum ReconcileError {
 }
 
 /// Reads or writes in one reconcile from which freed pages are handed back
-/// mid-pass (see `runtime::heap`); a single update is far below it.
+/// mid-pass (see `runtime::ops::heap`); a single update is far below it.
 const BULK: usize = 100;
 
 /// Where [`Reconciler::hydrate`] looks for a value's bytes.
@@ -559,7 +559,7 @@ impl Reconciler {
                     .collect();
                 outcome.files_swapped = matches!(
                     files.publish(&tree)?,
-                    crate::runtime::files::PublishOutcome::Published { .. }
+                    crate::runtime::gateway::files::PublishOutcome::Published { .. }
                 );
             }
         }

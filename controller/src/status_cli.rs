@@ -15,7 +15,7 @@ pub async fn run(args: &StatusArgs) -> Result<()> {
                 .await
                 .context("connecting to the Kubernetes API (KUBECONFIG)")?;
             let name = manifest::NAME;
-            crate::runtime::cluster::read_manifest_json(&client, &args.namespace)
+            crate::runtime::kube::cluster::read_manifest_json(&client, &args.namespace)
                 .await
                 .with_context(|| format!("reading ConfigMap {}/{name}", args.namespace))?
                 .with_context(|| {

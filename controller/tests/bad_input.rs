@@ -43,7 +43,7 @@ async fn refused_update(bad_crt: &str, bad_key: Option<&str>, reason: &str) {
 
 #[tokio::test]
 async fn an_annotated_secret_that_is_not_tls_is_refused_with_an_event() {
-    use certsync_controller::runtime::sweep;
+    use certsync_controller::runtime::kube::sweep;
     let mut rig = Rig::new(credential_policy(), None).await;
     let mut opaque = mk_pair("shop", "plain", P256, true);
     opaque["type"] = json!("Opaque");
@@ -80,7 +80,7 @@ async fn an_annotated_secret_that_is_not_tls_is_refused_with_an_event() {
 
 #[tokio::test]
 async fn the_sweep_pages_through_every_other_secret() {
-    use certsync_controller::runtime::sweep;
+    use certsync_controller::runtime::kube::sweep;
     let server = FakeApiServer::start().await.unwrap();
     let opaque: Vec<Value> = (0..450)
         .map(|i| {

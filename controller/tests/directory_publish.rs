@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use certsync_controller::runtime::files::{
+use certsync_controller::runtime::gateway::files::{
     validate_path, DirectoryPublisher, FilesError, PublishOutcome, Step, DATA_LINK,
 };
 

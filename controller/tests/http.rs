@@ -16,10 +16,10 @@ use axum::body::Bytes;
 use axum::routing::post;
 use axum::Router;
 use certsync_controller::core::model::ObjectRef;
-use certsync_controller::runtime::http::{
+use certsync_controller::runtime::ops::http::{
     router, serve, serve_router, HttpState, DEFAULT_BODY_LIMIT,
 };
-use certsync_controller::runtime::metrics::{
+use certsync_controller::runtime::ops::metrics::{
     ApiOutcome, ApiVerb, Metrics, FAMILIES, ON_DEMAND_FAMILIES,
 };
 use sha2::{Digest, Sha256};

@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use certsync_controller::runtime::leader::{LeaderElector, LeaseConfig};
-use certsync_controller::runtime::metrics::Metrics;
+use certsync_controller::runtime::kube::leader::{LeaderElector, LeaseConfig};
+use certsync_controller::runtime::ops::metrics::Metrics;
 use certsync_fakekube::{FakeApiServer, Fault, FaultMatch, Verb};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};

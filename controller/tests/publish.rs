@@ -245,7 +245,7 @@ async fn a_central_directory_instance_indexes_what_the_writers_publish() {
 
 #[tokio::test]
 async fn gateway_side_objects_are_applied_once_and_point_at_the_served_module() {
-    use certsync_controller::runtime::gateway_config::GatewayConfig;
+    use certsync_controller::runtime::gateway::config::GatewayConfig;
     use certsync_wasmplugin::{GatewaySettings, ModuleSource};
     let rig = Rig::new(credential_policy(), None).await;
     let client = rig.server.client().unwrap();

@@ -8,8 +8,8 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use certsync_controller::runtime::gateway_config::GatewayConfig;
-use certsync_controller::runtime::leader::{LeaderElector, LeaseConfig};
+use certsync_controller::runtime::gateway::config::GatewayConfig;
+use certsync_controller::runtime::kube::leader::{LeaderElector, LeaseConfig};
 use certsync_fakekube::Verb;
 use std::time::Duration;
 use support::*;

@@ -8,8 +8,8 @@ mod support;
 
 use certsync_controller::core::rollout::{PodState, RolloutState};
 use certsync_controller::core::status::StatusView;
-use certsync_controller::runtime::metrics::{Metrics, ReportOutcome};
-use certsync_controller::runtime::reports::ReportSink;
+use certsync_controller::runtime::ops::metrics::{Metrics, ReportOutcome};
+use certsync_controller::runtime::gateway::reports::ReportSink;
 use certsync_controller::runtime::rollout::REPUSHED_AT;
 use std::sync::Arc;
 use std::time::Duration;
@@ -185,17 +185,17 @@ async fn a_standby_replica_sends_reports_to_the_leader() {
 async fn reports_over_http_are_answered_and_counted() {
     let v = mk_verifier(&[("gw-0", "127.0.0.1", true)], false, Duration::ZERO).await;
     let (_ready_tx, ready) = watch::channel(true);
-    let state = Arc::new(certsync_controller::runtime::http::HttpState::new(
+    let state = Arc::new(certsync_controller::runtime::ops::http::HttpState::new(
         v.metrics.clone(),
         ready,
         None,
     ));
-    let app = certsync_controller::runtime::http::router(state).merge(
-        certsync_controller::runtime::reports::router(Arc::clone(&v.sink)),
+    let app = certsync_controller::runtime::ops::http::router(state).merge(
+        certsync_controller::runtime::gateway::reports::router(Arc::clone(&v.sink)),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(certsync_controller::runtime::http::serve_router(
+    tokio::spawn(certsync_controller::runtime::ops::http::serve_router(
         listener,
         app,
         std::future::pending(),

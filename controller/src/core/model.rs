@@ -55,7 +55,7 @@ pub struct SourceMeta {
     pub resource_version: String,
     /// `type` of the Secret (the watch filters `kubernetes.io/tls`, but a
     /// CertMerge may name any Secret); empty when only known not to be TLS
-    /// (`runtime::sweep`).
+    /// (`runtime::kube::sweep`).
     pub secret_type: String,
     /// Shared with the watch store (interned: most Secrets carry one of a
     /// few label sets), so listing a thousand candidates copies no maps.

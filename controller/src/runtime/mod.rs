@@ -1,14 +1,12 @@
-#[cfg(feature = "alloc-stats")]
-pub mod alloc_stats;
-pub mod cluster;
-pub mod files;
-pub mod gateway_config;
-pub mod heap;
-pub mod http;
-pub mod leader;
-pub mod metrics;
-pub mod pods;
-pub mod reports;
+//! The thin I/O layer, grouped by what it talks to. Decisions live in
+//! `core`; this code reads, writes and reports what happened.
+//!
+//! | module | talks to |
+//! |---|---|
+//! | [`kube`] | the Kubernetes API: watches and stores, server-side apply, Events, the Lease, the non-TLS sweep |
+//! | [`gateway`] | the gateway pods: their discovery, their reports, the Istio objects that load the filter, the certificate directory they read |
+//! | [`ops`] | operators: HTTP endpoints, Prometheus metrics, the heap |
+pub mod gateway;
+pub mod kube;
+pub mod ops;
 pub mod rollout;
-pub mod store;
-pub mod sweep;

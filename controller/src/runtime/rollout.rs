@@ -19,11 +19,11 @@ use crate::core::rollout::{
     self, Action, LadderConfig, PublicationView, RolloutNote, RolloutNotes, Tracker, Warning,
 };
 use crate::core::status::{PodSummary, PublicationStatus, Publications, StatusView};
-use crate::runtime::cluster::{secret_reference, Events, FIELD_MANAGER};
-use crate::runtime::gateway_config::GatewayConfig;
-use crate::runtime::metrics::{LadderStep, Metrics};
-use crate::runtime::pods::GatewayPods;
-use crate::runtime::reports::ReportSink;
+use crate::runtime::kube::cluster::{secret_reference, Events, FIELD_MANAGER};
+use crate::runtime::gateway::config::GatewayConfig;
+use crate::runtime::ops::metrics::{LadderStep, Metrics};
+use crate::runtime::gateway::pods::GatewayPods;
+use crate::runtime::gateway::reports::ReportSink;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod, Secret};
 use kube::api::{EvictParams, Patch, PatchParams};
 use kube::{Api, Client};

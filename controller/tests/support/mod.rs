@@ -4,11 +4,11 @@
 
 pub use certsync_controller::core::model::{Mode, NamespacePolicy, Policy};
 pub use certsync_controller::reconcile::{Outcome, Reconciler};
-use certsync_controller::runtime::cluster::{self, Events};
-pub use certsync_controller::runtime::files::DirectoryPublisher;
-use certsync_controller::runtime::metrics::Metrics;
-use certsync_controller::runtime::pods::GatewayPods;
-use certsync_controller::runtime::reports::{ReportAuth, ReportSink};
+use certsync_controller::runtime::kube::cluster::{self, Events};
+pub use certsync_controller::runtime::gateway::files::DirectoryPublisher;
+use certsync_controller::runtime::ops::metrics::Metrics;
+use certsync_controller::runtime::gateway::pods::GatewayPods;
+use certsync_controller::runtime::gateway::reports::{ReportAuth, ReportSink};
 pub use certsync_controller::runtime::rollout::{RolloutDriver, RolloutSettings};
 use certsync_contract::report::{LoadedCertificate, PodRef, Report, Trigger, REPORT_VERSION};
 pub use certsync_fakekube::FakeApiServer;

@@ -25,8 +25,8 @@
 //! the rollout loop is poked only when what the pod serves changed.
 
 use crate::core::rollout::{self, Observation};
-use crate::runtime::metrics::{Metrics, ReportOutcome};
-use crate::runtime::pods::GatewayPods;
+use crate::runtime::ops::metrics::{Metrics, ReportOutcome};
+use crate::runtime::gateway::pods::GatewayPods;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::header::{AUTHORIZATION, CONNECTION, RETRY_AFTER};

@@ -52,7 +52,7 @@ use kube::Client;
 use tokio::sync::watch;
 use tokio::time::{sleep_until, timeout_at, Instant};
 
-use super::metrics::{ApiOutcome, ApiVerb, Metrics};
+use crate::runtime::ops::metrics::{ApiOutcome, ApiVerb, Metrics};
 
 /// Timing of the election. It must hold that
 /// `lease_duration > renew_deadline > retry_period > 0`: the gap between the

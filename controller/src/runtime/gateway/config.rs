@@ -3,7 +3,7 @@
 //! field manager. Re-applied only when the rendering changes (or when a
 //! re-trigger asks), so a quiet controller writes nothing.
 
-use crate::runtime::cluster::FIELD_MANAGER;
+use crate::runtime::kube::cluster::FIELD_MANAGER;
 use certsync_wasmplugin::{render, GatewaySettings, SettingsError};
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
 use kube::core::GroupVersionKind;

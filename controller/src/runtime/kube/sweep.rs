@@ -16,7 +16,7 @@
 
 use crate::core::model::{keys, SourceMeta};
 use crate::core::selection::is_autosync;
-use crate::runtime::cluster::source_meta;
+use crate::runtime::kube::cluster::source_meta;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{ListParams, PartialObjectMeta};
 use kube::{Api, Client};

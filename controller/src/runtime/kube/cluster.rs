@@ -15,7 +15,7 @@ use crate::core::desired::DesiredSecret;
 use crate::core::flat_map::FlatMap;
 use crate::core::model::{keys, Blob, ObjectRef, PublishedSecret, SourceData, SourceMeta};
 use crate::crd::CertMerge;
-use crate::runtime::sweep::NonTlsSources;
+use crate::runtime::kube::sweep::NonTlsSources;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ObjectReference, Secret};
 use k8s_openapi::api::events::v1::{Event as K8sEvent, EventSeries};
@@ -62,7 +62,7 @@ pub fn watch(
     changed: Arc<Notify>,
 ) -> (Stores, Vec<JoinHandle<()>>) {
     #[cfg(feature = "alloc-stats")]
-    super::alloc_stats::report();
+    crate::runtime::ops::alloc_stats::report();
     let mut tasks = Vec::new();
     let (tls_sources, writer) = store::source_store();
     spawn_watch(
