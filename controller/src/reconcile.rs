@@ -20,8 +20,9 @@ use crate::core::status::{Publications, RefusalView};
 use crate::core::validation::Validations;
 use crate::core::{manifest, merge_status, selection, validation};
 use crate::crd;
-use crate::runtime::kube::cluster::{self, Events, Stores};
 use crate::runtime::gateway::files::{DirectoryPublisher, FilesError};
+use crate::runtime::kube::cluster::{self, Stores};
+use crate::runtime::kube::events::{self, Events};
 use crate::runtime::ops::heap;
 use crate::runtime::ops::metrics::{ApiOutcome, ApiVerb, Metrics, PublishedKind};
 use certsync_contract::Fingerprint;
@@ -656,9 +657,9 @@ impl Reconciler {
             // A CertMerge's member problems are told on the CertMerge: a tenant's
             // CertMerge must not put Events on another tenant's Secrets.
             let about = match &refusal.subject {
-                Subject::Source(s) => Some(cluster::secret_reference(s)),
+                Subject::Source(s) => Some(events::secret_reference(s)),
                 Subject::CertMerge(m) | Subject::Member { merge: m, .. } => {
-                    Some(cluster::certmerge_reference(m))
+                    Some(events::certmerge_reference(m))
                 }
                 Subject::Target(_) => None,
             };
@@ -696,7 +697,7 @@ impl Reconciler {
                 if let Err(e) = self
                     .events
                     .emit(
-                        cluster::secret_reference(&entry.source),
+                        events::secret_reference(&entry.source),
                         false,
                         "Published",
                         &message,

@@ -219,7 +219,11 @@ fn envoy_that_cannot_start_fails_fast_with_its_log() -> Result<()> {
         r#"{"static_resources": {"clusters": [{"name": "x", "type": "NOPE"}]}}"#,
     )?;
     let started = Instant::now();
-    let mut envoy = Envoy::spawn(&path, certsync_testkit::ports::free_port()?, Default::default())?;
+    let mut envoy = Envoy::spawn(
+        &path,
+        certsync_testkit::ports::free_port()?,
+        Default::default(),
+    )?;
     let error = format!("{:#}", envoy.wait_ready().unwrap_err());
     assert!(error.contains("exited"), "{error}");
     assert!(error.contains("NOPE"), "{error}");

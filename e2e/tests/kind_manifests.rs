@@ -1122,8 +1122,9 @@ fn the_e2e_pki_is_accepted_and_the_bad_pair_refused_by_cert_sync() {
         seen.push(fp);
     }
     assert_ne!(seen[0], seen[1], "rotation needs a different leaf");
-    let bad = certsync_contract::validate::validate_pair(&file("leaf3.crt"), &file("wrong.key"), now)
-        .expect_err("the bad pair must be refused");
+    let bad =
+        certsync_contract::validate::validate_pair(&file("leaf3.crt"), &file("wrong.key"), now)
+            .expect_err("the bad pair must be refused");
     assert_eq!(bad.reason(), "key_mismatch", "{bad}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -19,11 +19,12 @@ use crate::core::rollout::{
     self, Action, LadderConfig, PublicationView, RolloutNote, RolloutNotes, Tracker, Warning,
 };
 use crate::core::status::{PodSummary, PublicationStatus, Publications, StatusView};
-use crate::runtime::kube::cluster::{secret_reference, Events, FIELD_MANAGER};
 use crate::runtime::gateway::config::GatewayConfig;
-use crate::runtime::ops::metrics::{LadderStep, Metrics};
 use crate::runtime::gateway::pods::GatewayPods;
 use crate::runtime::gateway::reports::ReportSink;
+use crate::runtime::kube::cluster::FIELD_MANAGER;
+use crate::runtime::kube::events::{secret_reference, Events};
+use crate::runtime::ops::metrics::{LadderStep, Metrics};
 use k8s_openapi::api::core::v1::{ObjectReference, Pod, Secret};
 use kube::api::{EvictParams, Patch, PatchParams};
 use kube::{Api, Client};

@@ -2,15 +2,16 @@
 //! controller's watches and reconciler on it, and Secret builders.
 #![allow(dead_code)] // each test binary uses part of this
 
+use certsync_contract::report::{LoadedCertificate, PodRef, Report, Trigger, REPORT_VERSION};
 pub use certsync_controller::core::model::{Mode, NamespacePolicy, Policy};
 pub use certsync_controller::reconcile::{Outcome, Reconciler};
-use certsync_controller::runtime::kube::cluster::{self, Events};
 pub use certsync_controller::runtime::gateway::files::DirectoryPublisher;
-use certsync_controller::runtime::ops::metrics::Metrics;
 use certsync_controller::runtime::gateway::pods::GatewayPods;
 use certsync_controller::runtime::gateway::reports::{ReportAuth, ReportSink};
+use certsync_controller::runtime::kube::cluster;
+use certsync_controller::runtime::kube::events::Events;
+use certsync_controller::runtime::ops::metrics::Metrics;
 pub use certsync_controller::runtime::rollout::{RolloutDriver, RolloutSettings};
-use certsync_contract::report::{LoadedCertificate, PodRef, Report, Trigger, REPORT_VERSION};
 pub use certsync_fakekube::FakeApiServer;
 pub use serde_json::{json, Value};
 use std::net::SocketAddr;

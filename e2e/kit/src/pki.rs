@@ -60,18 +60,12 @@ impl TestCert {
 
 /// The fixture RSA-2048 leaf for `rsa.example.com`, with its intermediate.
 pub fn rsa_fixture() -> Result<TestCert> {
-    TestCert::from_pem(
-        fixture("rsa.chain.pem")?,
-        fixture("rsa.pkcs8.key")?,
-    )
+    TestCert::from_pem(fixture("rsa.chain.pem")?, fixture("rsa.pkcs8.key")?)
 }
 
 /// The fixture P-256 leaf for `p256.example.com`, with its intermediate.
 pub fn p256_fixture() -> Result<TestCert> {
-    TestCert::from_pem(
-        fixture("p256.chain.pem")?,
-        fixture("p256.pkcs8.key")?,
-    )
+    TestCert::from_pem(fixture("p256.chain.pem")?, fixture("p256.pkcs8.key")?)
 }
 
 fn fixture(name: &str) -> Result<&'static str> {

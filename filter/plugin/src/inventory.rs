@@ -160,10 +160,8 @@ mod tests {
 
     #[test]
     fn a_rejected_update_keeps_the_served_certificate_and_adds_an_error() {
-        let cert = certsync_contract::summarize_chain(certsync_fixtures::pem!(
-            "rsa.chain.pem"
-        ))
-        .unwrap();
+        let cert =
+            certsync_contract::summarize_chain(certsync_fixtures::pem!("rsa.chain.pem")).unwrap();
         let mut inv = Inventory::default();
         inv.record("a".into(), "1".into(), "s1".into(), Ok(cert.clone()));
         inv.record_rejected("a".into(), "s2".into(), "rejected".into());

@@ -242,9 +242,9 @@ impl<H: Host> Reporter<H> {
 
     fn on_served_certs(&mut self, served: &BTreeSet<String>, secrets: Vec<LoadedSecret>) {
         for secret in secrets {
-            let summary = secret
-                .pem
-                .and_then(|pem| certsync_contract::summarize_chain(&pem).map_err(|e| e.to_string()));
+            let summary = secret.pem.and_then(|pem| {
+                certsync_contract::summarize_chain(&pem).map_err(|e| e.to_string())
+            });
             // A chain whose leaf no TLS context holds was rejected by Envoy.
             let rejected = summary
                 .as_ref()

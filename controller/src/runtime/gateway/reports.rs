@@ -25,8 +25,8 @@
 //! the rollout loop is poked only when what the pod serves changed.
 
 use crate::core::rollout::{self, Observation};
-use crate::runtime::ops::metrics::{Metrics, ReportOutcome};
 use crate::runtime::gateway::pods::GatewayPods;
+use crate::runtime::ops::metrics::{Metrics, ReportOutcome};
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::header::{AUTHORIZATION, CONNECTION, RETRY_AFTER};
@@ -194,16 +194,18 @@ async fn post_report(State(sink): State<Arc<ReportSink>>, request: Request) -> R
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let body: Bytes =
-        match axum::body::to_bytes(request.into_body(), certsync_contract::report::MAX_REPORT_BYTES)
-            .await
-        {
-            Ok(b) => b,
-            Err(_) => {
-                sink.metrics.report(ReportOutcome::TooLarge);
-                return (StatusCode::PAYLOAD_TOO_LARGE, "report too large\n").into_response();
-            }
-        };
+    let body: Bytes = match axum::body::to_bytes(
+        request.into_body(),
+        certsync_contract::report::MAX_REPORT_BYTES,
+    )
+    .await
+    {
+        Ok(b) => b,
+        Err(_) => {
+            sink.metrics.report(ReportOutcome::TooLarge);
+            return (StatusCode::PAYLOAD_TOO_LARGE, "report too large\n").into_response();
+        }
+    };
     let now_ms = jiff::Timestamp::now().as_millisecond();
     let (outcome, why) = sink.receive(authorization.as_deref(), peer, &body, now_ms);
     sink.metrics.report(outcome);

@@ -2,6 +2,7 @@
 //! applies, Events, leader election on a Lease, the sweep for annotated
 //! non-TLS Secrets.
 pub mod cluster;
+pub mod events;
 pub mod leader;
 pub mod store;
 pub mod sweep;
