@@ -222,6 +222,53 @@ pub enum StatusOutput {
 }
 
 /// `250ms`, `30s`, `5m`, `2h`, `14d`.
+/// What an instance does, decided once from the flags ([`Args::role`]);
+/// everything that depends on it asks it, never the flags.
+///
+/// | role | publishes | verifies, manifest, reports, gateway config | leader-elected | runs |
+/// |---|---|---|---|---|
+/// | `Full` | Secrets (credential, merged) | yes | yes | until stopped |
+/// | `Central` | nothing itself: decides the tree the writers publish | yes | yes | until stopped |
+/// | `Writer` | files in its own pod | no | no | until stopped |
+/// | `Once` | Secrets, or files with `files` | no (the manifest only without `files`) | no | one pass |
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Credential or merged mode: the whole controller.
+    Full,
+    /// Directory mode with `--publish-files=false`: the per-pod writers'
+    /// index; it writes no files, keeps the manifest, takes the reports.
+    Central,
+    /// Directory mode: a per-pod writer (sidecar or DaemonSet) swapping the
+    /// certificate directory its gateway reads.
+    Writer,
+    /// `--once`: one pass, then exit (an init container).
+    Once {
+        /// Writes the certificate directory (directory mode, `--publish-files`).
+        files: bool,
+    },
+}
+
+impl Role {
+    /// Swaps a certificate directory itself.
+    pub fn writes_files(self) -> bool {
+        matches!(self, Role::Writer | Role::Once { files: true })
+    }
+    /// Central work: CertMerges, the manifest (a file writer leaves both to
+    /// the central instance).
+    pub fn indexes(self) -> bool {
+        !self.writes_files()
+    }
+    /// Long-running central work: verification, reports, the gateway-side
+    /// Istio objects, the non-TLS sweep, leader election.
+    pub fn verifies(self) -> bool {
+        matches!(self, Role::Full | Role::Central)
+    }
+    /// Runs until stopped (serves `/healthz`, `/metrics`, …).
+    pub fn long_running(self) -> bool {
+        !matches!(self, Role::Once { .. })
+    }
+}
+
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
@@ -287,6 +334,17 @@ impl Args {
 
     pub fn debounce(&self) -> Duration {
         Duration::from_millis(self.debounce_ms)
+    }
+
+    /// What this instance is, decided once from the flags.
+    pub fn role(&self) -> Role {
+        let files = self.mode == ModeArg::Directory && self.publish_files;
+        match (self.once, files) {
+            (true, files) => Role::Once { files },
+            (false, true) => Role::Writer,
+            (false, false) if self.mode == ModeArg::Directory => Role::Central,
+            (false, false) => Role::Full,
+        }
     }
 
     /// The policy the core decides with.

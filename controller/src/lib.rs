@@ -4,11 +4,12 @@
 //! proves every rollout from the gateway pods' reports.
 //!
 //! `core` holds the decisions as plain functions; `runtime` is the thin layer
-//! that talks to Kubernetes, the file system and the gateway pods;
-//! `status_cli` is `cert-sync status`.
+//! that talks to Kubernetes, the file system and the gateway pods; `app` is
+//! the one loop that drives them (publish → verify → record); `status_cli`
+//! is `cert-sync status`.
+pub mod app;
 pub mod config;
 pub mod core;
 pub mod crd;
-pub mod reconcile;
 pub mod runtime;
 pub mod status_cli;

@@ -126,11 +126,11 @@ async fn a_certificate_expiring_while_published_is_refused_at_the_hourly_recheck
         .unwrap()
         .not_after;
 
-    let next_hour = rig.reconciler.reconcile(NOW + 3600).await.unwrap();
+    let next_hour = rig.pass(NOW + 3600).await.unwrap();
     assert_eq!(next_hour.reads, 0, "an unchanged Secret is not read again");
     assert_eq!(next_hour.refusals, 0);
 
-    let expired = rig.reconciler.reconcile(not_after + 1).await.unwrap();
+    let expired = rig.pass(not_after + 1).await.unwrap();
     assert_eq!(expired.reads, 0);
     assert_eq!(expired.refusals, 1);
     assert_eq!(expired.writes, 0);

@@ -7,7 +7,7 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use certsync_controller::reconcile::ReconcileError;
+use certsync_controller::app::Error as ReconcileError;
 use certsync_fakekube::{Fault, FaultMatch, Verb};
 use support::*;
 
@@ -46,7 +46,7 @@ async fn a_write_failing_between_two_publications_leaves_whole_pairs_and_is_retr
     two_sources(&rig).await;
     rig.server
         .fail_once(Verb::Apply, "secrets", GW, "shop.b", 500);
-    let failed = rig.reconciler.reconcile(NOW).await;
+    let failed = rig.pass(NOW).await;
     assert!(failed.is_err(), "the failure surfaces, so the loop retries");
     assert!(rig.published("shop.a").is_some());
     assert!(rig.published("shop.b").is_none(), "nothing half-written");
@@ -78,7 +78,7 @@ async fn a_source_changed_between_its_check_and_the_write_is_checked_again_first
         .skip(1)
         .times(1),
     );
-    let raced = rig.reconciler.reconcile(NOW).await;
+    let raced = rig.pass(NOW).await;
     assert!(
         matches!(&raced, Err(ReconcileError::DataChanged(s)) if s == &["shop.a"]),
         "{raced:?}"
@@ -92,7 +92,7 @@ async fn a_source_changed_between_its_check_and_the_write_is_checked_again_first
     assert_consistent_pairs(&rig);
 
     // The next pass checks what is there now: refused, the last good stays.
-    rig.settle("").await;
+    rig.settle().await;
     rig.reconcile().await;
     assert_eq!(published(&rig), P256.cert);
     assert_consistent_pairs(&rig);
@@ -115,7 +115,7 @@ async fn a_conflict_is_retried_on_the_next_reconcile() {
     two_sources(&rig).await;
     rig.server
         .fail_once(Verb::Apply, "secrets", GW, "shop.a", 409);
-    assert!(rig.reconciler.reconcile(NOW).await.is_err());
+    assert!(rig.pass(NOW).await.is_err());
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     rig.reconcile().await;
     assert!(rig.published("shop.a").is_some() && rig.published("shop.b").is_some());
@@ -130,7 +130,7 @@ async fn server_errors_fail_the_reconcile_and_nothing_is_lost_once_they_stop() {
     rig.server
         .fail_next(3, 500, FaultMatch::any().verb(Verb::Apply));
     for _ in 0..3 {
-        assert!(rig.reconciler.reconcile(NOW).await.is_err());
+        assert!(rig.pass(NOW).await.is_err());
         assert_eq!(
             data_of(&rig.published("shop.a").unwrap(), "tls.crt"),
             fixture!("p256.chain.pem")
@@ -178,7 +178,7 @@ async fn throttling_reaches_the_controller_as_a_retryable_failure() {
     rig.server
         .throttle_next(2, 1, FaultMatch::any().verb(Verb::Apply));
     // kube's client honours Retry-After itself; either way the pairs end up published.
-    let _ = rig.reconciler.reconcile(NOW).await;
+    let _ = rig.pass(NOW).await;
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     rig.reconcile().await;
     assert!(rig.published("shop.a").is_some() && rig.published("shop.b").is_some());

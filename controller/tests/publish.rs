@@ -212,9 +212,7 @@ async fn a_central_directory_instance_indexes_what_the_writers_publish() {
         mode: Mode::Directory,
         ..credential_policy()
     };
-    let mut rig = Rig::new(policy, None).await;
-    rig.reconciler
-        .set_cert_dir(std::path::Path::new("/etc/istio/cert-sync"));
+    let mut rig = Rig::central(policy, std::path::Path::new("/etc/istio/cert-sync")).await;
     rig.put(mk_pair("shop", "tls", P256, true)).await;
     rig.reconcile().await;
     let manifest = |rig: &Rig| -> Value {

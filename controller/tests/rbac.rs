@@ -161,16 +161,15 @@ async fn every_request_of_a_full_scenario_is_allowed() {
     rig.server
         .put(mk_gateway_pod("gw-0", "127.0.0.1", true))
         .unwrap();
-    let settings = RolloutSettings {
-        heartbeat_window: Duration::from_secs(60),
-        timeout: Duration::from_millis(1),
+    let settings = VerifySettings {
         evict: true,
         expiry_warning: Duration::from_secs(100 * 365 * 86_400),
+        manages_gateway_config: true,
+        ..verify_settings(Duration::from_secs(60), Duration::from_millis(1))
     };
     let Verification {
-        sink, mut driver, ..
-    } = mk_verification(&client, settings, true).await;
-    driver.set_publications(rig.reconciler.published().cloned().unwrap());
+        sink, mut verifier, ..
+    } = mk_verification(&client, settings, &rig.ctx.metrics).await;
     let stale = mk_report(
         "gw-0",
         1,
@@ -179,8 +178,14 @@ async fn every_request_of_a_full_scenario_is_allowed() {
     let auth = format!("Bearer {TOKEN}");
     sink.receive(Some(&auth), peer("127.0.0.1"), &stale, NOW * 1000);
     for step in 0..4 {
-        driver
-            .step(NOW * 1000 + step * 10_000, true, Some(&mut gateway_config))
+        verifier
+            .step(
+                &rig.ctx,
+                NOW * 1000 + step * 10_000,
+                true,
+                Some(&mut gateway_config),
+                rig.publisher.publications(),
+            )
             .await;
     }
     assert_eq!(

@@ -6,11 +6,12 @@
 
 mod support;
 
+use certsync_controller::app::verify::REPUSHED_AT;
 use certsync_controller::core::rollout::{PodState, RolloutState};
+use certsync_controller::core::status::Publications;
 use certsync_controller::core::status::StatusView;
 use certsync_controller::runtime::gateway::reports::ReportSink;
 use certsync_controller::runtime::ops::metrics::{Metrics, ReportOutcome};
-use certsync_controller::runtime::rollout::REPUSHED_AT;
 use std::sync::Arc;
 use std::time::Duration;
 use support::*;
@@ -21,11 +22,14 @@ const TIMEOUT_MS: i64 = 10_000;
 /// The rollout clock: the fixtures' NOW, in milliseconds.
 const T0: i64 = NOW * 1000;
 
-struct Verifier {
+struct Harness {
     rig: Rig,
     sink: Arc<ReportSink>,
-    driver: RolloutDriver,
+    verifier: Verifier,
     metrics: Metrics,
+    /// Publications handed to the verifier instead of the rig's (a
+    /// restarted controller that has only the manifest).
+    publications: Option<Publications>,
     _leading: watch::Sender<bool>,
 }
 
@@ -33,40 +37,41 @@ async fn mk_verifier(
     pods: &[(&str, &str, bool)],
     evict: bool,
     expiry_warning: Duration,
-) -> Verifier {
+) -> Harness {
     let rig = Rig::new(credential_policy(), None).await;
     for (name, ip, ready) in pods {
         rig.server.put(mk_gateway_pod(name, ip, *ready)).unwrap();
     }
     let client = rig.server.client().unwrap();
-    let settings = RolloutSettings {
-        heartbeat_window: Duration::from_secs(30),
-        timeout: Duration::from_millis(TIMEOUT_MS as u64),
+    let settings = VerifySettings {
         evict,
         expiry_warning,
+        ..verify_settings(
+            Duration::from_secs(30),
+            Duration::from_millis(TIMEOUT_MS as u64),
+        )
     };
     let Verification {
         sink,
-        driver,
+        verifier,
         metrics,
         leading,
-    } = mk_verification(&client, settings, false).await;
-    Verifier {
+    } = mk_verification(&client, settings, &rig.ctx.metrics).await;
+    Harness {
         rig,
         sink,
-        driver,
+        verifier,
         metrics,
+        publications: None,
         _leading: leading,
     }
 }
 
-impl Verifier {
-    /// Publishes `pair` as shop/shop-tls and hands the result to the driver.
+impl Harness {
+    /// Publishes `pair` as shop/shop-tls.
     async fn publish(&mut self, pair: Pair) {
         self.rig.put(mk_pair("shop", "shop-tls", pair, true)).await;
         self.rig.reconcile().await;
-        let published = self.rig.reconciler.published().cloned().unwrap();
-        self.driver.set_publications(published);
     }
 
     fn report(&self, pod: &str, seq: u64, pair: Pair, at_ms: i64) -> ReportOutcome {
@@ -79,13 +84,16 @@ impl Verifier {
 
     /// One rollout pass; then the manifest and CertMerge status catch up.
     async fn step(&mut self, now_ms: i64) -> StatusView {
-        if self.driver.step(now_ms, true, None).await {
-            self.rig
-                .reconciler
-                .set_rollout_notes(self.driver.notes().clone());
-            self.rig.reconcile().await;
-        }
-        let status = self.driver.status();
+        let publications = self
+            .publications
+            .as_ref()
+            .or(self.rig.publisher.publications());
+        self.verifier
+            .step(&self.rig.ctx, now_ms, true, None, publications)
+            .await;
+        let notes = self.verifier.notes().clone();
+        self.rig.record(Some(&notes)).await;
+        let status = self.verifier.status();
         let view = status.read().unwrap().as_ref().map(|s| s.view());
         view.unwrap()
     }
@@ -401,10 +409,8 @@ async fn a_silent_pod_is_unknown_and_a_restart_rebuilds_from_reports() {
     let mut fresh = mk_verifier(&[("gw-0", "127.0.0.1", true)], false, Duration::ZERO).await;
     let previous: certsync_controller::core::manifest::Manifest =
         serde_json::from_value(v.manifest()).unwrap();
-    fresh.driver.seed(&previous);
-    fresh
-        .driver
-        .set_publications(std::sync::Arc::new((previous, vec![])));
+    fresh.verifier.seed(&previous);
+    fresh.publications = Some(std::sync::Arc::new((previous, vec![])));
     let view = fresh.step(T0 + 40_000).await;
     assert_eq!(view.publications[0].pods["gw-0"].state, PodState::Unknown);
     fresh.report("gw-0", 7, P256, T0 + 40_500);

@@ -519,6 +519,21 @@ fn not_managed(desired: &DesiredSecret, current: &PublishedSecret) -> Refusal {
     )
 }
 
+/// Names of desired Secrets that the managed store does not hold. An
+/// object of that name may still exist, not managed by cert-sync: the
+/// runtime looks each up and renders again with what it found, so `diff`
+/// refuses to touch it.
+pub fn unknown_targets<'a>(
+    desired: &'a DesiredState,
+    current: &'a Published,
+) -> impl Iterator<Item = &'a str> {
+    desired
+        .secrets
+        .iter()
+        .filter(|s| !current.secrets.contains_key(&s.name))
+        .map(|s| s.name.as_str())
+}
+
 #[cfg(test)]
 #[path = "desired_tests.rs"]
 mod tests;

@@ -22,9 +22,11 @@
 //!
 //! `naming` derives every published name and SDS resource name, `labels`
 //! evaluates Kubernetes label selectors, `reasons` holds every refusal reason.
+pub mod announce;
 pub mod desired;
 pub mod error;
 pub mod flat_map;
+pub mod freshness;
 pub mod labels;
 pub mod manifest;
 pub mod merge_status;

@@ -154,3 +154,15 @@ pub fn render_sources(
     let desired = super::desired::render(&p, &selection, &validations, current);
     (p, desired)
 }
+
+/// The desired entries (credential mode, nothing published yet) for
+/// `(namespace, name, pair)` sources.
+pub fn desired_entries(sources: &[(&str, &str, Pair)]) -> Vec<super::desired::Entry> {
+    let sources: Vec<(SourceMeta, SourceData)> = sources
+        .iter()
+        .map(|(ns, name, pair)| (mk_source(ns, name), pair.data()))
+        .collect();
+    render_sources(Mode::Credential, &sources, &Published::default())
+        .1
+        .entries
+}

@@ -9,4 +9,3 @@
 pub mod gateway;
 pub mod kube;
 pub mod ops;
-pub mod rollout;

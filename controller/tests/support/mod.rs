@@ -1,17 +1,20 @@
 //! Shared by the controller's integration tests: a fake API server, the
-//! controller's watches and reconciler on it, and Secret builders.
+//! controller's watches and publish/record stages on it, and Secret
+//! builders. Waits are on explicit conditions (the stores agree with the
+//! server) and fail loudly when they time out.
 #![allow(dead_code)] // each test binary uses part of this
 
 use certsync_contract::report::{LoadedCertificate, PodRef, Report, Trigger, REPORT_VERSION};
+pub use certsync_controller::app::publish::{Outcome, Publisher};
+pub use certsync_controller::app::record::Recorder;
+pub use certsync_controller::app::verify::{Settings as VerifySettings, Verifier};
+pub use certsync_controller::app::Context;
 pub use certsync_controller::core::model::{Mode, NamespacePolicy, Policy};
-pub use certsync_controller::reconcile::{Outcome, Reconciler};
 pub use certsync_controller::runtime::gateway::files::DirectoryPublisher;
 use certsync_controller::runtime::gateway::pods::GatewayPods;
 use certsync_controller::runtime::gateway::reports::{ReportAuth, ReportSink};
 use certsync_controller::runtime::kube::cluster;
-use certsync_controller::runtime::kube::events::Events;
 use certsync_controller::runtime::ops::metrics::Metrics;
-pub use certsync_controller::runtime::rollout::{RolloutDriver, RolloutSettings};
 pub use certsync_fakekube::FakeApiServer;
 pub use serde_json::{json, Value};
 use std::net::SocketAddr;
@@ -133,60 +136,122 @@ pub fn credential_policy() -> Policy {
 
 pub struct Rig {
     pub server: FakeApiServer,
-    pub reconciler: Reconciler,
+    pub ctx: Context,
+    pub publisher: Publisher,
+    pub recorder: Recorder,
     pub stores: cluster::Stores,
 }
+
+/// An object as the stores see it: `namespace/name` and resourceVersion.
+type StoreKey = (String, String);
+
+/// How long the stores may take to catch up with the server.
+const SETTLE: Duration = Duration::from_secs(5);
 
 impl Rig {
     pub async fn new(
         policy: Policy,
         files: Option<(DirectoryPublisher, std::path::PathBuf)>,
     ) -> Rig {
+        let (files, cert_dir) = match files {
+            Some((publisher, dir)) => (Some(publisher), dir),
+            None => (None, std::path::PathBuf::new()),
+        };
+        Rig::build(policy, files, &cert_dir).await
+    }
+
+    /// A directory-mode instance that writes no files: `cert_dir` is the
+    /// path the gateways see.
+    pub async fn central(policy: Policy, cert_dir: &std::path::Path) -> Rig {
+        Rig::build(policy, None, cert_dir).await
+    }
+
+    async fn build(
+        policy: Policy,
+        files: Option<DirectoryPublisher>,
+        cert_dir: &std::path::Path,
+    ) -> Rig {
         let server = FakeApiServer::start().await.unwrap();
         let client = server.client().unwrap();
         let (stores, _tasks) = cluster::watch(&client, GW, false, true, Arc::new(Notify::new()));
         stores.wait_ready().await.unwrap();
-        let events = Events::new(client.clone(), "test-replica");
-        let reconciler = Reconciler::new(
-            client,
-            policy,
-            stores.clone(),
-            events,
-            Metrics::new(),
-            files,
-        );
+        let publisher = Publisher::new(stores.clone(), files, cert_dir);
         Rig {
             server,
-            reconciler,
+            ctx: Context::new(client, policy, Metrics::new(), "test-replica"),
+            publisher,
+            recorder: Recorder::default(),
             stores,
         }
     }
 
-    /// Stores a Secret and waits until the watches have seen it.
+    /// Stores an object and waits until the watches have seen it.
     pub async fn put(&self, obj: Value) {
-        let stored = self.server.put(obj).unwrap();
-        self.settle(
-            stored["metadata"]["resourceVersion"]
-                .as_str()
-                .unwrap_or("0"),
-        )
-        .await;
+        self.server.put(obj).unwrap();
+        self.settle().await;
     }
 
-    /// Waits until the source store holds every object at or past `rv`.
-    pub async fn settle(&self, _rv: &str) {
-        let target = self.server.resource_version();
-        for _ in 0..200 {
-            let seen =
-                max_resource_version(self.stores.tls_sources.state().iter().map(|s| &s.metadata));
-            let managed =
-                max_resource_version(self.stores.managed.state().iter().map(|s| &s.metadata));
-            if seen.max(managed) >= target {
-                tokio::time::sleep(Duration::from_millis(20)).await;
+    /// Waits until the source and managed stores hold exactly what the
+    /// server holds (names and resourceVersions); panics after [`SETTLE`].
+    pub async fn settle(&self) {
+        let deadline = tokio::time::Instant::now() + SETTLE;
+        loop {
+            let (want, seen) = self.store_views();
+            if want == seen {
                 return;
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            if tokio::time::Instant::now() > deadline {
+                panic!("the stores never caught up with the server: want {want:?}, seen {seen:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
+    }
+
+    /// (server, stores): every TLS Secret and every managed Secret, by
+    /// `namespace/name` and resourceVersion.
+    fn store_views(&self) -> (Vec<StoreKey>, Vec<StoreKey>) {
+        let key = |ns: &str, name: &str, rv: &str| (format!("{ns}/{name}"), rv.to_owned());
+        let mut want = Vec::new();
+        for s in self.server.list("secrets", None) {
+            let m = &s["metadata"];
+            let (ns, name) = (
+                m["namespace"].as_str().unwrap_or(""),
+                m["name"].as_str().unwrap_or(""),
+            );
+            let rv = m["resourceVersion"].as_str().unwrap_or("");
+            if s["type"] == "kubernetes.io/tls" {
+                want.push(key(ns, name, rv));
+            }
+            if ns == GW && m["labels"]["app.kubernetes.io/managed-by"] == "cert-sync" {
+                want.push(key(&format!("managed:{ns}"), name, rv));
+            }
+        }
+        let mut seen = Vec::new();
+        let meta_key =
+            |prefix: &str, m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+                key(
+                    &format!("{prefix}{}", m.namespace.as_deref().unwrap_or("")),
+                    m.name.as_deref().unwrap_or(""),
+                    m.resource_version.as_deref().unwrap_or(""),
+                )
+            };
+        seen.extend(
+            self.stores
+                .tls_sources
+                .state()
+                .iter()
+                .map(|s| meta_key("", &s.metadata)),
+        );
+        seen.extend(
+            self.stores
+                .managed
+                .state()
+                .iter()
+                .map(|s| meta_key("managed:", &s.metadata)),
+        );
+        want.sort();
+        seen.sort();
+        (want, seen)
     }
 
     /// Waits until the CertMerge store holds `n` objects.
@@ -220,11 +285,29 @@ impl Rig {
         panic!("{ns}/{name} never left the source store");
     }
 
+    /// One publish pass at `now`, nothing else.
+    pub async fn pass(&mut self, now: i64) -> Result<Outcome, certsync_controller::app::Error> {
+        self.publisher.pass(&self.ctx, now).await
+    }
+
+    /// A publish pass at [`NOW`], the manifest and CertMerge statuses
+    /// recorded (without rollout), and the stores caught up with our writes.
     pub async fn reconcile(&mut self) -> Outcome {
-        let outcome = self.reconciler.reconcile(NOW).await.unwrap();
-        // Let the managed store see our own writes before the next round.
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        let outcome = self.pass(NOW).await.unwrap();
+        self.record(None).await;
+        self.settle().await;
         outcome
+    }
+
+    /// The record stage, with `notes` from a verifier if there is one.
+    pub async fn record(
+        &mut self,
+        notes: Option<&certsync_controller::core::rollout::RolloutNotes>,
+    ) {
+        self.recorder
+            .write(&self.ctx, &self.publisher, notes, NOW)
+            .await
+            .unwrap();
     }
 
     pub fn published(&self, name: &str) -> Option<Value> {
@@ -288,25 +371,24 @@ pub fn assert_no_key_material(rig: &Rig) {
     }
 }
 
-/// Rollout verification wired as `main` wires it: the gateway pod watch,
-/// the report sink (leading, token [`TOKEN`], source check on) and the driver.
+/// Rollout verification wired as `app` wires it: the gateway pod watch,
+/// the report sink (leading, token [`TOKEN`], source check on) and the verifier.
 pub struct Verification {
     pub sink: Arc<ReportSink>,
-    pub driver: RolloutDriver,
+    pub verifier: Verifier,
     pub metrics: Metrics,
     pub leading: tokio::sync::watch::Sender<bool>,
 }
 
 pub async fn mk_verification(
     client: &kube::Client,
-    settings: RolloutSettings,
-    manages_gateway_config: bool,
+    settings: VerifySettings,
+    metrics: &Metrics,
 ) -> Verification {
     let (pods, _task) =
         GatewayPods::watch(client, GW, "istio=ingressgateway", Arc::new(Notify::new()));
     pods.wait_ready().await.unwrap();
     let (leading, leading_rx) = tokio::sync::watch::channel(true);
-    let metrics = Metrics::new();
     let sink = Arc::new(ReportSink::new(
         ReportAuth {
             token: Some(TOKEN.into()),
@@ -318,22 +400,24 @@ pub async fn mk_verification(
         metrics.clone(),
         Arc::new(Notify::new()),
     ));
-    let driver = RolloutDriver::new(
-        client.clone(),
-        Mode::Credential,
-        GW,
-        "",
-        settings,
-        manages_gateway_config,
-        Arc::clone(&sink),
-        pods,
-        metrics.clone(),
-        "test-replica",
-    );
+    let verifier = Verifier::new(&credential_policy(), settings, Arc::clone(&sink), pods);
     Verification {
         sink,
-        driver,
-        metrics,
+        verifier,
+        metrics: metrics.clone(),
         leading,
+    }
+}
+
+/// Verification settings for tests: `heartbeat`, `timeout`, eviction off,
+/// 14 days' expiry warning, gateway config not managed.
+pub fn verify_settings(heartbeat: Duration, timeout: Duration) -> VerifySettings {
+    VerifySettings {
+        heartbeat_window: heartbeat,
+        timeout,
+        evict: false,
+        expiry_warning: Duration::from_secs(14 * 86_400),
+        manages_gateway_config: false,
+        cert_dir: String::new(),
     }
 }

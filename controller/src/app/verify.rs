@@ -1,33 +1,36 @@
-//! The rollout loop's I/O: feeds `core::rollout` with the manifest, the live
-//! gateway pods and their reports, and carries out what it decides —
+//! The verify stage: feeds `core::rollout` with what was published, the
+//! live gateway pods and their reports, and carries out what it decides —
 //! Events, metrics, the status view, and the re-trigger ladder's writes.
 //!
 //! ```text
-//!  reconcile ──set_publications(manifest, refusals)──┐
+//!  publish ──Publications (manifest, refusals)────────┐
 //!  POST /v1/reports ─▶ ReportSink (observations) ────┤
 //!  Pod watch ─▶ GatewayPods (live pods) ─────────────┼─▶ step(now) ─▶ assess ─▶ Tracker::step
 //!                                                     │                  │             │
 //!        /v1/status ◀── StatusSnapshot ◀─────────────┘      metrics ◀──┘   Events, re-push,
-//!        manifest rollout map ◀── annotations()                               re-apply, evict
+//!        record (manifest, CertMerge status) ◀── notes()                               re-apply, evict
 //! ```
 //!
 //! Only the leader acts (writes, Events); every replica keeps its view.
 
-use crate::core::manifest::{rfc3339_ms, Manifest, ManifestEntry, TargetRef};
-use crate::core::model::Mode;
+use super::Context;
+use crate::config::Args;
+use crate::core::manifest::{rfc3339_ms, Manifest, TargetRef};
+use crate::core::model::{Mode, Policy};
 use crate::core::rollout::{
-    self, Action, LadderConfig, PublicationView, RolloutNote, RolloutNotes, Tracker, Warning,
+    self, Action, LadderConfig, PublicationView, RolloutNote, RolloutNotes, Silence, Tracker,
+    Warning,
 };
-use crate::core::status::{PodSummary, PublicationStatus, Publications, StatusView};
+use crate::core::status::{PodSummary, Publications};
 use crate::runtime::gateway::config::GatewayConfig;
 use crate::runtime::gateway::pods::GatewayPods;
 use crate::runtime::gateway::reports::ReportSink;
 use crate::runtime::kube::cluster::FIELD_MANAGER;
-use crate::runtime::kube::events::{secret_reference, Events};
-use crate::runtime::ops::metrics::{LadderStep, Metrics};
+use crate::runtime::kube::events::secret_reference;
+use crate::runtime::ops::metrics::LadderStep;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod, Secret};
 use kube::api::{EvictParams, Patch, PatchParams};
-use kube::{Api, Client};
+use kube::Api;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -53,7 +56,7 @@ pub const REPUSHED_AT: &str = "certsync.istio.io/repushed-at";
 
 /// The knobs of verification.
 #[derive(Debug, Clone)]
-pub struct RolloutSettings {
+pub struct Settings {
     /// A pod without a report for this long is `Unknown`.
     pub heartbeat_window: Duration,
     /// A rollout unconverged this long climbs the ladder, one rung per timeout.
@@ -61,114 +64,70 @@ pub struct RolloutSettings {
     pub evict: bool,
     /// Warn when a served certificate expires within this long.
     pub expiry_warning: Duration,
+    /// The controller applies the gateway-side Istio objects (the ladder
+    /// can re-apply them).
+    pub manages_gateway_config: bool,
+    /// The certificate directory as the gateway sees it (directory mode's
+    /// SDS names).
+    pub cert_dir: String,
 }
 
-pub struct RolloutDriver {
-    client: Client,
-    gateway_namespace: String,
-    mode: Mode,
-    certdir: String,
-    settings: RolloutSettings,
-    ladder: LadderConfig,
-    sink: Arc<ReportSink>,
-    pods: GatewayPods,
-    metrics: Metrics,
-    events: Events,
-    tracker: Tracker,
-    published: Option<Publications>,
-    warned: BTreeSet<Warning>,
-    /// Live pods silent past the heartbeat window (told once each).
-    silent: BTreeSet<String>,
-    /// First pass: a pod is not called silent before it had a window to report.
-    started_ms: Option<i64>,
-    notes: RolloutNotes,
-    status: SharedStatus,
-}
-
-/// What `/v1/status` serves: the latest view, shared with the HTTP server.
-pub type SharedStatus = Arc<RwLock<Option<StatusSnapshot>>>;
-
-/// The last pass's inputs, kept for `GET /v1/status`: the view is rendered
-/// when asked for, not copied from the manifest on every tick.
-pub struct StatusSnapshot {
-    published: Publications,
-    views: Vec<PublicationView>,
-    notes: RolloutNotes,
-    pods: Vec<PodSummary>,
-    warnings: Vec<Warning>,
-    now_ms: i64,
-}
-
-impl StatusSnapshot {
-    pub fn view(&self) -> StatusView {
-        let (manifest, refusals) = &*self.published;
-        let publications = manifest
-            .publications
-            .iter()
-            .zip(&self.views)
-            .map(|(entry, v)| {
-                let mut entry = ManifestEntry::clone(entry);
-                if let Some(note) = self.notes.get(&v.source) {
-                    rollout::annotate(&mut entry, note);
-                }
-                PublicationStatus {
-                    verified: v.verified(),
-                    total: v.pods.len(),
-                    pods: v.pods.clone(),
-                    entry,
-                }
-            })
-            .collect();
-        StatusView {
-            gateway_namespace: manifest.gateway_namespace.clone(),
-            mode: manifest.mode.clone(),
-            generated_at: Some(rfc3339_ms(self.now_ms)),
-            pods: self.pods.clone(),
-            publications,
-            refusals: refusals.clone(),
-            warnings: self.warnings.iter().cloned().map(Into::into).collect(),
+impl Settings {
+    pub fn from_args(args: &Args, manages_gateway_config: bool) -> Self {
+        Settings {
+            heartbeat_window: args.heartbeat_window,
+            timeout: args.rollout_timeout,
+            evict: args.evict_stale_pods,
+            expiry_warning: args.expiry_warning,
+            manages_gateway_config,
+            cert_dir: args.cert_dir.display().to_string(),
         }
     }
 }
 
-impl RolloutDriver {
-    #[allow(clippy::too_many_arguments)]
+pub struct Verifier {
+    gateway_namespace: String,
+    mode: Mode,
+    settings: Settings,
+    ladder: LadderConfig,
+    sink: Arc<ReportSink>,
+    pods: GatewayPods,
+    tracker: Tracker,
+    warned: BTreeSet<Warning>,
+    /// Live pods silent past the heartbeat window (told once each).
+    silence: Silence,
+    notes: RolloutNotes,
+    status: SharedStatus,
+}
+
+mod status;
+pub use status::{status_router, SharedStatus, StatusSnapshot};
+
+impl Verifier {
     pub fn new(
-        client: Client,
-        mode: Mode,
-        gateway_namespace: &str,
-        certdir: &str,
-        settings: RolloutSettings,
-        manages_gateway_config: bool,
+        policy: &Policy,
+        settings: Settings,
         sink: Arc<ReportSink>,
         pods: GatewayPods,
-        metrics: Metrics,
-        instance: &str,
     ) -> Self {
         let ladder = LadderConfig {
             timeout_ms: millis(settings.timeout),
-            can_repush: !matches!(mode, Mode::Directory),
-            can_reapply: manages_gateway_config,
+            can_repush: !matches!(policy.mode, Mode::Directory),
+            can_reapply: settings.manages_gateway_config,
             can_evict: settings.evict,
             // Never more than one eviction per five timeouts, cluster-wide.
             eviction_interval_ms: millis(settings.timeout) * 5,
         };
-        RolloutDriver {
-            events: Events::new(client.clone(), instance),
-            client,
-            gateway_namespace: gateway_namespace.to_owned(),
-            mode,
-            certdir: certdir.to_owned(),
+        Verifier {
+            gateway_namespace: policy.gateway_namespace.clone(),
+            mode: policy.mode.clone(),
             settings,
             ladder,
             sink,
             pods,
-            metrics,
             tracker: Tracker::default(),
-            published: None,
             warned: BTreeSet::new(),
-            silent: BTreeSet::new(),
-            started_ms: None,
+            silence: Silence::default(),
             notes: RolloutNotes::default(),
             status: Arc::new(RwLock::new(None)),
         }
@@ -199,12 +158,8 @@ impl RolloutDriver {
         }
     }
 
-    /// What the last reconcile published, and what it refused.
-    pub fn set_publications(&mut self, publications: Publications) {
-        self.published = Some(publications);
-    }
-
-    /// Rollout notes per source for the manifest and CertMerge status.
+    /// Rollout notes per source for the manifest and CertMerge status
+    /// (replaced only when they change).
     pub fn notes(&self) -> &RolloutNotes {
         &self.notes
     }
@@ -214,11 +169,13 @@ impl RolloutDriver {
     /// manifest and CertMerge status need writing.
     pub async fn step(
         &mut self,
+        ctx: &Context,
         now_ms: i64,
         leading: bool,
         gateway_config: Option<&mut GatewayConfig>,
+        published: Option<&Publications>,
     ) -> bool {
-        let Some(published) = self.published.clone() else {
+        let Some(published) = published.cloned() else {
             return false;
         };
         let manifest = &published.0;
@@ -230,7 +187,7 @@ impl RolloutDriver {
         let views = rollout::assess(&manifest.publications, &live, &observations, now_ms, window);
         let actions = self.tracker.step(&views, now_ms, &self.ladder);
         let mode = self.mode.clone();
-        let certdir = self.certdir.clone();
+        let certdir = self.settings.cert_dir.clone();
         let warnings = rollout::warnings(
             &manifest.publications,
             &live,
@@ -239,38 +196,26 @@ impl RolloutDriver {
             now_ms.div_euclid(1000),
             i64::try_from(self.settings.expiry_warning.as_secs()).unwrap_or(i64::MAX),
         );
-        self.metrics.set_rollout(&views);
+        ctx.metrics.set_rollout(&views);
 
         if leading {
-            self.act(&actions, manifest, gateway_config).await;
-            self.warn(&warnings, manifest).await;
-            let started = *self.started_ms.get_or_insert(now_ms);
-            let silent: BTreeSet<String> = live
-                .iter()
-                .filter(|p| {
-                    let last = observations
-                        .get(&p.name)
-                        .map_or(started, |o| o.received_at_ms);
-                    now_ms - last.max(started) > window
-                })
-                .map(|p| p.name.clone())
-                .collect();
-            for pod in silent.difference(&self.silent) {
+            self.act(ctx, &actions, manifest, gateway_config).await;
+            self.warn(ctx, &warnings, manifest).await;
+            for pod in self.silence.step(&live, &observations, now_ms, window) {
                 let message = format!(
                     "gateway pod {pod} has not reported for over {}s: is the cert-sync WasmPlugin loaded, and can the pod reach the controller? Its rollouts are Unknown",
                     self.settings.heartbeat_window.as_secs()
                 );
                 tracing::warn!(%pod, "{message}");
-                self.emit(
-                    pod_ref(&self.gateway_namespace, pod),
+                ctx.emit_action(
+                    pod_ref(&self.gateway_namespace, &pod),
                     true,
-                    POD_NOT_REPORTING,
                     "Verify",
+                    POD_NOT_REPORTING,
                     &message,
                 )
                 .await;
             }
-            self.silent = silent;
         }
 
         let notes: BTreeMap<String, RolloutNote> = views
@@ -320,6 +265,7 @@ impl RolloutDriver {
 
     async fn act(
         &mut self,
+        ctx: &Context,
         actions: &[Action],
         manifest: &Manifest,
         mut gateway_config: Option<&mut GatewayConfig>,
@@ -338,7 +284,7 @@ impl RolloutDriver {
                     after_ms,
                 } => {
                     let after = Duration::from_millis(u64::try_from(*after_ms).unwrap_or(0));
-                    self.metrics.observe_converge(after);
+                    ctx.metrics.observe_converge(after);
                     let pods = self.pods.live().len();
                     let message = format!(
                         "sha256 {} verified on {pods}/{pods} gateway pods after {:.1}s",
@@ -346,7 +292,7 @@ impl RolloutDriver {
                         after.as_secs_f64()
                     );
                     tracing::info!(%source, "{message}");
-                    self.emit(source_ref(source), false, ROLLED_OUT, "Verify", &message)
+                    ctx.emit_action(source_ref(source), false, "Verify", ROLLED_OUT, &message)
                         .await;
                 }
                 Action::Stalled {
@@ -354,7 +300,7 @@ impl RolloutDriver {
                     sha256,
                     pods,
                 } => {
-                    self.metrics.ladder_step(LadderStep::Stalled);
+                    ctx.metrics.ladder_step(LadderStep::Stalled);
                     let lagging: Vec<String> =
                         pods.iter().map(|(p, s)| format!("{p} {s}")).collect();
                     let message = format!(
@@ -364,11 +310,11 @@ impl RolloutDriver {
                         lagging.join(", ")
                     );
                     tracing::warn!(%source, "{message}");
-                    self.emit(
+                    ctx.emit_action(
                         source_ref(source),
                         true,
-                        ROLLOUT_STALLED,
                         "Verify",
+                        ROLLOUT_STALLED,
                         &message,
                     )
                     .await;
@@ -380,22 +326,22 @@ impl RolloutDriver {
                     else {
                         continue;
                     };
-                    self.metrics.ladder_step(LadderStep::RePush);
-                    let result = self.repush(secret, &stamp).await;
+                    ctx.metrics.ladder_step(LadderStep::RePush);
+                    let result = self.repush(ctx, secret, &stamp).await;
                     let message = match &result {
                         Ok(()) => format!("re-pushed Secret {secret}: a gateway pod still serves an older certificate"),
                         Err(e) => format!("re-pushing Secret {secret} failed: {e}"),
                     };
                     tracing::warn!(%source, "{message}");
-                    self.emit(source_ref(source), true, REPUSHED, "Retrigger", &message)
+                    ctx.emit_action(source_ref(source), true, "Retrigger", REPUSHED, &message)
                         .await;
                 }
                 Action::Reapply => {
                     let Some(config) = gateway_config.as_deref_mut() else {
                         continue;
                     };
-                    self.metrics.ladder_step(LadderStep::ReapplyGatewayConfig);
-                    let result = config.reapply(&self.client, &stamp).await;
+                    ctx.metrics.ladder_step(LadderStep::ReapplyGatewayConfig);
+                    let result = config.reapply(&ctx.client, &stamp).await;
                     let message = match &result {
                         Ok(n) => format!("re-applied {n} gateway-side objects: rollouts are stuck"),
                         Err(e) => format!("re-applying the gateway-side objects failed: {e}"),
@@ -408,12 +354,12 @@ impl RolloutDriver {
                         name: Some(certsync_wasmplugin::WASM_PLUGIN_NAME.into()),
                         ..ObjectReference::default()
                     };
-                    self.emit(about, true, GATEWAY_CONFIG_REAPPLIED, "Retrigger", &message)
+                    ctx.emit_action(about, true, "Retrigger", GATEWAY_CONFIG_REAPPLIED, &message)
                         .await;
                 }
                 Action::Evict { pod, source } => {
-                    self.metrics.ladder_step(LadderStep::Evict);
-                    let api = Api::<Pod>::namespaced(self.client.clone(), &self.gateway_namespace);
+                    ctx.metrics.ladder_step(LadderStep::Evict);
+                    let api = Api::<Pod>::namespaced(ctx.client.clone(), &self.gateway_namespace);
                     let result = api.evict(pod, &EvictParams::default()).await;
                     let (reason, message) = match &result {
                         Ok(_) => (
@@ -426,11 +372,11 @@ impl RolloutDriver {
                         ),
                     };
                     tracing::warn!(%source, "{message}");
-                    self.emit(
+                    ctx.emit_action(
                         pod_ref(&self.gateway_namespace, pod),
                         true,
-                        reason,
                         "Retrigger",
+                        reason,
                         &message,
                     )
                     .await;
@@ -440,7 +386,7 @@ impl RolloutDriver {
     }
 
     /// Events for warnings that are new; nothing repeats while they persist.
-    async fn warn(&mut self, warnings: &[Warning], manifest: &Manifest) {
+    async fn warn(&mut self, ctx: &Context, warnings: &[Warning], manifest: &Manifest) {
         let sources: BTreeMap<&str, &str> = manifest
             .publications
             .iter()
@@ -459,13 +405,14 @@ impl RolloutDriver {
                 Some(source) => source_ref(source),
                 None => pod_ref(&self.gateway_namespace, &w.pod),
             };
-            self.emit(about, true, reason, "Verify", &message).await;
+            ctx.emit_action(about, true, "Verify", reason, &message)
+                .await;
         }
         self.warned = now;
     }
 
-    async fn repush(&self, secret: &str, stamp: &str) -> Result<(), kube::Error> {
-        let api = Api::<Secret>::namespaced(self.client.clone(), &self.gateway_namespace);
+    async fn repush(&self, ctx: &Context, secret: &str, stamp: &str) -> Result<(), kube::Error> {
+        let api = Api::<Secret>::namespaced(ctx.client.clone(), &self.gateway_namespace);
         // A merge patch, not an apply: an apply of only this annotation would
         // drop every other field cert-sync's apply owns.
         let patch = serde_json::json!({"metadata": {"annotations": {REPUSHED_AT: stamp}}});
@@ -476,23 +423,6 @@ impl RolloutDriver {
         api.patch(secret, &params, &Patch::Merge(&patch))
             .await
             .map(|_| ())
-    }
-
-    async fn emit(
-        &self,
-        about: ObjectReference,
-        warning: bool,
-        reason: &str,
-        action: &str,
-        message: &str,
-    ) {
-        if let Err(e) = self
-            .events
-            .emit_action(about, warning, action, reason, message)
-            .await
-        {
-            tracing::warn!(error = %e, "could not record an Event");
-        }
     }
 }
 
@@ -520,30 +450,4 @@ fn pod_ref(namespace: &str, pod: &str) -> ObjectReference {
 
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
-
-/// `GET /v1/status`: the latest view as JSON (503 until the first pass).
-pub fn status_router(status: SharedStatus) -> axum::Router {
-    use axum::http::StatusCode;
-    use axum::response::IntoResponse;
-    axum::Router::new().route(
-        "/v1/status",
-        axum::routing::get(move || {
-            let status = Arc::clone(&status);
-            async move {
-                let view = status
-                    .read()
-                    .ok()
-                    .and_then(|s| s.as_ref().map(StatusSnapshot::view));
-                match view {
-                    Some(view) => axum::Json(view).into_response(),
-                    None => (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "no status yet: the first reconcile has not finished\n",
-                    )
-                        .into_response(),
-                }
-            }
-        }),
-    )
 }

@@ -1,0 +1,369 @@
+//! The app loop: one place that drives publish → verify → record, for every
+//! role an instance can have ([`Role`]).
+//!
+//! ```text
+//!  watches (Secrets, CertMerges, Namespaces) ──poke──┐
+//!  resync (60 s) ────────────────────────────────────┤
+//!                                                     ▼
+//!                             publish::Publisher::pass      (leader only)
+//!                     select → validate → render → diff → write → announce
+//!                                                     │ Publications (manifest without
+//!                                                     │ rollout, refusals), CertMerge statuses
+//!  POST /v1/reports ─▶ ReportSink ──poke──┐           ▼
+//!  gateway Pod watch ─────────────────────┴─▶ verify::Verifier::step  (every replica; the
+//!  tick (1 s) ──────────────────────────────▶   assess → ladder       leader acts)
+//!                                                     │ RolloutNotes
+//!                                                     ▼
+//!                                     record::Recorder::write         (leader only)
+//!                              manifest ConfigMap, CertMerge status: one write per change
+//! ```
+//!
+//! Everything the stages share is in one [`Context`]: the API client, the
+//! policy, the metrics and the one Event recorder. Decisions are in `core`;
+//! the stages do I/O.
+
+pub mod context;
+pub mod publish;
+pub mod record;
+pub mod verify;
+
+pub use context::Context;
+
+use crate::config::{Args, Role};
+use crate::core::model::NamespacePolicy;
+use crate::runtime::gateway::config::GatewayConfig;
+use crate::runtime::gateway::files::{DirectoryPublisher, FilesError};
+use crate::runtime::gateway::pods::GatewayPods;
+use crate::runtime::gateway::reports::{self, ReportAuth, ReportSink};
+use crate::runtime::kube::leader::{LeaderElector, LeaseConfig};
+use crate::runtime::kube::{cluster, sweep};
+use crate::runtime::ops::heap;
+use crate::runtime::ops::http::{self, HttpState};
+use crate::runtime::ops::metrics::{Metrics, ReconcileOutcome};
+use anyhow::Context as _;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use thiserror::Error;
+use tokio::sync::{watch, Notify};
+
+/// Publish at least this often, whatever the watches say.
+const RESYNC: Duration = Duration::from_secs(60);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How often rollouts are re-assessed for timeouts and silent pods (a
+/// report that changes what a pod serves triggers a pass at once).
+const ROLLOUT_TICK: Duration = Duration::from_secs(1);
+
+/// What can go wrong in a pass of the loop.
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("certificate directory: {0}")]
+    Files(#[from] FilesError),
+    #[error("manifest: {0}")]
+    Manifest(#[from] crate::core::error::CoreError),
+    #[error("data of {0:?} changed since it was checked; reading the sources again")]
+    DataChanged(Vec<String>),
+}
+
+/// Runs the controller as `args` say until SIGINT/SIGTERM (or, for
+/// [`Role::Once`], for one pass).
+pub async fn run(args: &Args) -> anyhow::Result<()> {
+    let role = args.role();
+    let policy = args.policy().map_err(anyhow::Error::msg)?;
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API (in-cluster or KUBECONFIG)")?;
+    let ctx = Context::new(client, policy, Metrics::new(), &args.pod_name);
+    let report_token = read_token(args)?;
+
+    let changed = Arc::new(Notify::new());
+    let with_namespaces = matches!(ctx.policy.namespaces, NamespacePolicy::Selector(_));
+    let (stores, _watches) = cluster::watch(
+        &ctx.client,
+        &ctx.policy.gateway_namespace,
+        with_namespaces,
+        args.certmerge && role.indexes(),
+        Arc::clone(&changed),
+    );
+    // Per-pod writers leave the other Secrets to the central instance.
+    let _sweep = role.verifies().then(|| {
+        sweep::spawn(
+            &ctx.client,
+            stores.non_tls.clone(),
+            sweep::EVERY,
+            Arc::clone(&changed),
+        )
+    });
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        let _ = shutdown_tx.send(true);
+    });
+
+    let filter_wasm = match &args.filter_wasm {
+        Some(path) => Some(Arc::new(
+            std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+        )),
+        None => None,
+    };
+    let mut gateway_config = if args.manage_gateway_config && role.verifies() {
+        let sha256 = filter_wasm.as_deref().map(|m| {
+            use sha2::Digest;
+            certsync_contract::Fingerprint(sha2::Sha256::digest(m).into()).to_string()
+        });
+        Some(GatewayConfig::new(
+            args.gateway_settings(sha256, report_token.as_deref())
+                .map_err(anyhow::Error::msg)?,
+        ))
+    } else {
+        None
+    };
+    let leading = if args.leader_election && role.verifies() {
+        let elector = LeaderElector::new(
+            ctx.client.clone(),
+            &ctx.policy.gateway_namespace,
+            &args.lease_name,
+            &args.pod_name,
+            LeaseConfig::default(),
+        )?
+        .with_metrics(ctx.metrics.clone());
+        let mut stop = shutdown_rx.clone();
+        elector.run(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+    } else {
+        watch::channel(true).1
+    };
+
+    let rollout_changed = Arc::new(Notify::new());
+    let mut verifier = None;
+    let mut report_routes = axum::Router::new();
+    if role.verifies() {
+        let (pods, _pods_task) = GatewayPods::watch(
+            &ctx.client,
+            &ctx.policy.gateway_namespace,
+            &args.gateway_selector,
+            Arc::clone(&rollout_changed),
+        );
+        if report_token.is_none() {
+            tracing::warn!("no --report-token-file: reports are checked by pod address only");
+        }
+        let sink = Arc::new(ReportSink::new(
+            ReportAuth {
+                token: report_token.clone(),
+                check_source: args.report_source_check,
+            },
+            &ctx.policy.gateway_namespace,
+            pods.clone(),
+            leading.clone(),
+            ctx.metrics.clone(),
+            Arc::clone(&rollout_changed),
+        ));
+        let v = verify::Verifier::new(
+            &ctx.policy,
+            verify::Settings::from_args(args, gateway_config.is_some()),
+            Arc::clone(&sink),
+            pods,
+        );
+        report_routes = reports::router(sink).merge(verify::status_router(v.status()));
+        verifier = Some(v);
+    }
+    let (ready_tx, ready_rx) = watch::channel(false);
+    if role.long_running() {
+        let state = Arc::new(HttpState::new(ctx.metrics.clone(), ready_rx, filter_wasm));
+        let listener = tokio::net::TcpListener::bind(args.http_addr)
+            .await
+            .with_context(|| format!("binding {}", args.http_addr))?;
+        let mut stop = shutdown_rx.clone();
+        tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            let app = http::router(state).merge(report_routes);
+            if let Err(e) = http::serve_router(listener, app, shutdown).await {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        });
+    }
+
+    stores
+        .wait_ready()
+        .await
+        .context("initial list of watched resources")?;
+    let _ = ready_tx.send(true);
+    tracing::info!(?role, gateway_namespace = %ctx.policy.gateway_namespace, "caches synced");
+
+    let files = if role.writes_files() {
+        Some(
+            DirectoryPublisher::open(&args.cert_dir)
+                .with_context(|| format!("opening {}", args.cert_dir.display()))?,
+        )
+    } else {
+        None
+    };
+    let publisher = publish::Publisher::new(stores, files, &args.cert_dir);
+    let mut app = App {
+        ctx,
+        role,
+        publisher,
+        verifier,
+        recorder: record::Recorder::default(),
+    };
+
+    if !role.long_running() {
+        let outcome = app.publisher.pass(&app.ctx, unix_now()).await?;
+        app.record().await?;
+        tracing::info!(?outcome, "published once; exiting");
+        return Ok(());
+    }
+    if let Some(v) = app.verifier.as_mut() {
+        // Publish times survive a restart through the manifest.
+        if let Some(previous) = record::read_manifest(&app.ctx).await {
+            v.seed(&previous);
+        }
+    }
+    let triggers = Triggers {
+        changed,
+        rollout_changed,
+        shutdown: shutdown_rx,
+        debounce: args.debounce(),
+    };
+    app.run(triggers, leading, gateway_config.as_mut()).await;
+    Ok(())
+}
+
+/// The stages and what they share.
+struct App {
+    ctx: Context,
+    role: Role,
+    publisher: publish::Publisher,
+    verifier: Option<verify::Verifier>,
+    recorder: record::Recorder,
+}
+
+/// What wakes the loop.
+struct Triggers {
+    /// A watched source, CertMerge or namespace changed.
+    changed: Arc<Notify>,
+    /// A report changed what a pod serves, or the gateway pods changed.
+    rollout_changed: Arc<Notify>,
+    shutdown: watch::Receiver<bool>,
+    /// Coalesce a burst of watch events into one pass.
+    debounce: Duration,
+}
+
+impl App {
+    async fn run(
+        &mut self,
+        mut triggers: Triggers,
+        mut leading: watch::Receiver<bool>,
+        mut gateway_config: Option<&mut GatewayConfig>,
+    ) {
+        let mut backoff = Duration::from_millis(200);
+        let mut resync = tokio::time::interval(RESYNC);
+        let mut tick = tokio::time::interval(ROLLOUT_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut publish_due = true;
+        loop {
+            let leads = *leading.borrow();
+            let mut passed = false;
+            if publish_due {
+                publish_due = false;
+                passed = true;
+                let triggered = std::time::Instant::now();
+                tokio::time::sleep(triggers.debounce).await;
+                if leads {
+                    if let Some(config) = gateway_config.as_deref_mut() {
+                        if let Err(e) = config.apply(&self.ctx.client).await {
+                            tracing::warn!(error = %e, "applying the gateway-side Istio objects failed; retrying");
+                        }
+                    }
+                    match self.publisher.pass(&self.ctx, unix_now()).await {
+                        Ok(outcome) => {
+                            self.ctx.metrics.reconciled(ReconcileOutcome::Ok);
+                            backoff = Duration::from_millis(200);
+                            if outcome.writes + outcome.deletes > 0 || outcome.files_swapped {
+                                self.ctx.metrics.observe_publish(triggered.elapsed());
+                                tracing::info!(?outcome, "reconciled");
+                            }
+                        }
+                        Err(e) => {
+                            self.ctx.metrics.reconciled(ReconcileOutcome::Error);
+                            tracing::warn!(error = %e, retry_in = ?backoff, "reconcile failed");
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(MAX_BACKOFF);
+                            triggers.changed.notify_one();
+                        }
+                    }
+                }
+            }
+            if let Some(v) = self.verifier.as_mut() {
+                let now_ms = jiff::Timestamp::now().as_millisecond();
+                v.step(
+                    &self.ctx,
+                    now_ms,
+                    leads,
+                    gateway_config.as_deref_mut(),
+                    self.publisher.publications(),
+                )
+                .await;
+            }
+            if leads {
+                // After verification saw the new publications: one write per
+                // change, rollout included.
+                if let Err(e) = self.record().await {
+                    tracing::warn!(error = %e, "writing the manifest or CertMerge status failed; retrying");
+                    publish_due = true;
+                    continue;
+                }
+            }
+            if passed {
+                // After the pass's writes (manifest included), off the publish path.
+                heap::release_free_pages();
+            }
+            tokio::select! {
+                _ = triggers.changed.notified() => publish_due = true,
+                _ = resync.tick() => publish_due = true,
+                _ = triggers.rollout_changed.notified() => {}
+                _ = tick.tick(), if self.verifier.is_some() => {}
+                _ = triggers.shutdown.wait_for(|s| *s) => break,
+            }
+        }
+        tracing::info!("shutting down");
+        // Let the elector release the Lease, so a standby takes over at once.
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while leading.changed().await.is_ok() {}
+        })
+        .await;
+    }
+
+    /// The manifest and CertMerge statuses for what was published and how
+    /// far it rolled out; nothing from a file writer (the central instance
+    /// owns both).
+    async fn record(&mut self) -> Result<(), Error> {
+        if !self.role.indexes() {
+            return Ok(());
+        }
+        let notes = self.verifier.as_ref().map(verify::Verifier::notes);
+        self.recorder
+            .write(&self.ctx, &self.publisher, notes, unix_now())
+            .await
+    }
+}
+
+fn read_token(args: &Args) -> anyhow::Result<Option<String>> {
+    let Some(path) = &args.report_token_file else {
+        return Ok(None);
+    };
+    let token = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the report token {}", path.display()))?;
+    Ok(Some(token.trim().to_owned()))
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}

@@ -1,0 +1,440 @@
+//! The publish stage: read the stores, let `core` decide, write the
+//! difference. Kept to I/O; the decisions and their tests live in `core`.
+//!
+//! ```text
+//!  stores ─▶ select ─▶ read data (core::freshness: GET only where resourceVersion moved)
+//!     ─▶ validate ─▶ keep digests (Secret modes) ─▶ render desired (keeping the last good)
+//!     ─▶ look up objects in a target's way ─▶ diff ─▶ hydrate + write (write.rs)
+//!     ─▶ Events on transitions (core::announce)
+//!     ─▶ Publications + CertMerge statuses, for `record`
+//! ```
+//!
+//! Between passes the controller holds metadata and digests, not PEM: its
+//! memory does not grow with certificate sizes (see `core::model::Blob`).
+
+mod write;
+
+use super::{Context, Error};
+use crate::core::announce::{self, Announcer};
+use crate::core::desired::{self, DesiredState};
+use crate::core::freshness::{Check, Freshness};
+use crate::core::model::{Blob, Mode, ObjectRef, Published, SourceMeta};
+use crate::core::reasons::{self, Refusal, Subject};
+use crate::core::status::{Publications, RefusalView};
+use crate::core::validation::Validations;
+use crate::core::{manifest, merge_status, selection, validation};
+use crate::crd::CertMergeStatus;
+use crate::runtime::gateway::files::DirectoryPublisher;
+use crate::runtime::kube::cluster::{self, Stores};
+use crate::runtime::kube::events;
+use crate::runtime::ops::heap;
+use crate::runtime::ops::metrics::PublishedKind;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+
+/// The Normal Event that a source's certificate was published.
+const PUBLISHED: &str = "Published";
+
+/// Reads or writes in one pass from which freed pages are handed back
+/// mid-pass (see `runtime::ops::heap`); a single update is far below it.
+const BULK: usize = 100;
+
+/// What one pass did, for logs and tests.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub writes: usize,
+    pub deletes: usize,
+    pub files_swapped: bool,
+    pub refusals: usize,
+    pub reads: usize,
+}
+
+/// One CertMerge's status as the last pass computed it, before rollout:
+/// `record` adds the `RolledOut` condition and writes it when it changed.
+#[derive(Debug, Clone)]
+pub struct MergeReport {
+    pub key: ObjectRef,
+    pub generation: Option<i64>,
+    pub computed: merge_status::MergeStatus,
+    /// The status as the store has it.
+    pub previous: CertMergeStatus,
+}
+
+pub struct Publisher {
+    stores: Stores,
+    files: Option<DirectoryPublisher>,
+    /// The certificate directory as the gateway sees it, for the manifest's
+    /// paths and SDS names.
+    cert_dir: String,
+    /// Validation results of selected sources, kept across passes.
+    validations: Validations,
+    /// When each selected source is read and checked again.
+    freshness: Freshness,
+    /// Which refusals and publications were already told.
+    announcer: Announcer,
+    /// What the last pass published (manifest without rollout) and
+    /// refused: verification's and the recorder's input, shared.
+    built: Option<Publications>,
+    merges: Arc<Vec<MergeReport>>,
+    /// Directory mode without a publisher (the central instance): the tree
+    /// the per-pod writers publish, as last decided here. It stands in for
+    /// the files on disk, so a refused source keeps its last good entry.
+    decided_files: BTreeMap<String, Vec<u8>>,
+}
+
+impl Publisher {
+    /// `files`: this instance swaps the certificate directory itself.
+    pub fn new(stores: Stores, files: Option<DirectoryPublisher>, cert_dir: &Path) -> Self {
+        Publisher {
+            stores,
+            files,
+            cert_dir: cert_dir.display().to_string(),
+            validations: Validations::default(),
+            freshness: Freshness::default(),
+            announcer: Announcer::default(),
+            built: None,
+            merges: Arc::new(Vec::new()),
+            decided_files: BTreeMap::new(),
+        }
+    }
+
+    /// What the last pass published and refused.
+    pub fn publications(&self) -> Option<&Publications> {
+        self.built.as_ref()
+    }
+
+    /// Every CertMerge's status as the last pass computed it (replaced, not
+    /// updated, by each pass: pointer equality means nothing new).
+    pub fn merges(&self) -> &Arc<Vec<MergeReport>> {
+        &self.merges
+    }
+
+    pub async fn pass(&mut self, ctx: &Context, now: i64) -> Result<Outcome, Error> {
+        let started = std::time::Instant::now();
+        let mut outcome = Outcome::default();
+        let gateway = ctx.policy.gateway_namespace.clone();
+        let merges = self.stores.cert_merges(&gateway);
+        let sources = self.sources(ctx, &merges, &mut outcome).await?;
+        let selection = selection::select(
+            &ctx.policy,
+            &sources,
+            &self.stores.namespace_labels(),
+            &merges,
+        );
+        let versions: BTreeMap<&ObjectRef, &str> = sources
+            .iter()
+            .map(|s| (&s.key, s.resource_version.as_str()))
+            .collect();
+        let selected_at = started.elapsed();
+        let wanted: BTreeSet<ObjectRef> = selection.sources().into_iter().cloned().collect();
+        self.refresh_validations(ctx, &wanted, &versions, now, &mut outcome)
+            .await?;
+        // Not needed past this point; the rest of the pass is its peak.
+        drop((versions, wanted));
+        drop((sources, merges));
+        if outcome.reads >= BULK {
+            // An initial sync's reads leave their buffers in the heap's holes.
+            heap::release_free_pages();
+        }
+
+        let mut current = Published {
+            secrets: self.stores.managed_secrets(),
+            files: BTreeMap::new(),
+        };
+        let central = matches!(ctx.policy.mode, Mode::Directory);
+        if let Some(files) = &self.files {
+            current.files = files
+                .current()?
+                .into_iter()
+                .map(|(path, bytes)| (path.display().to_string(), bytes))
+                .collect();
+        } else if central {
+            current.files = std::mem::take(&mut self.decided_files);
+        }
+        let mut desired = desired::render(&ctx.policy, &selection, &self.validations, &current);
+        // Objects in a target's way that cert-sync does not manage are not in
+        // the managed store: look them up, so `diff` refuses to touch them.
+        let mut in_the_way = false;
+        let unknown: Vec<String> = desired::unknown_targets(&desired, &current)
+            .map(str::to_owned)
+            .collect();
+        for name in unknown {
+            if let Some(found) = cluster::read_target(&ctx.client, &gateway, &name).await? {
+                current.secrets.insert(name, found);
+                in_the_way = true;
+            }
+        }
+        if in_the_way {
+            desired = desired::render(&ctx.policy, &selection, &self.validations, &current);
+        }
+        let plan = desired::diff(&current, &desired);
+        let planned_at = started.elapsed();
+        if self.files.is_none() && central {
+            self.decided_files = desired.files.clone();
+        }
+
+        self.write(ctx, &desired, &plan, &current, &mut outcome)
+            .await?;
+        if outcome.writes >= BULK {
+            heap::release_free_pages();
+        }
+        let written_at = started.elapsed();
+
+        let refusals: Vec<Refusal> = selection
+            .refusals
+            .iter()
+            .chain(self.validations.refusals())
+            .chain(plan.refusals.iter())
+            .cloned()
+            .collect();
+        outcome.refusals = refusals.len();
+        self.announce(ctx, &refusals, &desired).await;
+        self.merges = Arc::new(self.merge_reports(&selection, &desired, &plan, &refusals));
+        count_published(ctx, &desired);
+
+        let refusal_views: Vec<RefusalView> = refusals
+            .iter()
+            .map(|r| RefusalView {
+                subject: announce::subject_key(&r.subject),
+                reason: r.reason.to_owned(),
+                message: r.message.clone(),
+            })
+            .collect();
+        // Most passes change nothing published: keep the manifest (and what
+        // verification holds of it). A changed one shares its unchanged
+        // entries with the last.
+        let built = match &self.built {
+            Some(b) => manifest::rebuild(&b.0, &ctx.policy, &desired, &plan, &self.cert_dir),
+            None => manifest::build(&ctx.policy, &desired, &plan, &self.cert_dir),
+        };
+        let same = self
+            .built
+            .as_ref()
+            .is_some_and(|b| b.0 == built && b.1 == refusal_views);
+        if !same {
+            self.built = Some(Arc::new((built, refusal_views)));
+        }
+        tracing::debug!(
+            ?selected_at,
+            ?planned_at,
+            ?written_at,
+            total = ?started.elapsed(),
+            "reconcile phases"
+        );
+        Ok(outcome)
+    }
+
+    /// Every candidate source: the TLS watch's, Secrets CertMerges list
+    /// that the watch does not hold (their type looked up), and the
+    /// sweep's annotated non-TLS Secrets.
+    async fn sources(
+        &self,
+        ctx: &Context,
+        merges: &[crate::core::model::CertMerge],
+        outcome: &mut Outcome,
+    ) -> Result<Vec<SourceMeta>, Error> {
+        let merge_namespaces: BTreeSet<String> = merges
+            .iter()
+            .flat_map(|m| {
+                let own = std::iter::once(m.key.namespace.clone());
+                let selected = m.selectors.iter().map(|s| s.namespace.clone());
+                let listed = m.secrets.iter().map(|s| s.namespace.clone());
+                own.chain(selected).chain(listed)
+            })
+            .collect();
+        let mut sources = self.stores.sources(&merge_namespaces);
+        // Listed Secrets outside the TLS watch: look up their type.
+        let known: BTreeSet<&ObjectRef> = sources.iter().map(|s| &s.key).collect();
+        let unknown: BTreeSet<ObjectRef> = merges
+            .iter()
+            .flat_map(|m| m.secrets.iter())
+            .filter(|s| !s.namespace.is_empty() && !known.contains(*s))
+            .cloned()
+            .collect();
+        drop(known);
+        for listed in &unknown {
+            outcome.reads += 1;
+            if let Some(meta) = cluster::read_source_meta(&ctx.client, listed).await? {
+                sources.push(meta);
+            }
+        }
+        // Annotated Secrets of another type (the sweep's last look), unless
+        // fresher news of them is already here: recreated as TLS, or listed
+        // by a CertMerge and just read.
+        let non_tls = self.stores.non_tls.current();
+        if !non_tls.is_empty() {
+            let fresh: BTreeSet<&ObjectRef> = sources.iter().map(|s| &s.key).collect();
+            let stale: Vec<SourceMeta> = non_tls
+                .iter()
+                .filter(|m| !fresh.contains(&m.key))
+                .cloned()
+                .collect();
+            drop(fresh);
+            sources.extend(stale);
+        }
+        Ok(sources)
+    }
+
+    /// Brings `self.validations` up to date for `wanted`, reading a source's
+    /// data only when `core::freshness` says so. With 1,000 sources a change
+    /// to one costs one read and one validation, not a thousand.
+    async fn refresh_validations(
+        &mut self,
+        ctx: &Context,
+        wanted: &BTreeSet<ObjectRef>,
+        versions: &BTreeMap<&ObjectRef, &str>,
+        now: i64,
+        outcome: &mut Outcome,
+    ) -> Result<(), Error> {
+        // Directory mode renders files from the validated bytes.
+        let keep_bytes = matches!(ctx.policy.mode, Mode::Directory);
+        self.freshness.retain(wanted);
+        self.validations.ok.retain(|k, _| wanted.contains(k));
+        self.validations.refused.retain(|k, _| wanted.contains(k));
+        for source in wanted {
+            let valid = self.validations.ok.contains_key(source);
+            match self
+                .freshness
+                .next(source, versions.get(source).copied(), valid, now)
+            {
+                Check::Skip => continue,
+                Check::Window => {
+                    if let Some(valid) = self.validations.ok.get(source) {
+                        if let Err(refusal) = validation::recheck(valid, now) {
+                            self.validations.ok.remove(source);
+                            self.validations.refused.insert(source.clone(), refusal);
+                        }
+                    }
+                    self.freshness.window_checked(source, now);
+                    continue;
+                }
+                Check::Read => {}
+            }
+            outcome.reads += 1;
+            let read = cluster::read_source(&ctx.client, source).await?;
+            let result = match &read {
+                Some((_, data)) => validation::check(source, data, now),
+                None => Err(Refusal::new(
+                    Subject::Source(source.clone()),
+                    reasons::NOT_FOUND,
+                    "Secret data could not be read (deleted?)",
+                )),
+            };
+            self.validations.ok.remove(source);
+            self.validations.refused.remove(source);
+            match result {
+                Ok(mut valid) => {
+                    if !keep_bytes {
+                        // Written from a fresh read when needed (`hydrate`):
+                        // a thousand sources are not held as PEM in between.
+                        valid.cert_pem = valid.cert_pem.digest_only();
+                        valid.key_pem = valid.key_pem.digest_only();
+                        valid.ca_pem = valid.ca_pem.as_ref().map(Blob::digest_only);
+                    }
+                    self.validations.ok.insert(source.clone(), valid);
+                }
+                Err(refusal) => {
+                    self.validations.refused.insert(source.clone(), refusal);
+                }
+            }
+            self.freshness.read(source, read.map(|(rv, _)| rv), now);
+        }
+        Ok(())
+    }
+
+    /// Every CertMerge's status: members with what is published for them or
+    /// why not, and `Ready`.
+    fn merge_reports(
+        &self,
+        selection: &selection::Selection,
+        desired: &DesiredState,
+        plan: &desired::Plan,
+        refusals: &[Refusal],
+    ) -> Vec<MergeReport> {
+        let Some(store) = &self.stores.certmerges else {
+            return Vec::new();
+        };
+        store
+            .state()
+            .iter()
+            .map(|object| {
+                let key = ObjectRef::new(
+                    object.metadata.namespace.clone().unwrap_or_default(),
+                    object.metadata.name.clone().unwrap_or_default(),
+                );
+                MergeReport {
+                    computed: merge_status::compute(&key, selection, desired, plan, refusals),
+                    key,
+                    generation: object.metadata.generation,
+                    previous: object.status.clone().unwrap_or_default(),
+                }
+            })
+            .collect()
+    }
+
+    /// Events and logs for what `core::announce` calls news.
+    async fn announce(&mut self, ctx: &Context, refusals: &[Refusal], desired: &DesiredState) {
+        let all: Vec<&Refusal> = refusals.iter().collect();
+        for refusal in self.announcer.refusals(&all) {
+            ctx.metrics.refused(refusal.reason);
+            let subject = announce::subject_key(&refusal.subject);
+            tracing::warn!(%subject, reason = refusal.reason, "{}", refusal.message);
+            // A CertMerge's member problems are told on the CertMerge: a tenant's
+            // CertMerge must not put Events on another tenant's Secrets.
+            let about = match &refusal.subject {
+                Subject::Source(s) => Some(events::secret_reference(s)),
+                Subject::CertMerge(m) | Subject::Member { merge: m, .. } => {
+                    Some(events::certmerge_reference(m))
+                }
+                Subject::Target(_) => None,
+            };
+            if let Some(about) = about {
+                ctx.emit(about, true, refusal.reason, &refusal.message)
+                    .await;
+            }
+        }
+        for entry in &desired.entries {
+            ctx.metrics
+                .set_not_after(&entry.source, entry.summary.not_after);
+        }
+        let news = self.announcer.publications(&desired.entries);
+        for entry in news.published {
+            let message = format!(
+                "published sha256 {} (serial {}, notAfter {})",
+                entry.summary.sha256.short(),
+                entry.summary.serial,
+                manifest::rfc3339(entry.summary.not_after)
+            );
+            tracing::info!(source = %entry.source, "{message}");
+            ctx.emit(
+                events::secret_reference(&entry.source),
+                false,
+                PUBLISHED,
+                &message,
+            )
+            .await;
+        }
+        for source in &news.gone {
+            ctx.metrics.forget_source(source);
+        }
+    }
+}
+
+fn count_published(ctx: &Context, desired: &DesiredState) {
+    use crate::core::selection::Target;
+    let count =
+        |pred: fn(&Target) -> bool| desired.entries.iter().filter(|e| pred(&e.target)).count();
+    ctx.metrics.set_published(
+        PublishedKind::Secret,
+        count(|t| matches!(t, Target::Credential(_))),
+    );
+    ctx.metrics.set_published(
+        PublishedKind::MergedEntry,
+        count(|t| matches!(t, Target::Merged(_))),
+    );
+    ctx.metrics.set_published(
+        PublishedKind::FilePair,
+        count(|t| matches!(t, Target::Directory)),
+    );
+}

@@ -1,0 +1,154 @@
+//! What is worth telling people: Events and log lines are for transitions,
+//! not for every pass. A refusal is announced when it appears (or its
+//! message changes) and again only after it went away and came back; a
+//! publication when the fingerprint published for a source moves.
+//!
+//! The runtime writes the Events and logs; this decides which.
+
+use super::desired::Entry;
+use super::model::ObjectRef;
+use super::reasons::{Refusal, Subject};
+use certsync_contract::Fingerprint;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// What was announced so far.
+#[derive(Debug, Default)]
+pub struct Announcer {
+    refused: BTreeSet<(String, &'static str, String)>,
+    published: BTreeMap<ObjectRef, Fingerprint>,
+}
+
+/// What a pass's publications call for.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct PublicationNews<'a> {
+    /// Sources whose published certificate is new or moved, and is the
+    /// source's own (not a kept last good).
+    pub published: Vec<&'a Entry>,
+    /// Sources that publish nothing any more.
+    pub gone: Vec<ObjectRef>,
+}
+
+impl Announcer {
+    /// The refusals not announced yet, in order; forgets the ones that are
+    /// no longer refused, so they are announced again if they come back.
+    pub fn refusals<'a>(&mut self, refusals: &[&'a Refusal]) -> Vec<&'a Refusal> {
+        let mut now = BTreeSet::new();
+        let mut new = Vec::new();
+        for refusal in refusals {
+            let key = (
+                subject_key(&refusal.subject),
+                refusal.reason,
+                refusal.message.clone(),
+            );
+            if !self.refused.contains(&key) && !now.contains(&key) {
+                new.push(*refusal);
+            }
+            now.insert(key);
+        }
+        self.refused = now;
+        new
+    }
+
+    /// What changed in what is published. Updated in place: a pass over a
+    /// thousand unchanged sources allocates nothing.
+    pub fn publications<'a>(&mut self, entries: &'a [Entry]) -> PublicationNews<'a> {
+        let mut news = PublicationNews::default();
+        let mut seen = BTreeSet::new();
+        for entry in entries {
+            seen.insert(&entry.source);
+            let sha = entry.summary.sha256;
+            if self.published.get(&entry.source) == Some(&sha) {
+                continue;
+            }
+            if entry.kept.is_none() {
+                news.published.push(entry);
+            }
+            self.published.insert(entry.source.clone(), sha);
+        }
+        self.published.retain(|source, _| {
+            let keep = seen.contains(source);
+            if !keep {
+                news.gone.push(source.clone());
+            }
+            keep
+        });
+        news
+    }
+}
+
+/// How a refusal's subject is named in logs, status and the announce key.
+pub fn subject_key(subject: &Subject) -> String {
+    match subject {
+        Subject::Source(s) => format!("secret {s}"),
+        Subject::CertMerge(m) => format!("certmerge {m}"),
+        Subject::Member { merge, source } => format!("certmerge {merge} member {source}"),
+        Subject::Target(t) => format!("target {t}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::reasons;
+    use crate::core::testing::*;
+
+    fn mk_refusal(name: &str, reason: &'static str, message: &str) -> Refusal {
+        Refusal::new(
+            Subject::Source(ObjectRef::new("shop", name)),
+            reason,
+            message,
+        )
+    }
+
+    #[test]
+    fn a_refusal_is_announced_once_while_it_persists() {
+        let mut a = Announcer::default();
+        let expired = mk_refusal("tls", reasons::EXPIRED, "expired at …");
+        assert_eq!(a.refusals(&[&expired]).len(), 1);
+        assert!(a.refusals(&[&expired]).is_empty());
+        assert!(a.refusals(&[&expired]).is_empty());
+    }
+
+    #[test]
+    fn a_refusal_that_changes_or_comes_back_is_announced_again() {
+        let mut a = Announcer::default();
+        let expired = mk_refusal("tls", reasons::EXPIRED, "expired");
+        let mismatch = mk_refusal("tls", reasons::KEY_MISMATCH, "key does not match");
+        a.refusals(&[&expired]);
+        assert_eq!(a.refusals(&[&mismatch]), vec![&mismatch]);
+        assert!(a.refusals(&[]).is_empty());
+        assert_eq!(a.refusals(&[&mismatch]), vec![&mismatch]);
+    }
+
+    #[test]
+    fn a_duplicate_refusal_in_one_pass_is_announced_once() {
+        let mut a = Announcer::default();
+        let expired = mk_refusal("tls", reasons::EXPIRED, "expired");
+        assert_eq!(a.refusals(&[&expired, &expired]).len(), 1);
+    }
+
+    #[test]
+    fn a_publication_is_news_when_its_fingerprint_moves_and_gone_when_it_leaves() {
+        let mut a = Announcer::default();
+        let first = desired_entries(&[("shop", "tls", Pair::P256)]);
+        let news = a.publications(&first);
+        assert_eq!(news.published.len(), 1);
+        assert!(a.publications(&first).published.is_empty());
+        let rotated = desired_entries(&[("shop", "tls", Pair::Rsa)]);
+        assert_eq!(a.publications(&rotated).published.len(), 1);
+        let news = a.publications(&[]);
+        assert_eq!(news.gone, vec![ObjectRef::new("shop", "tls")]);
+    }
+
+    #[test]
+    fn a_kept_last_good_is_not_news() {
+        let mut a = Announcer::default();
+        let mut kept = desired_entries(&[("shop", "tls", Pair::P256)]);
+        kept[0].kept = Some(reasons::KEY_MISMATCH);
+        assert!(a.publications(&kept).published.is_empty());
+        // …and remembered, so the same certificate published for real later
+        // is not news either: nothing was written.
+        let own = desired_entries(&[("shop", "tls", Pair::P256)]);
+        assert!(a.publications(&own).published.is_empty());
+    }
+}
