@@ -98,8 +98,19 @@ async fn a_running_controller_publishes_refuses_and_never_logs_key_bytes() {
         assert!(Instant::now() < deadline, "never published");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // Let the refusal be logged and announced.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The refusal is announced (its Event recorded) in the same pass.
+    let refused = || {
+        let mut events = server.list("events.events.k8s.io", None);
+        events.extend(server.list("events", None));
+        events.iter().any(|e| {
+            (e["regarding"]["name"] == "swapped" || e["involvedObject"]["name"] == "swapped")
+                && e["reason"] == "MalformedCertificate"
+        })
+    };
+    while !refused() {
+        assert!(Instant::now() < deadline, "the refusal was never announced");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // `cert-sync status`, from the controller and from the manifest.
     // The fake API server runs on this test's runtime: run the CLI off it.

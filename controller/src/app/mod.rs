@@ -35,7 +35,7 @@ use crate::runtime::gateway::config::GatewayConfig;
 use crate::runtime::gateway::files::{DirectoryPublisher, FilesError};
 use crate::runtime::gateway::pods::GatewayPods;
 use crate::runtime::gateway::reports::{self, ReportAuth, ReportSink};
-use crate::runtime::kube::leader::{LeaderElector, LeaseConfig};
+use crate::runtime::kube::leader::LeaderElector;
 use crate::runtime::kube::{cluster, sweep};
 use crate::runtime::ops::heap;
 use crate::runtime::ops::http::{self, HttpState};
@@ -98,7 +98,7 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     tokio::spawn(async move {
-        let _ = tokio::signal::ctrl_c().await;
+        stop_signal().await;
         let _ = shutdown_tx.send(true);
     });
 
@@ -126,7 +126,7 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
             &ctx.policy.gateway_namespace,
             &args.lease_name,
             &args.pod_name,
-            LeaseConfig::default(),
+            args.lease_config(),
         )?
         .with_metrics(ctx.metrics.clone());
         let mut stop = shutdown_rx.clone();
@@ -326,6 +326,10 @@ impl App {
             tokio::select! {
                 _ = triggers.changed.notified() => publish_due = true,
                 _ = resync.tick() => publish_due = true,
+                // A new leader publishes at once: changes made while nobody
+                // led are waiting (the watches kept every replica's stores
+                // current, so nothing pokes it otherwise).
+                Ok(()) = leading.changed() => publish_due |= *leading.borrow(),
                 _ = triggers.rollout_changed.notified() => {}
                 _ = tick.tick(), if self.verifier.is_some() => {}
                 _ = triggers.shutdown.wait_for(|s| *s) => break,
@@ -350,6 +354,23 @@ impl App {
         self.recorder
             .write(&self.ctx, &self.publisher, notes, unix_now())
             .await
+    }
+}
+
+/// SIGTERM (what Kubernetes sends a pod being stopped) or SIGINT.
+async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM; stopping on SIGINT only");
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 

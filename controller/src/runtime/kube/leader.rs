@@ -509,7 +509,7 @@ impl LeaderElector {
     }
 
     async fn create(&self, lease: &Lease) -> Result<Lease, kube::Error> {
-        let r = self.api.create(&PostParams::default(), lease).await;
+        let r = self.api.create(&write_params(), lease).await;
         self.count(ApiVerb::Create, &r);
         r
     }
@@ -517,7 +517,7 @@ impl LeaderElector {
     async fn replace(&self, lease: &Lease) -> Result<Lease, kube::Error> {
         let r = self
             .api
-            .replace(&self.lease_name, &PostParams::default(), lease)
+            .replace(&self.lease_name, &write_params(), lease)
             .await;
         self.count(ApiVerb::Update, &r);
         r
@@ -564,6 +564,15 @@ fn jittered(base: Duration) -> Duration {
     // 53 random bits → [0, 1).
     let unit = (h.finish() >> 11) as f64 / (1u64 << 53) as f64;
     base.mul_f64(1.0 + 1.2 * unit)
+}
+
+/// Lease writes carry cert-sync's one field manager, so `managedFields`
+/// names who holds the Lease's fields (not `unknown`).
+fn write_params() -> PostParams {
+    PostParams {
+        field_manager: Some(super::cluster::FIELD_MANAGER.to_owned()),
+        ..PostParams::default()
+    }
 }
 
 #[cfg(test)]
