@@ -1,13 +1,15 @@
-//! Two `cert-sync` replicas against the fake API server: a replica that
-//! gains the Lease publishes at once what changed while nobody led (not at
-//! the next resync, a minute later), a replica stopped with SIGTERM hands
-//! the Lease over at once, and the Lease's fields are managed by
-//! `cert-sync`.
+//! `cert-sync` replicas against the fake API server, through failover and
+//! API-server outages: a replica that gains the Lease publishes at once
+//! what changed while nobody led (not at the next resync, a minute later),
+//! a replica stopped with SIGTERM hands the Lease over at once, the Lease's
+//! fields are managed by `cert-sync`, and after an API-server restart the
+//! watches relist promptly and nothing is written from stale preconditions.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is a failed assertion
 
 #[path = "support/mod.rs"]
 mod support;
 
+use certsync_fakekube::{Fault, FaultMatch};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use support::*;
@@ -89,14 +91,11 @@ async fn a_standby_that_takes_over_publishes_what_changed_at_once() {
         holder(&server).as_deref() == Some(standby.name)
     })
     .await;
-    let after_takeover = wait_for("the change published by the new leader", PROMPTLY, || {
+    // Promptly, not at the next resync (60 s); the figure is `just bench`'s.
+    wait_for("the change published by the new leader", PROMPTLY, || {
         server.get("secrets", GW, "shop.second").is_some()
     })
     .await;
-    assert!(
-        after_takeover < Duration::from_secs(5),
-        "published {after_takeover:?} after the takeover"
-    );
 }
 
 #[tokio::test]
@@ -139,4 +138,57 @@ async fn sigterm_releases_the_lease_and_the_standby_leads_at_once() {
     })
     .await;
     assert_eq!(holder(&server).as_deref(), Some(standby.name));
+}
+
+#[tokio::test]
+async fn after_an_api_server_restart_a_change_is_published_promptly_and_never_from_stale_state() {
+    let server = FakeApiServer::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig).unwrap();
+    server.put(mk_pair("shop", "first", P256, true)).unwrap();
+    server.put(mk_pair("shop", "gone", RSA, true)).unwrap();
+    let _replica = start(&kubeconfig, "replica-a");
+    wait_for("the first publications", PROMPTLY, || {
+        server.get("secrets", GW, "shop.first").is_some()
+            && server.get("secrets", GW, "shop.gone").is_some()
+    })
+    .await;
+
+    // The API server is down long enough for a doubling backoff to grow.
+    // (500, not 503: kube's client retries 503 itself, hiding the watch
+    // errors a stopped API server causes.)
+    let down = server.inject(Fault::status(500, FaultMatch::any()));
+    server.drop_watches();
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    // Meanwhile: a source goes, and its published copy is touched, so the
+    // controller's view of it (and a delete precondition from it) is stale.
+    server.delete("secrets", "shop", "gone").unwrap();
+    let mut copy = server.get("secrets", GW, "shop.gone").unwrap();
+    copy["metadata"]["annotations"]["touched"] = "by someone".into();
+    server.put(copy).unwrap();
+
+    // Back, having lost its watch history: every watch gets 410.
+    server.remove_fault(down);
+    server.restart();
+    let back = server.requests().last().map_or(0, |r| r.seq);
+    server.put(mk_pair("shop", "second", RSA, true)).unwrap();
+    // Promptly: a watch backoff grown during the outage (kube's default
+    // reaches 30 s) or a publish retry sleeping out its backoff fails this;
+    // the figure itself is `just bench`'s.
+    wait_for("the pending change published", PROMPTLY, || {
+        server.get("secrets", GW, "shop.second").is_some()
+            && server.get("secrets", GW, "shop.gone").is_none()
+    })
+    .await;
+    let conflicts: Vec<String> = server
+        .requests()
+        .iter()
+        .filter(|r| r.seq > back && r.status == 409)
+        .map(|r| format!("{:?} {}", r.verb, r.path))
+        .collect();
+    assert!(
+        conflicts.is_empty(),
+        "writes from stale state: {conflicts:?}"
+    );
 }

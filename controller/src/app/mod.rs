@@ -48,6 +48,10 @@ use tokio::sync::{watch, Notify};
 
 /// Publish at least this often, whatever the watches say.
 const RESYNC: Duration = Duration::from_secs(60);
+/// A failed pass is retried after a doubling delay up to this, or at once
+/// when the watches bring news (the API server is back) or leadership is
+/// gained: the delay never holds the loop, so a grown backoff cannot delay
+/// recovery.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// How often rollouts are re-assessed for timeouts and silent pods (a
 /// report that changes what a pod serves triggers a pass at once).
@@ -262,6 +266,7 @@ impl App {
         mut gateway_config: Option<&mut GatewayConfig>,
     ) {
         let mut backoff = Duration::from_millis(200);
+        let mut retry_at: Option<tokio::time::Instant> = None;
         let mut resync = tokio::time::interval(RESYNC);
         let mut tick = tokio::time::interval(ROLLOUT_TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -280,6 +285,7 @@ impl App {
                             tracing::warn!(error = %e, "applying the gateway-side Istio objects failed; retrying");
                         }
                     }
+                    retry_at = None;
                     match self.publisher.pass(&self.ctx, unix_now()).await {
                         Ok(outcome) => {
                             self.ctx.metrics.reconciled(ReconcileOutcome::Ok);
@@ -292,9 +298,8 @@ impl App {
                         Err(e) => {
                             self.ctx.metrics.reconciled(ReconcileOutcome::Error);
                             tracing::warn!(error = %e, retry_in = ?backoff, "reconcile failed");
-                            tokio::time::sleep(backoff).await;
+                            retry_at = Some(tokio::time::Instant::now() + backoff);
                             backoff = (backoff * 2).min(MAX_BACKOFF);
-                            triggers.changed.notify_one();
                         }
                     }
                 }
@@ -326,6 +331,7 @@ impl App {
             tokio::select! {
                 _ = triggers.changed.notified() => publish_due = true,
                 _ = resync.tick() => publish_due = true,
+                () = sleep_until(retry_at), if retry_at.is_some() => publish_due = true,
                 // A new leader publishes at once: changes made while nobody
                 // led are waiting (the watches kept every replica's stores
                 // current, so nothing pokes it otherwise).
@@ -354,6 +360,13 @@ impl App {
         self.recorder
             .write(&self.ctx, &self.publisher, notes, unix_now())
             .await
+    }
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -48,6 +48,8 @@ pub struct Outcome {
     pub files_swapped: bool,
     pub refusals: usize,
     pub reads: usize,
+    /// Nothing done: a store was relisting (its end starts the next pass).
+    pub deferred: bool,
 }
 
 /// One CertMerge's status as the last pass computed it, before rollout:
@@ -113,6 +115,11 @@ impl Publisher {
     pub async fn pass(&mut self, ctx: &Context, now: i64) -> Result<Outcome, Error> {
         let started = std::time::Instant::now();
         let mut outcome = Outcome::default();
+        if self.stores.relisting() {
+            tracing::debug!("a store is relisting; publishing when it is done");
+            outcome.deferred = true;
+            return Ok(outcome);
+        }
         let gateway = ctx.policy.gateway_namespace.clone();
         let merges = self.stores.cert_merges(&gateway);
         let sources = self.sources(ctx, &merges, &mut outcome).await?;

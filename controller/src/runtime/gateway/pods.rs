@@ -35,7 +35,7 @@ impl GatewayPods {
             watcher(api, watcher::Config::default().labels(selector))
                 .modify(|pod| pod.managed_fields_mut().clear()),
         )
-        .default_backoff();
+        .backoff(crate::runtime::kube::backoff::WatchBackoff::default());
         let task = tokio::spawn(async move {
             futures::pin_mut!(stream);
             while let Some(event) = stream.next().await {

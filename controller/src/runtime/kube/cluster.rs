@@ -10,6 +10,7 @@
 //! what cert-sync manages in the gateway namespace is kept by digest, and a
 //! write reads the bytes it needs again (`reconcile`'s hydration).
 
+use super::backoff::WatchBackoff;
 use super::store::{self, ManagedStore, SourceStore, StoreError};
 use crate::core::desired::DesiredSecret;
 use crate::core::flat_map::FlatMap;
@@ -134,7 +135,7 @@ where
         writer,
         watcher(api, config).modify(|obj| obj.managed_fields_mut().clear()),
     )
-    .default_backoff();
+    .backoff(WatchBackoff::default());
     tasks.push(tokio::spawn(async move {
         futures::pin_mut!(stream);
         while let Some(event) = stream.next().await {
@@ -160,7 +161,7 @@ fn spawn_watch<K>(
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
     let changed = Arc::clone(changed);
-    let stream = watcher(api, config).default_backoff();
+    let stream = watcher(api, config).backoff(WatchBackoff::default());
     tasks.push(tokio::spawn(async move {
         futures::pin_mut!(stream);
         while let Some(event) = stream.next().await {
@@ -185,6 +186,13 @@ pub enum ReadyError {
 }
 
 impl Stores {
+    /// A store that drives writes is relisting (after a 410 or a watch
+    /// failure): it still shows the state from before, so a pass now
+    /// would write from stale preconditions. Its `InitDone` pokes the loop.
+    pub fn relisting(&self) -> bool {
+        self.tls_sources.relisting() || self.managed.relisting()
+    }
+
     /// Waits until every watch has listed once.
     pub async fn wait_ready(&self) -> Result<(), ReadyError> {
         self.tls_sources.wait_until_ready().await?;

@@ -316,6 +316,11 @@ impl<R: Record> Writer<R> {
 }
 
 impl<R> CompactStore<R> {
+    /// A relist is in progress: the store shows the state from before it.
+    pub fn relisting(&self) -> bool {
+        self.read().relist.is_some()
+    }
+
     /// Waits until the first list is complete.
     pub async fn wait_until_ready(&self) -> Result<(), StoreError> {
         let mut ready = self.ready.clone();
