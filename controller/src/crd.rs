@@ -2,7 +2,7 @@
 //! for certmerge-operator's: one merged Secret in the gateway namespace built
 //! from Secrets chosen by label selector per namespace and by explicit list.
 //! Its CRD is generated from these types (`crds/certmerge.yaml`, checked in;
-//! a test fails when it is stale).
+//! `tests/crd.rs` writes it as YAML and fails when it is stale).
 
 use crate::core::model::{self, LabelExpression, ObjectRef};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
@@ -77,16 +77,6 @@ pub struct MemberStatus {
     pub state: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
-}
-
-/// The CRD as YAML, as checked in at `controller/crds/certmerge.yaml`.
-pub fn crd_yaml() -> String {
-    use kube::CustomResourceExt;
-    let crd = serde_json::to_value(CertMerge::crd()).unwrap_or_default();
-    format!(
-        "# Generated from controller/src/crd.rs; do not edit.\n# Regenerate: UPDATE_CRDS=1 cargo test -p cert-sync --test crd\n{}",
-        certsync_wasmplugin::yaml::documents(&[crd])
-    )
 }
 
 impl CertMerge {

@@ -4,7 +4,14 @@
 use crate::config::{StatusArgs, StatusOutput};
 use crate::core::manifest;
 use crate::core::status::{self, TableWidth};
-use anyhow::{Context, Result};
+use anyhow::{bail, ensure, Context, Result};
+use http_body_util::{BodyExt, Collected, Empty, LengthLimitError, Limited};
+use hyper::body::Bytes;
+use hyper::header::HOST;
+use hyper::{Request, StatusCode, Uri};
+use hyper_util::rt::TokioIo;
+use std::time::Duration;
+use tokio::net::TcpStream;
 
 /// `cert-sync status`.
 pub async fn run(args: &StatusArgs) -> Result<()> {
@@ -44,63 +51,109 @@ pub async fn run(args: &StatusArgs) -> Result<()> {
     Ok(())
 }
 
-/// A plain HTTP/1.1 GET (the controller's port, usually port-forwarded).
+/// Largest `/v1/status` answer read: thousands of certificates on dozens
+/// of gateway pods stay far below it, and a wrong `--server` cannot make the
+/// command buffer without bound.
+const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
+/// Connecting and the whole exchange: a port-forward that went away fails
+/// the command instead of hanging it.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How much of a refusal's body the error quotes.
+const QUOTED_CHARS: usize = 1024;
+
+/// `GET <server><path>` over HTTP/1.1 (the controller's port, usually
+/// port-forwarded): the body of a 200 answer, anything else is an error.
 async fn http_get(server: &str, path: &str) -> Result<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let authority = server
-        .strip_prefix("http://")
-        .context("--server must be an http:// URL (e.g. after kubectl port-forward)")?
-        .trim_end_matches('/');
-    let mut stream = tokio::net::TcpStream::connect(authority)
-        .await
-        .with_context(|| format!("connecting to {authority}"))?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await?;
-    let text = String::from_utf8_lossy(&response);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .context("malformed HTTP response")?;
-    let status_line = head.lines().next().unwrap_or_default();
-    if !status_line.contains(" 200 ") {
-        anyhow::bail!("{server}{path}: {status_line}: {}", body.trim());
-    }
-    if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        return Ok(dechunk(body));
-    }
-    Ok(body.to_owned())
+    http_get_bounded(server, path, MAX_ANSWER_BYTES, ANSWER_TIMEOUT).await
 }
 
-fn dechunk(body: &str) -> String {
-    let mut out = String::new();
-    let mut rest = body;
-    while let Some((size, tail)) = rest.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if n == 0 || tail.len() < n {
-            break;
+async fn http_get_bounded(
+    server: &str,
+    path: &str,
+    max_bytes: usize,
+    timeout: Duration,
+) -> Result<String> {
+    let authority = authority_of(server)?;
+    let url = format!("http://{authority}{path}");
+    tokio::time::timeout(timeout, exchange(&authority, path, max_bytes))
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer within {timeout:?}"))
+        .and_then(|answer| answer)
+        .with_context(|| format!("GET {url}"))
+}
+
+/// `host:port` of an `http://host[:port][/]` URL (port 80 by default).
+fn authority_of(server: &str) -> Result<String> {
+    const USAGE: &str =
+        "--server must be an http:// URL (e.g. http://127.0.0.1:8080 after kubectl port-forward)";
+    let uri: Uri = server
+        .parse()
+        .with_context(|| format!("{USAGE}, not {server:?}"))?;
+    let authority = match (uri.scheme_str(), uri.authority()) {
+        (Some("http"), Some(authority)) => authority,
+        _ => bail!("{USAGE}, not {server:?}"),
+    };
+    ensure!(
+        matches!(uri.path(), "" | "/") && uri.query().is_none(),
+        "{USAGE} without a path, not {server:?}"
+    );
+    Ok(format!(
+        "{}:{}",
+        authority.host(),
+        authority.port_u16().unwrap_or(80)
+    ))
+}
+
+/// One request on a fresh connection; the body is read up to `max_bytes`.
+async fn exchange(authority: &str, path: &str, max_bytes: usize) -> Result<String> {
+    let stream = TcpStream::connect(authority)
+        .await
+        .with_context(|| format!("connecting to {authority}"))?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .context("starting HTTP/1.1")?;
+    let request = Request::get(path)
+        .header(HOST, authority)
+        .body(Empty::<Bytes>::new())
+        .context("building the request")?;
+    let answer = async move {
+        let response = sender.send_request(request).await?;
+        // Dropping the sender lets the connection end once the body is read.
+        drop(sender);
+        let status = response.status();
+        let body = Limited::new(response.into_body(), max_bytes)
+            .collect()
+            .await;
+        Ok::<_, hyper::Error>((status, body))
+    };
+    // The connection is driven alongside the exchange; its own error, if
+    // any, is also the exchange's.
+    let (answer, _) = tokio::join!(answer, connection);
+    let (status, body) = answer.context("reading the answer")?;
+    let body = body.map(Collected::to_bytes).map_err(|e| {
+        if e.is::<LengthLimitError>() {
+            anyhow::anyhow!("the answer is over {max_bytes} bytes")
+        } else {
+            anyhow::Error::from_boxed(e).context("reading the answer")
         }
-        out.push_str(&tail[..n]);
-        rest = tail[n..].trim_start_matches("\r\n");
+    });
+    if status != StatusCode::OK {
+        let quoted = body.as_deref().map(quote).unwrap_or_default();
+        bail!("answered {status}: {quoted}");
     }
-    out
+    String::from_utf8(body?.to_vec()).context("the answer is not UTF-8")
+}
+
+/// The start of a refusal's body, trimmed, for the error message.
+fn quote(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    match text.char_indices().nth(QUOTED_CHARS) {
+        Some((end, _)) => format!("{}...", &text[..end]),
+        None => text.to_owned(),
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn chunked_bodies_are_joined() {
-        assert_eq!(
-            dechunk("5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"),
-            "hello world"
-        );
-        assert_eq!(dechunk("zz\r\n"), "");
-    }
-}
+#[path = "status_cli_tests.rs"]
+mod tests;

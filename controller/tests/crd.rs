@@ -1,7 +1,39 @@
 //! The checked-in CRD must be what the Rust types generate.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is a failed assertion
 
-use certsync_controller::crd::{crd_yaml, CertMerge};
+use certsync_controller::crd::CertMerge;
+use serde_json::Value;
+
+/// The CRD as YAML, as checked in at `controller/crds/certmerge.yaml`.
+/// Written here, not by the controller: it never needs YAML at run time.
+fn crd_yaml() -> String {
+    use kube::CustomResourceExt;
+    let crd = serde_json::to_value(CertMerge::crd()).unwrap();
+    format!(
+        "# Generated from controller/src/crd.rs; do not edit.\n# Regenerate: UPDATE_CRDS=1 cargo test -p cert-sync --test crd\n---\n{}",
+        serde_norway::to_string(&sorted(&crd)).unwrap()
+    )
+}
+
+/// Keys sorted at every level, so the file does not depend on serde_json's
+/// `preserve_order` feature (which workspace feature unification may turn
+/// on). The twin of `wasmplugin/tests/manifest.rs`'s.
+fn sorted(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<_> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            Value::Object(
+                entries
+                    .into_iter()
+                    .map(|(key, value)| (key.clone(), sorted(value)))
+                    .collect(),
+            )
+        }
+        Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
+        scalar => scalar.clone(),
+    }
+}
 
 #[test]
 fn checked_in_crd_matches_the_rust_types() {
@@ -16,6 +48,14 @@ fn checked_in_crd_matches_the_rust_types() {
         "{} is stale; regenerate it with:\n  UPDATE_CRDS=1 cargo test -p cert-sync --test crd",
         path.display()
     );
+}
+
+/// The YAML says what the JSON says.
+#[test]
+fn the_crd_yaml_parses_back_to_the_generated_crd() {
+    use kube::CustomResourceExt;
+    let parsed: Value = serde_norway::from_str(&crd_yaml()).unwrap();
+    assert_eq!(parsed, serde_json::to_value(CertMerge::crd()).unwrap());
 }
 
 #[test]

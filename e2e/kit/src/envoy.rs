@@ -252,9 +252,7 @@ impl Envoy {
 
     /// One admin request; any status is returned as is.
     pub fn admin_request(&self, method: &str, path: &str) -> Result<HttpResponse> {
-        let addr = self.admin_addr();
-        let stream = http1::connect(addr)?;
-        http1::request(stream, method, &addr.to_string(), path, &[], &[])
+        http1::send(self.admin_addr(), method, path, &[], &[])
     }
 
     /// `GET` an admin path (`/stats`, `/config_dump?...`); errors on a non-2xx status.

@@ -1,23 +1,43 @@
-//! A minimal blocking HTTP/1.1 client: one request per connection
-//! (`Connection: close`), bodies framed by Content-Length, chunked encoding or
-//! end of stream. Enough for Envoy's admin API, the report receiver and HTTP
-//! over the TLS probe, without pulling a client stack into every test.
+//! A blocking HTTP/1.1 client on hyper: one request per connection
+//! (`Connection: close`), for Envoy's admin API, the report receiver, the
+//! controller and the fake API server, and HTTP over the TLS probe.
+//!
+//! Each call runs on a current-thread tokio runtime of its own, so the
+//! tests, poll loops and benchmarks that call it stay plain blocking code.
+//! [`read_response`] is the one raw path: tests of wire behaviour that
+//! write requests by hand on a socket they keep (see `e2e/tests/harness.rs`).
 
-use anyhow::{bail, Context, Result};
-use std::io::{ErrorKind, Read, Write};
+use anyhow::{anyhow, bail, ensure, Context, Result};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Bytes;
+use hyper::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, HOST};
+use hyper::{Method, Request};
+use hyper_util::rt::TokioIo;
+use std::future::Future;
+use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
 
-/// Read and write timeout for the helpers that open their own connection.
+/// Read and write timeout for the raw connections of [`connect`], and the
+/// bound on connecting for every request.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// The bound on one whole exchange (request sent, response read): config
+/// dumps of thousands of certificates take well under a second locally.
+pub const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Responses larger than this are refused (config dumps of thousands of
 /// certificates stay far below it).
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+/// A response head longer than this is refused by [`read_response`].
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Header lines [`read_response`] accepts.
+const MAX_HEADERS: usize = 64;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpResponse {
     pub status: u16,
-    /// Header names lowercased, in the order received.
+    /// Header names lowercased, in the order received (repeated names
+    /// together).
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
@@ -44,8 +64,7 @@ impl HttpResponse {
 
 /// `GET http://addr/path`.
 pub fn get(addr: SocketAddr, path: &str) -> Result<HttpResponse> {
-    let stream = connect(addr)?;
-    request(stream, "GET", &addr.to_string(), path, &[], &[])
+    send(addr, "GET", path, &[], &[])
 }
 
 /// `POST http://addr/path` with `headers` and `body`.
@@ -55,11 +74,159 @@ pub fn post(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Result<HttpResponse> {
-    let stream = connect(addr)?;
-    request(stream, "POST", &addr.to_string(), path, headers, body)
+    send(addr, "POST", path, headers, body)
 }
 
-/// Opens a TCP connection with [`IO_TIMEOUT`] for connecting, reading and writing.
+/// `<method> http://addr/path` with `headers` and `body`; any status is
+/// returned as is.
+pub fn send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<HttpResponse> {
+    block_on(async {
+        let stream = open(addr).await?;
+        exchange(stream, method, &addr.to_string(), path, headers, body).await
+    })?
+}
+
+/// A TCP connection to `addr` for [`exchange`], within [`IO_TIMEOUT`].
+pub async fn open(addr: SocketAddr) -> Result<tokio::net::TcpStream> {
+    let stream = tokio::time::timeout(IO_TIMEOUT, tokio::net::TcpStream::connect(addr))
+        .await
+        .map_err(|_| anyhow!("connecting to {addr}: no answer within {IO_TIMEOUT:?}"))?
+        .with_context(|| format!("connecting to {addr}"))?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// Runs `future` on a current-thread runtime of its own. Called from inside
+/// another runtime (an async test), where blocking on a second one would
+/// panic, it runs on a thread of its own: the caller blocks, as it asked to.
+pub fn block_on<F>(future: F) -> Result<F::Output>
+where
+    F: Future + Send,
+    F::Output: Send,
+{
+    let run = || -> Result<F::Output> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting a tokio runtime")?;
+        Ok(runtime.block_on(future))
+    };
+    if tokio::runtime::Handle::try_current().is_err() {
+        return run();
+    }
+    std::thread::scope(|scope| scope.spawn(run).join())
+        .map_err(|_| anyhow!("the HTTP client thread panicked"))?
+}
+
+/// Sends one request over `io` (plain TCP or TLS) and reads the response,
+/// within [`EXCHANGE_TIMEOUT`].
+pub async fn exchange<T>(
+    io: T,
+    method: &str,
+    authority: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<HttpResponse>
+where
+    T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let request = build_request(method, authority, path, headers, body)?;
+    tokio::time::timeout(
+        EXCHANGE_TIMEOUT,
+        exchange_bounded(io, request, MAX_RESPONSE_BYTES),
+    )
+    .await
+    .map_err(|_| anyhow!("no response within {EXCHANGE_TIMEOUT:?}"))
+    .and_then(|response| response)
+    .with_context(|| format!("{method} {path}"))
+}
+
+fn build_request(
+    method: &str,
+    authority: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<Request<Full<Bytes>>> {
+    let method = Method::from_bytes(method.as_bytes())
+        .with_context(|| format!("bad HTTP method {method:?}"))?;
+    let mut request = Request::builder()
+        .method(method.clone())
+        .uri(path)
+        .header(HOST, authority)
+        .header(CONNECTION, "close");
+    for (name, value) in headers {
+        request = request.header(
+            HeaderName::from_bytes(name.as_bytes())
+                .with_context(|| format!("bad header name {name:?}"))?,
+            HeaderValue::from_str(value)
+                .with_context(|| format!("bad value for header {name}: {value:?}"))?,
+        );
+    }
+    // A POST or PUT always says how long its body is, even when empty:
+    // some servers answer 411 to one that does not.
+    if !body.is_empty() || method == Method::POST || method == Method::PUT {
+        request = request.header(CONTENT_LENGTH, body.len());
+    }
+    request
+        .body(Full::new(Bytes::copy_from_slice(body)))
+        .with_context(|| format!("building {method} {path}"))
+}
+
+/// The exchange on a fresh connection; the body is read up to `max_bytes`.
+async fn exchange_bounded<T>(
+    io: T,
+    request: Request<Full<Bytes>>,
+    max_bytes: usize,
+) -> Result<HttpResponse>
+where
+    T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .context("starting HTTP/1.1")?;
+    let answer = async move {
+        let response = sender.send_request(request).await?;
+        // Without a sender the connection ends once the body is read.
+        drop(sender);
+        let (parts, body) = response.into_parts();
+        let body = Limited::new(body, max_bytes).collect().await;
+        Ok::<_, hyper::Error>((parts, body))
+    };
+    // The connection is driven alongside; its own error, if any, is also
+    // the exchange's.
+    let (answer, _) = tokio::join!(answer, connection);
+    let (parts, body) = answer.context("reading the response")?;
+    let body = body.map_err(|e| {
+        if e.is::<LengthLimitError>() {
+            anyhow!("response body over {max_bytes} bytes")
+        } else {
+            anyhow::Error::from_boxed(e).context("reading the response body")
+        }
+    })?;
+    Ok(HttpResponse {
+        status: parts.status.as_u16(),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(name, value)| {
+                let value = String::from_utf8_lossy(value.as_bytes());
+                (name.as_str().to_owned(), value.trim().to_owned())
+            })
+            .collect(),
+        body: body.to_bytes().to_vec(),
+    })
+}
+
+/// Opens a TCP connection with [`IO_TIMEOUT`] for connecting, reading and
+/// writing, for the raw paths (the TLS probe, hand-written requests).
 pub fn connect(addr: SocketAddr) -> Result<TcpStream> {
     let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)
         .with_context(|| format!("connecting to {addr}"))?;
@@ -67,6 +234,68 @@ pub fn connect(addr: SocketAddr) -> Result<TcpStream> {
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
     stream.set_nodelay(true)?;
     Ok(stream)
+}
+
+/// Reads one response from a connection the caller keeps, reading nothing
+/// past it (the head byte by byte, then exactly Content-Length bytes), so
+/// the caller can go on watching the socket. Bodies framed otherwise
+/// (chunked, or by the end of the connection) are refused: [`send`] reads
+/// those.
+pub fn read_response<S: Read>(stream: &mut S) -> Result<HttpResponse> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        ensure!(
+            head.len() < MAX_HEAD_BYTES,
+            "response head over {MAX_HEAD_BYTES} bytes"
+        );
+        stream
+            .read_exact(&mut byte)
+            .context("reading the response head")?;
+        head.push(byte[0]);
+    }
+    let mut parsed_headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut parsed_headers);
+    ensure!(
+        parsed
+            .parse(&head)
+            .context("parsing the response head")?
+            .is_complete(),
+        "incomplete response head"
+    );
+    let mut response = HttpResponse {
+        status: parsed.code.context("response without a status")?,
+        headers: parsed
+            .headers
+            .iter()
+            .map(|h| {
+                let value = String::from_utf8_lossy(h.value);
+                (h.name.to_ascii_lowercase(), value.trim().to_owned())
+            })
+            .collect(),
+        body: Vec::new(),
+    };
+    if matches!(response.status, 100..=199 | 204 | 304) {
+        return Ok(response);
+    }
+    if response.header("transfer-encoding").is_some() {
+        bail!("a response with Transfer-Encoding: read it with http1::send");
+    }
+    let length = response
+        .header("content-length")
+        .context("a response without Content-Length: read it with http1::send")?;
+    let length: usize = length
+        .parse()
+        .with_context(|| format!("bad content-length {length:?}"))?;
+    ensure!(
+        length <= MAX_RESPONSE_BYTES,
+        "response body of {length} bytes is over the limit"
+    );
+    response.body = vec![0; length];
+    stream
+        .read_exact(&mut response.body)
+        .with_context(|| format!("reading a body of {length} bytes"))?;
+    Ok(response)
 }
 
 /// Percent-encodes everything but RFC 3986 unreserved characters, for query values.
@@ -82,229 +311,6 @@ pub fn percent_encode(s: &str) -> String {
     out
 }
 
-/// Sends one request over `stream` (plain TCP or TLS) and reads the response.
-pub fn request<S: Read + Write>(
-    mut stream: S,
-    method: &str,
-    authority: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> Result<HttpResponse> {
-    let mut head =
-        format!("{method} {path} HTTP/1.1\r\nhost: {authority}\r\nconnection: close\r\n");
-    for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    if !body.is_empty() || method == "POST" || method == "PUT" {
-        head.push_str(&format!("content-length: {}\r\n", body.len()));
-    }
-    head.push_str("\r\n");
-    stream
-        .write_all(head.as_bytes())
-        .and_then(|()| stream.write_all(body))
-        .and_then(|()| stream.flush())
-        .with_context(|| format!("sending {method} {path}"))?;
-    read_response(&mut stream, method == "HEAD")
-        .with_context(|| format!("reading the response to {method} {path}"))
-}
-
-/// Reads one response. `head_only` is set for HEAD requests, which carry no body.
-pub fn read_response<S: Read>(stream: &mut S, head_only: bool) -> Result<HttpResponse> {
-    let mut reader = Buffered::new(stream);
-    let status_line = reader.line()?;
-    let mut parts = status_line.splitn(3, ' ');
-    let version = parts.next().unwrap_or_default();
-    if !version.starts_with("HTTP/1.") {
-        bail!("not an HTTP/1 response: {status_line:?}");
-    }
-    let status: u16 = parts
-        .next()
-        .and_then(|s| s.parse().ok())
-        .with_context(|| format!("bad status line {status_line:?}"))?;
-    let mut headers = Vec::new();
-    loop {
-        let line = reader.line()?;
-        if line.is_empty() {
-            break;
-        }
-        let (name, value) = line
-            .split_once(':')
-            .with_context(|| format!("bad header line {line:?}"))?;
-        headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
-    }
-    let response_header = |name: &str| {
-        headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.to_ascii_lowercase())
-    };
-    let body = if head_only || status == 204 || status == 304 || (100..200).contains(&status) {
-        Vec::new()
-    } else if response_header("transfer-encoding").is_some_and(|te| te.contains("chunked")) {
-        reader.chunked()?
-    } else if let Some(length) = response_header("content-length") {
-        let length: usize = length
-            .parse()
-            .with_context(|| format!("bad content-length {length:?}"))?;
-        if length > MAX_RESPONSE_BYTES {
-            bail!("response body of {length} bytes is over the limit");
-        }
-        reader.exact(length)?
-    } else {
-        reader.rest()?
-    };
-    Ok(HttpResponse {
-        status,
-        headers,
-        body,
-    })
-}
-
-/// A read buffer over a stream that may end without a TLS close_notify: an
-/// `UnexpectedEof` from rustls counts as the end of the stream.
-struct Buffered<'a, S> {
-    stream: &'a mut S,
-    buf: Vec<u8>,
-    pos: usize,
-    eof: bool,
-}
-
-impl<'a, S: Read> Buffered<'a, S> {
-    fn new(stream: &'a mut S) -> Self {
-        Buffered {
-            stream,
-            buf: Vec::new(),
-            pos: 0,
-            eof: false,
-        }
-    }
-
-    /// Reads more bytes into the buffer; false at end of stream.
-    fn fill(&mut self) -> Result<bool> {
-        if self.eof {
-            return Ok(false);
-        }
-        if self.buf.len() - self.pos > MAX_RESPONSE_BYTES {
-            bail!("response is over {MAX_RESPONSE_BYTES} bytes");
-        }
-        let mut chunk = [0u8; 16 * 1024];
-        loop {
-            match self.stream.read(&mut chunk) {
-                Ok(0) => {
-                    self.eof = true;
-                    return Ok(false);
-                }
-                Ok(n) => {
-                    self.buf.extend_from_slice(&chunk[..n]);
-                    return Ok(true);
-                }
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == ErrorKind::UnexpectedEof => {
-                    self.eof = true;
-                    return Ok(false);
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
-
-    fn line(&mut self) -> Result<String> {
-        loop {
-            if let Some(i) = self.buf[self.pos..].windows(2).position(|w| w == b"\r\n") {
-                let line = String::from_utf8_lossy(&self.buf[self.pos..self.pos + i]).into_owned();
-                self.pos += i + 2;
-                return Ok(line);
-            }
-            if !self.fill()? {
-                bail!("connection closed in the middle of the response head");
-            }
-        }
-    }
-
-    fn exact(&mut self, n: usize) -> Result<Vec<u8>> {
-        while self.buf.len() - self.pos < n {
-            if !self.fill()? {
-                bail!(
-                    "connection closed after {} of {n} body bytes",
-                    self.buf.len() - self.pos
-                );
-            }
-        }
-        let out = self.buf[self.pos..self.pos + n].to_vec();
-        self.pos += n;
-        Ok(out)
-    }
-
-    fn rest(&mut self) -> Result<Vec<u8>> {
-        while self.fill()? {}
-        let out = self.buf[self.pos..].to_vec();
-        self.pos = self.buf.len();
-        Ok(out)
-    }
-
-    fn chunked(&mut self) -> Result<Vec<u8>> {
-        let mut body = Vec::new();
-        loop {
-            let size_line = self.line()?;
-            let size_hex = size_line.split(';').next().unwrap_or_default().trim();
-            let size = usize::from_str_radix(size_hex, 16)
-                .with_context(|| format!("bad chunk size {size_line:?}"))?;
-            if size == 0 {
-                // Trailers, then the blank line.
-                while !self.line()?.is_empty() {}
-                return Ok(body);
-            }
-            if body.len() + size > MAX_RESPONSE_BYTES {
-                bail!("chunked body is over {MAX_RESPONSE_BYTES} bytes");
-            }
-            body.extend_from_slice(&self.exact(size)?);
-            let end = self.line()?;
-            if !end.is_empty() {
-                bail!("chunk not followed by CRLF");
-            }
-        }
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::io::Cursor;
-
-    #[test]
-    fn percent_encodes_query_values() {
-        assert_eq!(percent_encode("^a.b$ c/d"), "%5Ea.b%24%20c%2Fd");
-    }
-
-    #[test]
-    fn reads_content_length_bodies() {
-        let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: b\r\n\r\nhelloEXTRA";
-        let r = read_response(&mut Cursor::new(&raw[..]), false).unwrap();
-        assert_eq!(r.status, 200);
-        assert_eq!(r.text(), "hello");
-        assert_eq!(r.header("x-a"), Some("b"));
-    }
-
-    #[test]
-    fn reads_chunked_bodies() {
-        let raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n";
-        let r = read_response(&mut Cursor::new(&raw[..]), false).unwrap();
-        assert_eq!(r.text(), "abcde");
-    }
-
-    #[test]
-    fn reads_to_end_without_framing() {
-        let raw = b"HTTP/1.1 503 Service Unavailable\r\n\r\nnot ready";
-        let r = read_response(&mut Cursor::new(&raw[..]), false).unwrap();
-        assert_eq!(r.status, 503);
-        assert_eq!(r.text(), "not ready");
-        assert!(!r.is_success());
-    }
-
-    #[test]
-    fn rejects_truncated_bodies() {
-        let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\nshort";
-        assert!(read_response(&mut Cursor::new(&raw[..]), false).is_err());
-    }
-}
+#[path = "http1_tests.rs"]
+mod tests;

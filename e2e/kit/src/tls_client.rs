@@ -35,9 +35,22 @@ pub fn probe(port: u16, sni: &str) -> Result<TlsProbe> {
 
 /// `GET https://<sni>/<path>` against `127.0.0.1:port`.
 pub fn https_get(port: u16, sni: &str, path: &str) -> Result<(TlsProbe, HttpResponse)> {
-    let (probe, stream) = connect(port, sni)?;
-    let response = http1::request(stream, "GET", sni, path, &[], &[])?;
-    Ok((probe, response))
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let config = client_config()?;
+    let server_name = server_name(sni)?;
+    http1::block_on(async move {
+        let tcp = http1::open(addr).await?;
+        let tls = tokio::time::timeout(
+            http1::IO_TIMEOUT,
+            tokio_rustls::TlsConnector::from(config).connect(server_name, tcp),
+        )
+        .await
+        .map_err(|_| anyhow!("TLS handshake with {addr} for SNI {sni}: no answer"))?
+        .with_context(|| format!("TLS handshake with {addr} for SNI {sni}"))?;
+        let probe = served(tls.get_ref().1, addr, sni)?;
+        let response = http1::exchange(tls, "GET", sni, path, &[], &[]).await?;
+        Ok((probe, response))
+    })?
 }
 
 /// A completed TLS handshake with `127.0.0.1:port`, ready for application data.
@@ -47,20 +60,28 @@ pub fn connect(
 ) -> Result<(TlsProbe, StreamOwned<ClientConnection, TcpStream>)> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let mut tcp = http1::connect(addr)?;
-    let server_name =
-        ServerName::try_from(sni.to_owned()).with_context(|| format!("bad SNI name {sni:?}"))?;
-    let mut conn = ClientConnection::new(client_config()?, server_name)?;
+    let mut conn = ClientConnection::new(client_config()?, server_name(sni)?)?;
     while conn.is_handshaking() {
         conn.complete_io(&mut tcp)
             .with_context(|| format!("TLS handshake with {addr} for SNI {sni}"))?;
     }
+    let probe = served(&conn, addr, sni)?;
+    Ok((probe, StreamOwned::new(conn, tcp)))
+}
+
+fn server_name(sni: &str) -> Result<ServerName<'static>> {
+    ServerName::try_from(sni.to_owned()).with_context(|| format!("bad SNI name {sni:?}"))
+}
+
+/// What the server presented on a completed handshake.
+fn served(conn: &ClientConnection, addr: SocketAddr, sni: &str) -> Result<TlsProbe> {
     let chain = conn
         .peer_certificates()
         .ok_or_else(|| anyhow!("{addr} sent no certificate for SNI {sni}"))?;
     let Some(leaf) = chain.first() else {
         bail!("{addr} sent an empty certificate chain for SNI {sni}");
     };
-    let probe = TlsProbe {
+    Ok(TlsProbe {
         fingerprint: Fingerprint::of_der(leaf),
         chain_len: chain.len(),
         chain_der: chain.iter().map(|c| c.to_vec()).collect(),
@@ -68,8 +89,7 @@ pub fn connect(
             .protocol_version()
             .map(|v| format!("{v:?}"))
             .unwrap_or_default(),
-    };
-    Ok((probe, StreamOwned::new(conn, tcp)))
+    })
 }
 
 fn client_config() -> Result<Arc<ClientConfig>> {

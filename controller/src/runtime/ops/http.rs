@@ -23,20 +23,17 @@ use std::future::Future;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::header::{
-    ACCEPT, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_NONE_MATCH,
-};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::header::{ACCEPT, CACHE_CONTROL, CONTENT_TYPE, ETAG, IF_NONE_MATCH};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use http_body_util::Limited;
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tower_http::limit::RequestBodyLimitLayer;
 
 use super::metrics::Metrics;
 
@@ -133,10 +130,10 @@ pub fn router(state: Arc<HttpState>) -> Router {
 /// stops being read at the limit (extractors then answer 413).
 pub fn bounded(router: Router, limit: usize) -> Router {
     router
+        // axum's extractors have a limit of their own (2 MiB unless told):
+        // the same value, so neither is stricter than the other.
         .layer(DefaultBodyLimit::max(limit))
-        .layer(axum::middleware::from_fn(
-            move |req: Request, next: Next| limit_body(req, next, limit),
-        ))
+        .layer(RequestBodyLimitLayer::new(limit))
 }
 
 /// Serves the built-in routes until `shutdown` completes.
@@ -167,19 +164,6 @@ pub async fn serve_router(
         .with_context(|| format!("HTTP server on {addr}"))?;
     tracing::info!(%addr, "HTTP server stopped");
     Ok(())
-}
-
-async fn limit_body(req: Request, next: Next, limit: usize) -> Response {
-    let declared = req
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return (StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n").into_response();
-    }
-    let req = req.map(|body| Body::new(Limited::new(body, limit)));
-    next.run(req).await
 }
 
 async fn healthz() -> &'static str {

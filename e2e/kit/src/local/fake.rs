@@ -4,7 +4,8 @@
 //! through the ordinary Kubernetes paths.
 //!
 //! Plain blocking HTTP/1 ([`crate::http1`]): the fake speaks it, and the
-//! rig needs no kube client or async runtime for a handful of calls.
+//! rig needs no kube client or async runtime of its own for a handful of
+//! calls.
 
 use crate::http1;
 use crate::pki::TestCert;
