@@ -24,5 +24,5 @@ pub mod report;
 pub mod validate;
 
 pub use cert::{summarize_chain, CertSummary, San};
-pub use error::CertError;
+pub use error::{CertError, InvalidKind};
 pub use fingerprint::Fingerprint;
