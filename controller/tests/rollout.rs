@@ -6,11 +6,11 @@
 
 mod support;
 
+use certsync_controller::core::model::keys::REPUSHED_AT;
 use certsync_controller::core::rollout::{PodState, RolloutState};
 use certsync_controller::core::status::StatusView;
 use certsync_controller::runtime::gateway::reports::ReportSink;
 use certsync_controller::runtime::ops::metrics::{Metrics, ReportOutcome};
-use certsync_controller::runtime::rollout::REPUSHED_AT;
 use std::sync::Arc;
 use std::time::Duration;
 use support::*;

@@ -21,7 +21,10 @@
 //! ```
 //!
 //! `naming` derives every published name and SDS resource name, `labels`
-//! evaluates Kubernetes label selectors, `reasons` holds every refusal reason.
+//! evaluates Kubernetes label selectors, `reasons` holds every Event reason
+//! (refusals and rollout), `conditions` every CertMerge condition and member
+//! state, `model::keys` every label and annotation key.
+pub mod conditions;
 pub mod desired;
 pub mod error;
 pub mod flat_map;

@@ -21,7 +21,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use kube::api::{DeleteParams, PartialObjectMeta, Patch, PatchParams, Preconditions};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client, Resource, ResourceExt};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::Notify;
@@ -498,8 +498,9 @@ pub async fn apply_certmerge_status(
 ) -> Result<(), kube::Error> {
     let api = Api::<CertMerge>::namespaced(client.clone(), &merge.namespace);
     let body = serde_json::json!({
-        "apiVersion": "certsync.istio.io/v1alpha1",
-        "kind": "CertMerge",
+        // The CRD's own group, version and kind (`crate::crd`).
+        "apiVersion": CertMerge::api_version(&()),
+        "kind": CertMerge::kind(&()),
         "status": status,
     });
     api.patch_status(
