@@ -4,6 +4,7 @@
 //! Its CRD is generated from these types (`crds/certmerge.yaml`, checked in;
 //! `tests/crd.rs` writes it as YAML and fails when it is stale).
 
+use crate::core::conditions;
 use crate::core::model::{self, LabelExpression, ObjectRef};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
 use kube::CustomResource;
@@ -161,13 +162,22 @@ pub fn status_from(
             observed_generation: generation,
         }
     };
-    let ready = if computed.ready { "True" } else { "False" };
+    let ready = if computed.ready {
+        conditions::TRUE
+    } else {
+        conditions::FALSE
+    };
     CertMergeStatus {
         observed_generation: generation,
         conditions: vec![
-            condition("Ready", ready, &computed.reason, &computed.message),
             condition(
-                "RolledOut",
+                conditions::READY,
+                ready,
+                &computed.reason,
+                &computed.message,
+            ),
+            condition(
+                conditions::ROLLED_OUT,
                 rolled_out.status,
                 &rolled_out.reason,
                 &rolled_out.message,

@@ -6,7 +6,7 @@
 
 mod support;
 
-use certsync_controller::app::verify::REPUSHED_AT;
+use certsync_controller::core::model::keys::REPUSHED_AT;
 use certsync_controller::core::rollout::{PodState, RolloutState};
 use certsync_controller::core::status::Publications;
 use certsync_controller::core::status::StatusView;

@@ -8,11 +8,11 @@ use anyhow::Result;
 use certsync_contract::report::{
     LoadedCertificate, PodRef, Report, Trigger, REPORT_PATH, REPORT_VERSION,
 };
-use certsync_contract::summarize_chain;
+use certsync_contract::{sds, summarize_chain};
 use certsync_testkit::config::{GatewayConfig, HTTPS_BODY, HTTP_BODY};
 use certsync_testkit::http1;
 use certsync_testkit::pki::{self, TestCa, TestCert};
-use certsync_testkit::sds::{self, PemEncoding, SdsDir, TlsSecret};
+use certsync_testkit::sds::{PemEncoding, SdsDir, TlsSecret};
 use certsync_testkit::{poll, probe, sds_stat_name, Envoy, Receiver, ReceiverMode};
 use serde_json::Value;
 use std::io::{ErrorKind, Read, Write};
@@ -42,11 +42,11 @@ impl TwoHosts {
         let ecdsa = ca.leaf(&[ECDSA_SNI])?;
         let rsa_dir = SdsDir::single(
             root.path().join("rsa-tls"),
-            TlsSecret::from_cert(sds::kubernetes_resource("rsa-tls"), &rsa),
+            TlsSecret::from_cert(sds::credential("rsa-tls"), &rsa),
         )?;
         let ecdsa_dir = SdsDir::single(
             root.path().join("shop-tls"),
-            TlsSecret::from_cert(sds::kubernetes_resource("shop-tls"), &ecdsa),
+            TlsSecret::from_cert(sds::credential("shop-tls"), &ecdsa),
         )?;
         Ok(TwoHosts {
             _root: root,
@@ -387,7 +387,7 @@ fn config_dump_shows_file_sds_secrets() -> Result<()> {
         root.path().join("shop-tls"),
         TlsSecret::from_cert("kubernetes://shop-tls", &shop),
     )?;
-    let file_cert = sds::file_cert_resource("/etc/certs/rsa.crt", "/etc/certs/rsa.key");
+    let file_cert = sds::file_cert("/etc/certs/rsa.crt", "/etc/certs/rsa.key");
     let mut rsa_dir = SdsDir::create(root.path().join("rsa-files"))?;
     rsa_dir.set_version_info(Some("v1".into()));
     rsa_dir.set(

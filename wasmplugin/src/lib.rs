@@ -31,16 +31,16 @@ mod rules;
 mod settings;
 mod wasm_plugin;
 
+/// The controller's paths the objects point at, from certsync-contract.
+pub use certsync_contract::wire::{MODULE_PATH, REPORT_PATH};
 pub use envoy_filter::{clusters, envoy_filter};
 pub use gateway::gateway;
 pub use meta::{
     labels, ADMIN_CLUSTER, CONTROLLER_CLUSTER, ENVOY_FILTER_NAME, GATEWAY_NAME, LABEL_MANAGED_BY,
     LABEL_PART_OF, LABEL_VALUE, STATUS_SERVER_NAME, WASM_PLUGIN_NAME,
 };
-pub use plugin_config::{plugin_config, REPORT_PATH};
-pub use settings::{
-    GatewaySettings, ModuleSource, PluginSettings, ReportToken, SettingsError, MODULE_PATH,
-};
+pub use plugin_config::plugin_config;
+pub use settings::{GatewaySettings, ModuleSource, PluginSettings, ReportToken, SettingsError};
 pub use wasm_plugin::{wasm_plugin, MATCH_MODE, PLUGIN_NAME};
 
 use serde_json::Value;

@@ -14,15 +14,13 @@ pub const GATEWAY_NAME: &str = "cert-sync-status";
 /// `protocol` field; the `http-` prefix is the convention).
 pub const STATUS_SERVER_NAME: &str = "http-cert-sync-status";
 
-/// Envoy cluster reaching the pod's own Envoy admin API.
-pub const ADMIN_CLUSTER: &str = "cert-sync-admin";
-/// Envoy cluster reaching the cert-sync controller.
-pub const CONTROLLER_CLUSTER: &str = "cert-sync-controller";
-
-pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
-pub const LABEL_PART_OF: &str = "app.kubernetes.io/part-of";
-/// Value of both labels.
-pub const LABEL_VALUE: &str = "cert-sync";
+// The two clusters the EnvoyFilter adds and the plugin configuration names,
+// and the labels the controller selects its objects by: defined with the
+// other contracts in certsync-contract, re-exported for this crate's users.
+pub use certsync_contract::metadata::{
+    MANAGED_BY as LABEL_MANAGED_BY, MANAGED_BY_VALUE as LABEL_VALUE, PART_OF as LABEL_PART_OF,
+};
+pub use certsync_contract::wire::{ADMIN_CLUSTER, CONTROLLER_CLUSTER};
 
 /// The labels every rendered object carries; the controller selects what it
 /// manages by `app.kubernetes.io/managed-by`.

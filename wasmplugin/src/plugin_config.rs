@@ -1,5 +1,6 @@
-//! The WasmPlugin's `pluginConfig`: the filter's plugin configuration
-//! (`certsync_filter::config::PluginConfig`), field names fixed by the filter.
+//! The WasmPlugin's `pluginConfig`: the filter's plugin configuration,
+//! certsync-contract's [`PluginConfig`], whose field names and defaults the
+//! filter parses with.
 //!
 //! Every field that matters operationally is written out rather than left to
 //! the filter's defaults, so the object shows what a gateway runs. Istio
@@ -7,32 +8,29 @@
 //! it to the filter as JSON; integral millisecond values survive that as
 //! integers.
 
-use crate::meta::{ADMIN_CLUSTER, CONTROLLER_CLUSTER};
 use crate::settings::GatewaySettings;
-use serde_json::{json, Value};
-
-/// Path of the controller's report endpoint (`certsync_contract::report::REPORT_PATH`).
-pub const REPORT_PATH: &str = "/v1/reports";
+use certsync_contract::plugin_config::PluginConfig;
+use certsync_contract::wire::{ADMIN_CLUSTER, CONTROLLER_CLUSTER, REPORT_PATH};
+use serde_json::Value;
 
 /// The filter's plugin configuration for these settings. Pod name and
 /// namespace are left to the filter, which reads them from Envoy's node
-/// metadata. Call on validated settings (the object renderers do).
+/// metadata; `admin_authority` and `resync_ms` are left at its defaults.
+/// Call on validated settings (the object renderers do).
 pub fn plugin_config(settings: &GatewaySettings) -> Value {
     let plugin = &settings.plugin;
-    let mut config = json!({
-        "admin_cluster": ADMIN_CLUSTER,
-        "report_cluster": CONTROLLER_CLUSTER,
-        "report_path": REPORT_PATH,
+    PluginConfig {
+        admin_cluster: Some(ADMIN_CLUSTER.into()),
+        report_path: Some(REPORT_PATH.into()),
         // The controller's Service authority, as an HTTP client would send it.
-        "report_authority": settings.controller_authority(),
-        "interval_ms": plugin.interval_ms,
-        "heartbeat_ms": plugin.heartbeat_ms,
-        "timeout_ms": plugin.timeout_ms,
-        "max_backoff_ms": plugin.max_backoff_ms,
-        "resource_prefixes": plugin.resource_prefixes,
-    });
-    if let (Some(token), Value::Object(map)) = (&plugin.report_token, &mut config) {
-        map.insert("report_token".into(), token.expose().into());
+        report_authority: Some(settings.controller_authority()),
+        interval_ms: Some(plugin.interval_ms),
+        heartbeat_ms: Some(plugin.heartbeat_ms),
+        timeout_ms: Some(plugin.timeout_ms),
+        max_backoff_ms: Some(plugin.max_backoff_ms),
+        report_token: plugin.report_token.as_ref().map(|t| t.expose().to_owned()),
+        resource_prefixes: Some(plugin.resource_prefixes.clone()),
+        ..PluginConfig::new(CONTROLLER_CLUSTER)
     }
-    config
+    .to_json()
 }

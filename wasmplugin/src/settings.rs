@@ -3,21 +3,22 @@
 //! value from ever reaching a cluster.
 
 use crate::rules::{is_dns_label, is_dns_name, is_label_key, is_label_name, is_sha256_hex};
+use certsync_contract::plugin_config::{
+    DEFAULT_HEARTBEAT_MS, DEFAULT_INTERVAL_MS, DEFAULT_MAX_BACKOFF_MS, DEFAULT_TIMEOUT_MS,
+    MIN_INTERVAL_MS,
+};
+use certsync_contract::sds;
+use certsync_contract::wire::MODULE_PATH;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 use thiserror::Error;
-
-/// Path at which the controller serves the filter module.
-pub const MODULE_PATH: &str = "/v1/filter.wasm";
 
 /// Ports the Istio proxy itself uses in every pod (Istio's "Ports used by
 /// Istio"); a status listener there would clash with Envoy's own.
 const ISTIO_PROXY_PORTS: [u16; 10] = [
     15000, 15001, 15004, 15006, 15008, 15009, 15020, 15021, 15053, 15090,
 ];
-/// Shortest poll interval the filter accepts (`certsync_filter::config::MIN_INTERVAL_MS`).
-const MIN_INTERVAL_MS: u64 = 100;
 /// Longest connect timeout: these are in-pod or in-cluster hops.
 const MAX_CONNECT_TIMEOUT_MS: u64 = 60_000;
 
@@ -96,7 +97,8 @@ pub enum ModuleSource {
     Url { url: String, sha256: Option<String> },
 }
 
-/// The filter's behaviour; field names follow the filter's plugin config.
+/// The filter's behaviour; field names and defaults follow the filter's
+/// plugin configuration (`certsync_contract::plugin_config`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PluginSettings {
     /// How often the filter polls Envoy's loaded certificates. Default 1000
@@ -123,17 +125,17 @@ pub struct PluginSettings {
 impl Default for PluginSettings {
     fn default() -> Self {
         PluginSettings {
-            interval_ms: 1_000,
-            heartbeat_ms: 10_000,
-            timeout_ms: 2_000,
-            max_backoff_ms: 30_000,
+            interval_ms: DEFAULT_INTERVAL_MS,
+            heartbeat_ms: DEFAULT_HEARTBEAT_MS,
+            timeout_ms: DEFAULT_TIMEOUT_MS,
+            max_backoff_ms: DEFAULT_MAX_BACKOFF_MS,
             report_token: None,
             resource_prefixes: [
-                "kubernetes://",
-                "file-cert:",
-                "file-root:",
-                "default",
-                "ROOTCA",
+                sds::KUBERNETES_PREFIX,
+                sds::FILE_CERT_PREFIX,
+                sds::FILE_ROOT_PREFIX,
+                sds::WORKLOAD_CERT,
+                sds::ROOT_CA,
             ]
             .map(String::from)
             .to_vec(),

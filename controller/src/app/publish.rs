@@ -33,9 +33,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 
-/// The Normal Event that a source's certificate was published.
-const PUBLISHED: &str = "Published";
-
 /// Reads or writes in one pass from which freed pages are handed back
 /// mid-pass (see `runtime::ops::heap`); a single update is far below it.
 const BULK: usize = 100;
@@ -417,7 +414,7 @@ impl Publisher {
             ctx.emit(
                 events::secret_reference(&entry.source),
                 false,
-                PUBLISHED,
+                reasons::PUBLISHED,
                 &message,
             )
             .await;

@@ -16,7 +16,8 @@
 use super::Context;
 use crate::config::Args;
 use crate::core::manifest::{rfc3339_ms, Manifest, TargetRef};
-use crate::core::model::{Mode, Policy};
+use crate::core::model::{keys::REPUSHED_AT, Mode, Policy};
+use crate::core::reasons::{self, actions};
 use crate::core::rollout::{
     self, Action, LadderConfig, PublicationView, RolloutNote, RolloutNotes, Silence, Tracker,
     Warning,
@@ -34,25 +35,6 @@ use kube::Api;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
-
-// Event reasons of rollout verification.
-/// Every live gateway pod serves the published certificate.
-pub const ROLLED_OUT: &str = "RolledOut";
-/// Past the rollout timeout, some live pod does not serve it.
-pub const ROLLOUT_STALLED: &str = "RolloutStalled";
-pub const REPUSHED: &str = "RePushed";
-pub const GATEWAY_CONFIG_REAPPLIED: &str = "GatewayConfigReapplied";
-pub const POD_EVICTED: &str = "PodEvicted";
-pub const EVICTION_FAILED: &str = "EvictionFailed";
-pub const CERTIFICATE_EXPIRING: &str = "CertificateExpiring";
-pub const CERTIFICATE_EXPIRED: &str = "CertificateExpired";
-pub const SERVED_DRIFT: &str = "ServedNotPublished";
-/// A live gateway pod has not reported within the heartbeat window.
-pub const POD_NOT_REPORTING: &str = "PodNotReporting";
-
-/// Annotation a re-push writes on the published Secret, so the gateway's
-/// watch (istiod's SDS, the kubelet) sees an update.
-pub const REPUSHED_AT: &str = "certsync.istio.io/repushed-at";
 
 /// The knobs of verification.
 #[derive(Debug, Clone)]
@@ -210,8 +192,8 @@ impl Verifier {
                 ctx.emit_action(
                     pod_ref(&self.gateway_namespace, &pod),
                     true,
-                    "Verify",
-                    POD_NOT_REPORTING,
+                    actions::VERIFY,
+                    reasons::POD_NOT_REPORTING,
                     &message,
                 )
                 .await;
@@ -292,8 +274,14 @@ impl Verifier {
                         after.as_secs_f64()
                     );
                     tracing::info!(%source, "{message}");
-                    ctx.emit_action(source_ref(source), false, "Verify", ROLLED_OUT, &message)
-                        .await;
+                    ctx.emit_action(
+                        source_ref(source),
+                        false,
+                        actions::VERIFY,
+                        reasons::ROLLED_OUT,
+                        &message,
+                    )
+                    .await;
                 }
                 Action::Stalled {
                     source,
@@ -313,8 +301,8 @@ impl Verifier {
                     ctx.emit_action(
                         source_ref(source),
                         true,
-                        "Verify",
-                        ROLLOUT_STALLED,
+                        actions::VERIFY,
+                        reasons::ROLLOUT_STALLED,
                         &message,
                     )
                     .await;
@@ -333,8 +321,14 @@ impl Verifier {
                         Err(e) => format!("re-pushing Secret {secret} failed: {e}"),
                     };
                     tracing::warn!(%source, "{message}");
-                    ctx.emit_action(source_ref(source), true, "Retrigger", REPUSHED, &message)
-                        .await;
+                    ctx.emit_action(
+                        source_ref(source),
+                        true,
+                        actions::RETRIGGER,
+                        reasons::REPUSHED,
+                        &message,
+                    )
+                    .await;
                 }
                 Action::Reapply => {
                     let Some(config) = gateway_config.as_deref_mut() else {
@@ -354,8 +348,14 @@ impl Verifier {
                         name: Some(certsync_wasmplugin::WASM_PLUGIN_NAME.into()),
                         ..ObjectReference::default()
                     };
-                    ctx.emit_action(about, true, "Retrigger", GATEWAY_CONFIG_REAPPLIED, &message)
-                        .await;
+                    ctx.emit_action(
+                        about,
+                        true,
+                        actions::RETRIGGER,
+                        reasons::GATEWAY_CONFIG_REAPPLIED,
+                        &message,
+                    )
+                    .await;
                 }
                 Action::Evict { pod, source } => {
                     ctx.metrics.ladder_step(LadderStep::Evict);
@@ -363,11 +363,11 @@ impl Verifier {
                     let result = api.evict(pod, &EvictParams::default()).await;
                     let (reason, message) = match &result {
                         Ok(_) => (
-                            POD_EVICTED,
+                            reasons::POD_EVICTED,
                             format!("evicted gateway pod {pod}: it does not serve {source}'s current certificate"),
                         ),
                         Err(e) => (
-                            EVICTION_FAILED,
+                            reasons::EVICTION_FAILED,
                             format!("evicting gateway pod {pod} failed (a PodDisruptionBudget?): {e}"),
                         ),
                     };
@@ -375,7 +375,7 @@ impl Verifier {
                     ctx.emit_action(
                         pod_ref(&self.gateway_namespace, pod),
                         true,
-                        "Retrigger",
+                        actions::RETRIGGER,
                         reason,
                         &message,
                     )
@@ -395,9 +395,9 @@ impl Verifier {
         let now: BTreeSet<Warning> = warnings.iter().cloned().collect();
         for w in now.difference(&self.warned) {
             let reason = match w.kind {
-                rollout::WarningKind::Expiring => CERTIFICATE_EXPIRING,
-                rollout::WarningKind::Expired => CERTIFICATE_EXPIRED,
-                rollout::WarningKind::Drift => SERVED_DRIFT,
+                rollout::WarningKind::Expiring => reasons::CERTIFICATE_EXPIRING,
+                rollout::WarningKind::Expired => reasons::CERTIFICATE_EXPIRED,
+                rollout::WarningKind::Drift => reasons::SERVED_DRIFT,
             };
             let message = w.message();
             tracing::warn!(pod = %w.pod, resource = %w.resource, "{message}");
@@ -405,7 +405,7 @@ impl Verifier {
                 Some(source) => source_ref(source),
                 None => pod_ref(&self.gateway_namespace, &w.pod),
             };
-            ctx.emit_action(about, true, "Verify", reason, &message)
+            ctx.emit_action(about, true, actions::VERIFY, reason, &message)
                 .await;
         }
         self.warned = now;

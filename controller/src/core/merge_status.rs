@@ -2,14 +2,14 @@
 //! (and which certificate) or why not; and whether the merge as a whole is
 //! Ready. Plain data; `runtime` turns it into the CRD's status.
 
+use crate::core::conditions::{
+    self, MEMBERS_REFUSED, NOT_VERIFIED, NO_PODS, PENDING, PROGRESSING, PUBLISHED, VERIFIED,
+};
 use crate::core::desired::{DesiredState, Plan};
 use crate::core::model::ObjectRef;
-use crate::core::reasons::{Refusal, Subject};
+use crate::core::reasons::{self, Refusal, Subject};
 use crate::core::selection::{Owner, Selection};
 use std::collections::BTreeMap;
-
-/// Reason of the Ready condition when everything selected is published.
-pub const PUBLISHED: &str = "Published";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberState {
@@ -68,7 +68,7 @@ pub fn compute(
                 state: match (entry, refused) {
                     (Some(e), _) if e.kept.is_none() => PUBLISHED.to_owned(),
                     (_, Some(r)) => r.reason.to_owned(),
-                    _ => "Pending".to_owned(),
+                    _ => PENDING.to_owned(),
                 },
                 message: refused.map(|r| r.message.clone()),
             });
@@ -98,7 +98,7 @@ pub fn compute(
         (Some(r), _) => (false, r.reason.to_owned(), r.message.clone()),
         (None, Some(name)) => (
             false,
-            crate::core::reasons::TARGET_NOT_MANAGED.to_owned(),
+            reasons::TARGET_NOT_MANAGED.to_owned(),
             format!("Secret {name} exists and is not managed by cert-sync"),
         ),
         (None, None) => (
@@ -106,7 +106,7 @@ pub fn compute(
             if published == members.len() {
                 PUBLISHED
             } else {
-                "MembersRefused"
+                MEMBERS_REFUSED
             }
             .to_owned(),
             format!("{published} of {} members published", members.len()),
@@ -154,8 +154,8 @@ pub fn rolled_out(
         .collect();
     if known.is_empty() || known.len() < published.len() {
         return RolledOut {
-            status: "Unknown",
-            reason: "NotVerified".to_owned(),
+            status: conditions::UNKNOWN,
+            reason: NOT_VERIFIED.to_owned(),
             message: "gateway pods have not reported every published member yet".to_owned(),
         };
     }
@@ -166,15 +166,15 @@ pub fn rolled_out(
     if converged == known.len() {
         let pods = known.first().map_or(0, |(_, n)| n.pods.len());
         return RolledOut {
-            status: "True",
-            reason: "Verified".to_owned(),
+            status: conditions::TRUE,
+            reason: VERIFIED.to_owned(),
             message: format!("{converged} members verified on all {pods} gateway pods"),
         };
     }
     if known.iter().all(|(_, n)| n.state == RolloutState::NoPods) {
         return RolledOut {
-            status: "Unknown",
-            reason: "NoPods".to_owned(),
+            status: conditions::UNKNOWN,
+            reason: NO_PODS.to_owned(),
             message: "no live gateway pod to verify on".to_owned(),
         };
     }
@@ -189,8 +189,8 @@ pub fn rolled_out(
         .take(5)
         .collect();
     RolledOut {
-        status: "False",
-        reason: "Progressing".to_owned(),
+        status: conditions::FALSE,
+        reason: PROGRESSING.to_owned(),
         message: format!(
             "{converged} of {} members verified on every pod; {}",
             known.len(),

@@ -21,8 +21,12 @@
 //! ```
 //!
 //! `naming` derives every published name and SDS resource name, `labels`
-//! evaluates Kubernetes label selectors, `reasons` holds every refusal reason.
+//! evaluates Kubernetes label selectors, `reasons` holds every Event reason
+//! (refusals and rollout), `conditions` every CertMerge condition and member
+//! state, `model::keys` every label and annotation key; `freshness` decides
+//! when a source is read again, `announce` what is worth an Event.
 pub mod announce;
+pub mod conditions;
 pub mod desired;
 pub mod error;
 pub mod flat_map;

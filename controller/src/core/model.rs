@@ -8,20 +8,21 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
-/// Label and annotation keys of the contract (DESIGN.md).
+/// The keys the core reads and writes: cert-sync's labels and annotations,
+/// defined (and documented) with the other cross-component contracts in
+/// `certsync_contract::metadata`, and Kubernetes' TLS Secret type and data
+/// keys.
 pub mod keys {
-    /// On a source Secret: publish it.
-    pub const AUTOSYNC: &str = "certsync.istio.io/autosync";
-    /// On everything cert-sync writes.
-    pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
-    pub const MANAGED_BY_VALUE: &str = "cert-sync";
-    /// On a published object: `<namespace>/<name>` of its source(s), comma-separated.
-    pub const SOURCE: &str = "certsync.istio.io/source";
-    /// On a published object: SHA-256 of its source's leaf (comma-separated, in `SOURCE` order).
-    pub const SOURCE_SHA256: &str = "certsync.istio.io/source-sha256";
+    pub use certsync_contract::metadata::{
+        AUTOSYNC, MANAGED_BY, MANAGED_BY_VALUE, REAPPLIED_AT, REPUSHED_AT, SOURCE, SOURCE_SHA256,
+    };
+    /// `type` of a TLS Secret.
     pub const TLS_TYPE: &str = "kubernetes.io/tls";
+    /// A TLS Secret's certificate chain.
     pub const TLS_CRT: &str = "tls.crt";
+    /// A TLS Secret's private key.
     pub const TLS_KEY: &str = "tls.key";
+    /// A TLS Secret's CA bundle (cert-manager writes it).
     pub const CA_CRT: &str = "ca.crt";
 }
 

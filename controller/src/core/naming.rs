@@ -1,5 +1,6 @@
 //! Where a source is published, by name, in each mode, and the SDS resource
-//! name an Istio gateway will show for it (so reports map back to sources).
+//! name an Istio gateway will show for it (so reports map back to sources;
+//! the name scheme itself is Istio's, in `certsync_contract::sds`).
 //!
 //! Names are derived from `<namespace>` and `<name>` only, so they are stable
 //! across restarts and replicas. A namespace cannot contain a dot, so the
@@ -15,6 +16,7 @@
 //! suffix would collide with a source named `<name>.ca`).
 
 use super::model::ObjectRef;
+use certsync_contract::sds;
 use sha2::{Digest, Sha256};
 
 /// Longest Secret name (a DNS-1123 subdomain).
@@ -135,24 +137,27 @@ pub fn is_valid_data_key(key: &str) -> bool {
 
 /// SDS resource of a `credentialName: <secret>` listener.
 pub fn credential_sds(secret: &str) -> String {
-    format!("kubernetes://{secret}")
+    sds::credential(secret)
 }
 
 /// SDS resource of the CA of a `credentialName: <secret>` listener (mutual TLS).
 pub fn credential_ca_sds(secret: &str) -> String {
-    format!("kubernetes://{secret}-cacert")
+    sds::credential_ca(secret)
 }
 
 /// SDS resource of a Gateway's `serverCertificate`/`privateKey` file pair,
 /// for paths relative to `dir`.
 pub fn file_cert_sds(dir: &str, names: &PairNames) -> String {
     let dir = dir.trim_end_matches('/');
-    format!("file-cert:{dir}/{}~{dir}/{}", names.cert, names.key)
+    sds::file_cert(
+        &format!("{dir}/{}", names.cert),
+        &format!("{dir}/{}", names.key),
+    )
 }
 
 /// SDS resource of a Gateway's `caCertificates` file, relative to `dir`.
 pub fn file_root_sds(dir: &str, names: &PairNames) -> String {
-    format!("file-root:{}/{}", dir.trim_end_matches('/'), names.ca)
+    sds::file_root(&format!("{}/{}", dir.trim_end_matches('/'), names.ca))
 }
 
 /// Where a gateway mounts a merged Secret: the Istio chart's path for

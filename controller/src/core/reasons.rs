@@ -1,12 +1,19 @@
-//! Why something was not published, in one place. A [`Refusal`] becomes a
-//! Warning Event, a log line, a metric label and a status entry, so its reason
-//! is a stable CamelCase word (like Kubernetes Event reasons) and its message
-//! is for people. Messages name objects, fields and dates, never key bytes.
+//! Every Event reason cert-sync writes, in one place, as documented
+//! constants (the way cert-manager keeps its reasons and condition types):
+//! operators filter Events and alert on these words, so they are stable
+//! CamelCase, like Kubernetes' own. The conditions of a CertMerge's status
+//! are in [`super::conditions`].
+//!
+//! Most are refusals: why something was not published. A [`Refusal`]
+//! becomes a Warning Event, a log line, a metric label and a status entry;
+//! its message is for people and names objects, fields and dates, never key
+//! bytes. The others report publication and rollout verification.
 
 use super::model::ObjectRef;
+use certsync_contract::InvalidKind;
 use std::fmt;
 
-// Selection: who may publish what, where.
+// Refusals, selection: who may publish what, where.
 /// The source's namespace is outside the configured namespace policy.
 pub const NAMESPACE_NOT_ALLOWED: &str = "NamespaceNotAllowed";
 /// A Secret named or annotated for publication is not `kubernetes.io/tls`.
@@ -28,25 +35,41 @@ pub const TARGET_CONFLICT: &str = "TargetConflict";
 /// The target exists and cert-sync does not manage it: never overwritten or deleted.
 pub const TARGET_NOT_MANAGED: &str = "TargetNotManaged";
 
-// Validation: is the source's data publishable?
+// Refusals, validation: is the source's data publishable? One per
+// certsync-contract failure kind (see [`for_invalid`]), and two of the
+// Secret's shape.
+/// `tls.crt` is missing or blank.
 pub const MISSING_CERTIFICATE: &str = "MissingCertificate";
+/// `tls.key` is missing or blank, or holds no private key block.
 pub const MISSING_KEY: &str = "MissingKey";
+/// A field, or the chain's length, is over its limit.
 pub const TOO_LARGE: &str = "TooLarge";
+/// `tls.crt` is not PEM certificates of valid X.509.
 pub const MALFORMED_CERTIFICATE: &str = "MalformedCertificate";
+/// `tls.key` does not parse as a private key.
 pub const MALFORMED_KEY: &str = "MalformedKey";
+/// `tls.key` is encrypted, or of an algorithm cert-sync does not support.
 pub const UNSUPPORTED_KEY: &str = "UnsupportedKey";
+/// `tls.key` does not belong to the leaf certificate.
 pub const KEY_MISMATCH: &str = "KeyMismatch";
+/// The leaf certificate has expired (checked again hourly while published).
 pub const EXPIRED: &str = "Expired";
+/// The leaf certificate is not valid yet.
 pub const NOT_YET_VALID: &str = "NotYetValid";
+/// Some certificate of the chain is not issued by the next one.
 pub const CHAIN_ORDER: &str = "ChainOrder";
 /// `ca.crt` is present but not a PEM certificate bundle.
 pub const MALFORMED_CA: &str = "MalformedCA";
-/// A validation failure the core has no specific word for (a newer
-/// certsync-contract label); the message still says what is wrong.
+/// Was the catch-all for a certsync-contract failure label without a word
+/// of its own. Since kinds are an enum matched exhaustively
+/// ([`for_invalid`]) nothing produces it; it stays in [`REFUSALS`] only so
+/// that `certsync_refusals_total`, pre-set to zero for every refusal
+/// reason, keeps the same series.
 pub const INVALID_CERTIFICATE: &str = "InvalidCertificate";
 
-/// Every reason, e.g. to pre-register metric label values.
-pub const ALL: &[&str] = &[
+/// Every refusal reason, e.g. to pre-register metric label values. The
+/// publication and rollout reasons below are not refusals.
+pub const REFUSALS: &[&str] = &[
     NAMESPACE_NOT_ALLOWED,
     NOT_TLS,
     NOT_FOUND,
@@ -71,19 +94,83 @@ pub const ALL: &[&str] = &[
     INVALID_CERTIFICATE,
 ];
 
-/// The reason for a certsync-contract validation label (`Invalid::reason()`).
-pub fn from_validation_label(label: &str) -> &'static str {
-    match label {
-        "too_large" => TOO_LARGE,
-        "malformed_certificate" => MALFORMED_CERTIFICATE,
-        "missing_key" => MISSING_KEY,
-        "malformed_key" => MALFORMED_KEY,
-        "unsupported_key" => UNSUPPORTED_KEY,
-        "key_mismatch" => KEY_MISMATCH,
-        "expired" => EXPIRED,
-        "not_yet_valid" => NOT_YET_VALID,
-        "chain_order" => CHAIN_ORDER,
-        _ => INVALID_CERTIFICATE,
+// Publication (Normal, on the source).
+/// A source's certificate was published; the message names its sha256,
+/// serial and notAfter. Also the `Ready` reason, see
+/// [`super::conditions::PUBLISHED`].
+pub const PUBLISHED: &str = "Published";
+
+// Rollout verification and its re-trigger ladder.
+/// Normal, on the source: every live gateway pod serves the published
+/// certificate.
+pub const ROLLED_OUT: &str = "RolledOut";
+/// Warning, on the source: past the rollout timeout, some live gateway pod
+/// still does not serve it.
+pub const ROLLOUT_STALLED: &str = "RolloutStalled";
+/// Warning, on the source: the ladder re-pushed the published Secret (or
+/// says why it could not).
+pub const REPUSHED: &str = "RePushed";
+/// Warning, on the WasmPlugin: the ladder re-applied the gateway-side
+/// objects (or says why it could not).
+pub const GATEWAY_CONFIG_REAPPLIED: &str = "GatewayConfigReapplied";
+/// Warning, on the pod: the ladder evicted a gateway pod that kept serving
+/// an old certificate.
+pub const POD_EVICTED: &str = "PodEvicted";
+/// Warning, on the pod: that eviction was refused (a PodDisruptionBudget?).
+pub const EVICTION_FAILED: &str = "EvictionFailed";
+/// Warning, on the source (or the pod when no source publishes the
+/// resource): a certificate a gateway pod serves expires soon.
+pub const CERTIFICATE_EXPIRING: &str = "CertificateExpiring";
+/// Warning, as [`CERTIFICATE_EXPIRING`]: a served certificate has expired.
+pub const CERTIFICATE_EXPIRED: &str = "CertificateExpired";
+/// Warning, on the pod: it serves, under a name cert-sync publishes, a
+/// certificate no source publishes.
+pub const SERVED_DRIFT: &str = "ServedNotPublished";
+/// Warning, on the pod: a live gateway pod has not reported within the
+/// heartbeat window, so its rollouts are Unknown.
+pub const POD_NOT_REPORTING: &str = "PodNotReporting";
+
+/// Every reason that is not a refusal.
+pub const PUBLICATION_AND_ROLLOUT: &[&str] = &[
+    PUBLISHED,
+    ROLLED_OUT,
+    ROLLOUT_STALLED,
+    REPUSHED,
+    GATEWAY_CONFIG_REAPPLIED,
+    POD_EVICTED,
+    EVICTION_FAILED,
+    CERTIFICATE_EXPIRING,
+    CERTIFICATE_EXPIRED,
+    SERVED_DRIFT,
+    POD_NOT_REPORTING,
+];
+
+/// The `action` of an Event (`events.k8s.io/v1`): what cert-sync was doing
+/// when it wrote it.
+pub mod actions {
+    /// Publishing a source (Normal Events).
+    pub const PUBLISH: &str = "Publish";
+    /// Declining to publish a source (Warning Events, the refusals).
+    pub const REFUSE: &str = "Refuse";
+    /// Verifying rollouts against the gateways' reports.
+    pub const VERIFY: &str = "Verify";
+    /// Climbing the re-trigger ladder for a stuck rollout.
+    pub const RETRIGGER: &str = "Retrigger";
+}
+
+/// The reason for a kind of invalid pair. Exhaustive on purpose: a kind
+/// added to certsync-contract does not compile until it has a reason here.
+pub fn for_invalid(kind: InvalidKind) -> &'static str {
+    match kind {
+        InvalidKind::TooLarge => TOO_LARGE,
+        InvalidKind::MalformedCertificate => MALFORMED_CERTIFICATE,
+        InvalidKind::MissingKey => MISSING_KEY,
+        InvalidKind::MalformedKey => MALFORMED_KEY,
+        InvalidKind::UnsupportedKey => UNSUPPORTED_KEY,
+        InvalidKind::KeyMismatch => KEY_MISMATCH,
+        InvalidKind::Expired => EXPIRED,
+        InvalidKind::NotYetValid => NOT_YET_VALID,
+        InvalidKind::ChainOrder => CHAIN_ORDER,
     }
 }
 
@@ -160,7 +247,7 @@ mod tests {
     #[test]
     fn reasons_are_unique_camel_case_words() {
         let mut seen = std::collections::BTreeSet::new();
-        for r in ALL {
+        for r in REFUSALS.iter().chain(PUBLICATION_AND_ROLLOUT) {
             assert!(seen.insert(*r), "{r} listed twice");
             assert!(r.starts_with(|c: char| c.is_ascii_uppercase()), "{r}");
             assert!(r.chars().all(|c| c.is_ascii_alphanumeric()), "{r}");
@@ -168,23 +255,14 @@ mod tests {
     }
 
     #[test]
-    fn every_certsync_contract_label_has_its_own_reason() {
-        for label in [
-            "too_large",
-            "malformed_certificate",
-            "missing_key",
-            "malformed_key",
-            "unsupported_key",
-            "key_mismatch",
-            "expired",
-            "not_yet_valid",
-            "chain_order",
-        ] {
-            let reason = from_validation_label(label);
-            assert_ne!(reason, INVALID_CERTIFICATE, "{label}");
-            assert!(ALL.contains(&reason));
+    fn every_certsync_contract_kind_has_its_own_reason() {
+        let mut seen = std::collections::BTreeSet::new();
+        for kind in InvalidKind::ALL {
+            let reason = for_invalid(kind);
+            assert_ne!(reason, INVALID_CERTIFICATE, "{kind}");
+            assert!(REFUSALS.contains(&reason), "{kind}: {reason}");
+            assert!(seen.insert(reason), "{kind}: {reason} used twice");
         }
-        assert_eq!(from_validation_label("something_new"), INVALID_CERTIFICATE);
     }
 
     #[test]

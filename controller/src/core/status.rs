@@ -7,6 +7,7 @@
 //! the API server holds: per-pod states only); both become a [`StatusView`],
 //! and one renderer prints it.
 
+use super::conditions::PUBLISHED;
 use super::manifest::{self, Manifest, ManifestEntry, TargetRef};
 use super::rollout::{PodState, PodView, Warning};
 use serde::{Deserialize, Serialize};
@@ -159,9 +160,9 @@ pub fn render_table(view: &StatusView, width: TableWidth, now: i64) -> String {
         let e = &p.entry;
         let state = match (&e.kept, e.state.as_deref()) {
             (Some(reason), Some(s)) => format!("{s} (kept: {reason})"),
-            (Some(reason), None) => format!("Published (kept: {reason})"),
+            (Some(reason), None) => format!("{PUBLISHED} (kept: {reason})"),
             (None, Some(s)) => s.to_owned(),
-            (None, None) => "Published".to_owned(),
+            (None, None) => PUBLISHED.to_owned(),
         };
         let mut row = vec![
             e.source.clone(),

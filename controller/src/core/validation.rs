@@ -78,7 +78,7 @@ pub fn check(source: &ObjectRef, data: &SourceData, now: i64) -> Result<Validate
         }
     }
     let pair = validate_pair(cert, key, now)
-        .map_err(|e| refuse(reasons::from_validation_label(e.reason()), e.to_string()))?;
+        .map_err(|e| refuse(reasons::for_invalid(e.kind()), e.to_string()))?;
     if let Some((_, ca)) = ca_pem {
         check_ca(ca)
             .map_err(|problem| refuse(reasons::MALFORMED_CA, format!("ca.crt: {problem}")))?;
@@ -103,7 +103,7 @@ pub fn recheck(valid: &Validated, now: i64) -> Result<(), Refusal> {
     check_window(&valid.summary, now).map_err(|e| {
         Refusal::new(
             Subject::Source(valid.source.clone()),
-            reasons::from_validation_label(e.reason()),
+            reasons::for_invalid(e.kind()),
             e.to_string(),
         )
     })

@@ -13,14 +13,14 @@
 use crate::ports::free_port;
 use crate::sds::SdsSource;
 use anyhow::{bail, Context, Result};
+use certsync_contract::plugin_config;
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::fs;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-pub const ADMIN_CLUSTER: &str = "cert-sync-admin";
-pub const CONTROLLER_CLUSTER: &str = "cert-sync-controller";
+pub use certsync_contract::wire::{ADMIN_CLUSTER, CONTROLLER_CLUSTER};
 /// The filter's `root_id` and VM id.
 pub const ROOT_ID: &str = "cert-sync";
 pub const WASM_FILTER: &str = "envoy.filters.http.wasm";
@@ -32,130 +32,87 @@ pub const HTTPS_BODY: &str = "cert-sync e2e https";
 pub const STATUS_BODY: &str = "cert-sync e2e status";
 pub const HTTP_BODY: &str = "cert-sync e2e http";
 
-/// The filter's plugin configuration (its JSON field names are fixed).
-/// Unset fields are left out, so the filter's defaults apply.
+/// The filter's plugin configuration: certsync-contract's document (the one
+/// the filter parses and the WasmPlugin carries) with builder methods for
+/// tests. Unset fields are left out, so the filter's defaults apply.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PluginConfig {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub admin_cluster: Option<String>,
-    pub report_cluster: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub report_path: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub report_authority: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub interval_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub heartbeat_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub timeout_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_backoff_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub report_token: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub resource_prefixes: Option<Vec<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pod_name: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pod_namespace: Option<String>,
-}
+#[serde(transparent)]
+pub struct PluginConfig(pub plugin_config::PluginConfig);
 
 impl Default for PluginConfig {
     /// Points at this harness's clusters (`cert-sync-admin`,
     /// `cert-sync-controller`) with a fast 200 ms poll and pod `gw-0` in
     /// `istio-system`; everything else is left to the filter's defaults.
     fn default() -> Self {
-        PluginConfig {
+        PluginConfig(plugin_config::PluginConfig {
             admin_cluster: Some(ADMIN_CLUSTER.into()),
-            report_cluster: CONTROLLER_CLUSTER.into(),
-            report_path: None,
-            report_authority: None,
             interval_ms: Some(200),
-            heartbeat_ms: None,
-            timeout_ms: None,
-            max_backoff_ms: None,
-            report_token: None,
-            resource_prefixes: None,
             pod_name: Some("gw-0".into()),
             pod_namespace: Some("istio-system".into()),
-        }
+            ..plugin_config::PluginConfig::new(CONTROLLER_CLUSTER)
+        })
     }
 }
 
 impl PluginConfig {
     /// Only the required field: everything else at the filter's defaults.
     pub fn minimal(report_cluster: impl Into<String>) -> Self {
-        PluginConfig {
-            admin_cluster: None,
-            report_cluster: report_cluster.into(),
-            report_path: None,
-            report_authority: None,
-            interval_ms: None,
-            heartbeat_ms: None,
-            timeout_ms: None,
-            max_backoff_ms: None,
-            report_token: None,
-            resource_prefixes: None,
-            pod_name: None,
-            pod_namespace: None,
-        }
+        PluginConfig(plugin_config::PluginConfig::new(report_cluster))
     }
 
     pub fn admin_cluster(mut self, cluster: impl Into<String>) -> Self {
-        self.admin_cluster = Some(cluster.into());
+        self.0.admin_cluster = Some(cluster.into());
         self
     }
 
     pub fn report_path(mut self, path: impl Into<String>) -> Self {
-        self.report_path = Some(path.into());
+        self.0.report_path = Some(path.into());
         self
     }
 
     pub fn report_authority(mut self, authority: impl Into<String>) -> Self {
-        self.report_authority = Some(authority.into());
+        self.0.report_authority = Some(authority.into());
         self
     }
 
     pub fn interval_ms(mut self, ms: u64) -> Self {
-        self.interval_ms = Some(ms);
+        self.0.interval_ms = Some(ms);
         self
     }
 
     pub fn heartbeat_ms(mut self, ms: u64) -> Self {
-        self.heartbeat_ms = Some(ms);
+        self.0.heartbeat_ms = Some(ms);
         self
     }
 
     pub fn timeout_ms(mut self, ms: u64) -> Self {
-        self.timeout_ms = Some(ms);
+        self.0.timeout_ms = Some(ms);
         self
     }
 
     pub fn max_backoff_ms(mut self, ms: u64) -> Self {
-        self.max_backoff_ms = Some(ms);
+        self.0.max_backoff_ms = Some(ms);
         self
     }
 
     pub fn report_token(mut self, token: impl Into<String>) -> Self {
-        self.report_token = Some(token.into());
+        self.0.report_token = Some(token.into());
         self
     }
 
     pub fn resource_prefixes(mut self, prefixes: &[&str]) -> Self {
-        self.resource_prefixes = Some(prefixes.iter().map(|p| (*p).to_owned()).collect());
+        self.0.resource_prefixes = Some(prefixes.iter().map(|p| (*p).to_owned()).collect());
         self
     }
 
     pub fn pod(mut self, name: impl Into<String>, namespace: impl Into<String>) -> Self {
-        self.pod_name = Some(name.into());
-        self.pod_namespace = Some(namespace.into());
+        self.0.pod_name = Some(name.into());
+        self.0.pod_namespace = Some(namespace.into());
         self
     }
 
     pub fn to_json(&self) -> Value {
-        // A struct of strings, integers and lists always serializes.
-        serde_json::to_value(self).unwrap_or(Value::Null)
+        self.0.to_json()
     }
 }
 

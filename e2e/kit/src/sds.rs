@@ -34,17 +34,6 @@ pub const DEFAULT_FILE: &str = "sds.yaml";
 const DATA_LINK: &str = "..data";
 const DATA_TMP_LINK: &str = "..data_tmp";
 
-/// Istio's SDS resource name for a Kubernetes Secret: `kubernetes://<name>`.
-pub fn kubernetes_resource(secret_name: &str) -> String {
-    format!("kubernetes://{secret_name}")
-}
-
-/// Istio's SDS resource name for certificate files mounted in the gateway:
-/// `file-cert:<cert path>~<key path>`.
-pub fn file_cert_resource(cert_path: &str, key_path: &str) -> String {
-    format!("file-cert:{cert_path}~{key_path}")
-}
-
 /// How the PEM blocks are carried in the Secret's `DataSource`s.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PemEncoding {

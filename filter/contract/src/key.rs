@@ -6,6 +6,7 @@
 //! key bytes never leave this module, and decoded blocks are zeroized on drop.
 
 use crate::cert;
+use crate::error::InvalidKind;
 use crate::pem::{self, SecretBlock};
 use ed25519_dalek::pkcs8::DecodePrivateKey;
 use pkcs1::der::Decode;
@@ -50,18 +51,23 @@ pub enum KeyError {
 }
 
 impl KeyError {
-    /// A stable, low-cardinality label for metrics and Event reasons.
-    pub fn reason(&self) -> &'static str {
+    /// Which kind of failure this is.
+    pub fn kind(&self) -> InvalidKind {
         match self {
-            KeyError::TooLarge { .. } => "too_large",
-            KeyError::NoKey => "missing_key",
+            KeyError::TooLarge { .. } => InvalidKind::TooLarge,
+            KeyError::NoKey => InvalidKind::MissingKey,
             KeyError::MultipleKeys | KeyError::MalformedPem | KeyError::Malformed { .. } => {
-                "malformed_key"
+                InvalidKind::MalformedKey
             }
-            KeyError::Encrypted | KeyError::Unsupported(_) => "unsupported_key",
-            KeyError::Certificate(e) => e.reason(),
-            KeyError::Mismatch { .. } => "key_mismatch",
+            KeyError::Encrypted | KeyError::Unsupported(_) => InvalidKind::UnsupportedKey,
+            KeyError::Certificate(e) => e.kind(),
+            KeyError::Mismatch { .. } => InvalidKind::KeyMismatch,
         }
+    }
+
+    /// [`Self::kind`] as its stable label.
+    pub fn reason(&self) -> &'static str {
+        self.kind().as_str()
     }
 }
 

@@ -3,6 +3,13 @@
 //! both the fingerprint the controller expects and the one the gateway reports,
 //! so the two can be compared byte for byte.
 //!
+//! It is also where every contract between cert-sync's components is
+//! defined, once, as types and constants: the report protocol ([`report`]),
+//! the filter's plugin configuration ([`plugin_config`]), the Envoy cluster
+//! names and HTTP paths ([`wire`]), Istio's SDS resource names ([`sds`]),
+//! the Kubernetes labels and annotations ([`metadata`]), and the kinds of
+//! invalid certificate/key pair ([`InvalidKind`]).
+//!
 //! ```text
 //!  PEM chain ──▶ pem::certificates ──▶ cert::summarize ──▶ CertSummary ──▶ report::Report (filter)
 //!                                         │                      ▲
@@ -18,11 +25,15 @@ pub mod error;
 pub mod fingerprint;
 #[cfg(feature = "keys")]
 pub mod key;
+pub mod metadata;
 pub mod pem;
+pub mod plugin_config;
 pub mod report;
+pub mod sds;
 #[cfg(feature = "keys")]
 pub mod validate;
+pub mod wire;
 
 pub use cert::{summarize_chain, CertSummary, San};
-pub use error::CertError;
+pub use error::{CertError, InvalidKind};
 pub use fingerprint::Fingerprint;

@@ -3,7 +3,7 @@
 //! its private key matches the leaf.
 
 use crate::cert::{self, CertSummary};
-use crate::error::CertError;
+use crate::error::{CertError, InvalidKind};
 use crate::key::{self, KeyAlgorithm, KeyError};
 use thiserror::Error;
 
@@ -14,7 +14,8 @@ pub struct ValidatedPair {
     pub key: KeyAlgorithm,
 }
 
-/// Why a pair was refused. `reason()` gives the metric/Event label.
+/// Why a pair was refused. [`Invalid::kind`] says which kind of failure
+/// (what the controller turns into a Kubernetes reason).
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum Invalid {
     #[error("tls.crt: {0}")]
@@ -30,14 +31,20 @@ pub enum Invalid {
 }
 
 impl Invalid {
-    pub fn reason(&self) -> &'static str {
+    /// Which kind of failure this is.
+    pub fn kind(&self) -> InvalidKind {
         match self {
-            Invalid::Certificate(e) => e.reason(),
-            Invalid::Key(e) => e.reason(),
-            Invalid::Expired { .. } => "expired",
-            Invalid::NotYetValid { .. } => "not_yet_valid",
-            Invalid::ChainOrder => "chain_order",
+            Invalid::Certificate(e) => e.kind(),
+            Invalid::Key(e) => e.kind(),
+            Invalid::Expired { .. } => InvalidKind::Expired,
+            Invalid::NotYetValid { .. } => InvalidKind::NotYetValid,
+            Invalid::ChainOrder => InvalidKind::ChainOrder,
         }
+    }
+
+    /// [`Self::kind`] as its stable label.
+    pub fn reason(&self) -> &'static str {
+        self.kind().as_str()
     }
 }
 

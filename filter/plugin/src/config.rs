@@ -1,11 +1,18 @@
 //! The plugin configuration (the WasmPlugin's `pluginConfig`), parsed and
-//! checked once in `on_configure`.
+//! checked once in `on_configure`. Its JSON shape and defaults are
+//! certsync-contract's [`plugin_config::PluginConfig`], shared with what
+//! renders it; the checks that a well-formed document also makes sense are
+//! here, so that the error names the field.
 
-use serde::Deserialize;
+use certsync_contract::plugin_config::{
+    self, DEFAULT_ADMIN_AUTHORITY, DEFAULT_HEARTBEAT_MS, DEFAULT_INTERVAL_MS,
+    DEFAULT_MAX_BACKOFF_MS, DEFAULT_RESYNC_MS, DEFAULT_TIMEOUT_MS, MIN_INTERVAL_MS,
+};
+use certsync_contract::wire::{ADMIN_CLUSTER, REPORT_PATH};
 use std::time::Duration;
 use thiserror::Error;
 
-/// Validated plugin configuration.
+/// Validated plugin configuration, with every default applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PluginConfig {
     /// Envoy cluster that reaches this Envoy's own admin API.
@@ -37,63 +44,6 @@ pub struct PluginConfig {
     pub pod_namespace: Option<String>,
 }
 
-/// The JSON shape, with every optional field optional.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawConfig {
-    #[serde(default = "default_admin_cluster")]
-    admin_cluster: String,
-    #[serde(default = "default_admin_authority")]
-    admin_authority: String,
-    report_cluster: String,
-    #[serde(default = "default_report_path")]
-    report_path: String,
-    report_authority: Option<String>,
-    #[serde(default = "default_interval_ms")]
-    interval_ms: u64,
-    #[serde(default = "default_heartbeat_ms")]
-    heartbeat_ms: u64,
-    #[serde(default = "default_resync_ms")]
-    resync_ms: u64,
-    #[serde(default = "default_timeout_ms")]
-    timeout_ms: u64,
-    #[serde(default = "default_max_backoff_ms")]
-    max_backoff_ms: u64,
-    report_token: Option<String>,
-    #[serde(default)]
-    resource_prefixes: Vec<String>,
-    pod_name: Option<String>,
-    pod_namespace: Option<String>,
-}
-
-fn default_admin_cluster() -> String {
-    "cert-sync-admin".into()
-}
-fn default_admin_authority() -> String {
-    "envoy-admin".into()
-}
-fn default_report_path() -> String {
-    certsync_contract::report::REPORT_PATH.into()
-}
-fn default_interval_ms() -> u64 {
-    1_000
-}
-fn default_heartbeat_ms() -> u64 {
-    10_000
-}
-fn default_resync_ms() -> u64 {
-    60_000
-}
-fn default_timeout_ms() -> u64 {
-    2_000
-}
-fn default_max_backoff_ms() -> u64 {
-    30_000
-}
-
-/// Shortest accepted poll interval: below it the admin API cost dominates.
-pub const MIN_INTERVAL_MS: u64 = 100;
-
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ConfigError {
     #[error("plugin configuration is empty: `report_cluster` is required")]
@@ -122,38 +72,45 @@ impl PluginConfig {
             return Err(ConfigError::Empty);
         }
         // serde's message names the field and position, never a token value.
-        let raw: RawConfig = serde_json::from_slice(bytes)
+        let raw: plugin_config::PluginConfig = serde_json::from_slice(bytes)
             .map_err(|e| ConfigError::Json(redact_token(&e.to_string())))?;
+        let admin_cluster = raw.admin_cluster.unwrap_or_else(|| ADMIN_CLUSTER.into());
+        let admin_authority = raw
+            .admin_authority
+            .unwrap_or_else(|| DEFAULT_ADMIN_AUTHORITY.into());
+        let report_path = raw.report_path.unwrap_or_else(|| REPORT_PATH.into());
+        let interval_ms = raw.interval_ms.unwrap_or(DEFAULT_INTERVAL_MS);
+        let heartbeat_ms = raw.heartbeat_ms.unwrap_or(DEFAULT_HEARTBEAT_MS);
+        let resync_ms = raw.resync_ms.unwrap_or(DEFAULT_RESYNC_MS);
+        let timeout_ms = raw.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);
+        let max_backoff_ms = raw.max_backoff_ms.unwrap_or(DEFAULT_MAX_BACKOFF_MS);
         for (field, value) in [
-            ("admin_cluster", &raw.admin_cluster),
+            ("admin_cluster", &admin_cluster),
             ("report_cluster", &raw.report_cluster),
-            ("admin_authority", &raw.admin_authority),
+            ("admin_authority", &admin_authority),
         ] {
             if value.trim().is_empty() {
                 return Err(ConfigError::EmptyField { field });
             }
         }
-        if !raw.report_path.starts_with('/') {
-            return Err(ConfigError::RelativePath(raw.report_path));
+        if !report_path.starts_with('/') {
+            return Err(ConfigError::RelativePath(report_path));
         }
-        if raw.interval_ms < MIN_INTERVAL_MS {
-            return Err(ConfigError::IntervalTooShort(raw.interval_ms));
+        if interval_ms < MIN_INTERVAL_MS {
+            return Err(ConfigError::IntervalTooShort(interval_ms));
         }
-        for (field, value) in [
-            ("heartbeat_ms", raw.heartbeat_ms),
-            ("resync_ms", raw.resync_ms),
-        ] {
-            if value < raw.interval_ms {
+        for (field, value) in [("heartbeat_ms", heartbeat_ms), ("resync_ms", resync_ms)] {
+            if value < interval_ms {
                 return Err(ConfigError::BelowInterval {
                     field,
                     value,
-                    interval: raw.interval_ms,
+                    interval: interval_ms,
                 });
             }
         }
         for (field, value) in [
-            ("timeout_ms", raw.timeout_ms),
-            ("max_backoff_ms", raw.max_backoff_ms),
+            ("timeout_ms", timeout_ms),
+            ("max_backoff_ms", max_backoff_ms),
         ] {
             if value == 0 {
                 return Err(ConfigError::Zero { field });
@@ -163,17 +120,17 @@ impl PluginConfig {
             report_authority: raw
                 .report_authority
                 .unwrap_or_else(|| raw.report_cluster.clone()),
-            admin_cluster: raw.admin_cluster,
-            admin_authority: raw.admin_authority,
+            admin_cluster,
+            admin_authority,
             report_cluster: raw.report_cluster,
-            report_path: raw.report_path,
-            interval: Duration::from_millis(raw.interval_ms),
-            heartbeat: Duration::from_millis(raw.heartbeat_ms),
-            resync: Duration::from_millis(raw.resync_ms),
-            timeout: Duration::from_millis(raw.timeout_ms),
-            max_backoff: Duration::from_millis(raw.max_backoff_ms.max(raw.interval_ms)),
+            report_path,
+            interval: Duration::from_millis(interval_ms),
+            heartbeat: Duration::from_millis(heartbeat_ms),
+            resync: Duration::from_millis(resync_ms),
+            timeout: Duration::from_millis(timeout_ms),
+            max_backoff: Duration::from_millis(max_backoff_ms.max(interval_ms)),
             report_token: raw.report_token.filter(|t| !t.is_empty()),
-            resource_prefixes: raw.resource_prefixes,
+            resource_prefixes: raw.resource_prefixes.unwrap_or_default(),
             pod_name: raw.pod_name.filter(|s| !s.is_empty()),
             pod_namespace: raw.pod_namespace.filter(|s| !s.is_empty()),
         })
@@ -238,6 +195,16 @@ mod tests {
             let err = PluginConfig::parse(input).unwrap_err().to_string();
             assert!(err.contains(needle), "{input:?}: {err}");
         }
+    }
+
+    #[test]
+    fn null_is_refused_where_a_default_applies_and_unset_elsewhere() {
+        let err = PluginConfig::parse(br#"{"report_cluster":"c","interval_ms":null}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("null"), "{err}");
+        let c = PluginConfig::parse(br#"{"report_cluster":"c","report_token":null}"#).unwrap();
+        assert_eq!(c.report_token, None);
     }
 
     #[test]

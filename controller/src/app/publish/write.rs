@@ -65,8 +65,8 @@ impl Publisher {
                     cluster::apply_secret(&ctx.client, secret).await,
                 ),
                 (Action::Replace, Some(secret)) => {
-                    let rv = self.stores.managed.resource_version(&change.name);
-                    match cluster::delete_secret(&ctx.client, &gateway, &change.name, rv).await {
+                    match cluster::delete_managed_secret(&ctx.client, &gateway, &change.name).await
+                    {
                         Ok(()) => (
                             ApiVerb::Apply,
                             cluster::apply_secret(&ctx.client, secret).await,
@@ -76,10 +76,9 @@ impl Publisher {
                 }
                 (Action::Delete, _) => {
                     outcome.deletes += 1;
-                    let rv = self.stores.managed.resource_version(&change.name);
                     (
                         ApiVerb::Delete,
-                        cluster::delete_secret(&ctx.client, &gateway, &change.name, rv).await,
+                        cluster::delete_managed_secret(&ctx.client, &gateway, &change.name).await,
                     )
                 }
                 _ => continue,

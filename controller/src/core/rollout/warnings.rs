@@ -3,7 +3,7 @@
 
 use super::{LivePod, Observation};
 use crate::core::manifest::ManifestEntry;
-use certsync_contract::Fingerprint;
+use certsync_contract::{sds, Fingerprint};
 use serde::{Deserialize, Serialize};
 use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
@@ -112,17 +112,19 @@ pub fn is_ours(mode: &crate::core::model::Mode, certdir: &str, resource: &str) -
     use crate::core::model::Mode;
     match mode {
         Mode::Directory => resource
-            .strip_prefix("file-cert:")
+            .strip_prefix(sds::FILE_CERT_PREFIX)
             .is_some_and(|p| p.starts_with(&format!("{}/", certdir.trim_end_matches('/')))),
-        Mode::Merged { secret_name } => resource.strip_prefix("file-cert:").is_some_and(|p| {
-            p.starts_with(&format!(
-                "{}/",
-                crate::core::naming::merged_mount_dir(secret_name)
-            ))
-        }),
-        Mode::Credential => resource
-            .strip_prefix("kubernetes://")
-            .filter(|name| !name.ends_with("-cacert"))
+        Mode::Merged { secret_name } => {
+            resource
+                .strip_prefix(sds::FILE_CERT_PREFIX)
+                .is_some_and(|p| {
+                    p.starts_with(&format!(
+                        "{}/",
+                        crate::core::naming::merged_mount_dir(secret_name)
+                    ))
+                })
+        }
+        Mode::Credential => sds::credential_secret(resource)
             .and_then(|name| name.split_once('.'))
             .is_some_and(|(ns, name)| {
                 !ns.is_empty()

@@ -3,6 +3,9 @@
 //! field manager. Re-applied only when the rendering changes (or when a
 //! re-trigger asks), so a quiet controller writes nothing.
 
+// The annotation a re-apply stamps on every gateway-side object: identical
+// objects would be a no-op for the API server and for istiod.
+use crate::core::model::keys::REAPPLIED_AT;
 use crate::runtime::kube::cluster::FIELD_MANAGER;
 use certsync_wasmplugin::{render, GatewaySettings, SettingsError};
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
@@ -34,10 +37,6 @@ pub struct GatewayConfig {
     /// normal apply does not take the annotation away again.
     reapplied_at: Option<String>,
 }
-
-/// Annotation a re-apply stamps on every gateway-side object: identical
-/// objects would be a no-op for the API server and for istiod.
-pub const REAPPLIED_AT: &str = "certsync.istio.io/reapplied-at";
 
 impl GatewayConfig {
     pub fn new(settings: GatewaySettings) -> Self {

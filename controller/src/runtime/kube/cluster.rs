@@ -22,7 +22,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use kube::api::{DeleteParams, PartialObjectMeta, Patch, PatchParams, Preconditions};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client, Resource, ResourceExt};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::Notify;
@@ -451,19 +451,34 @@ where
     Ok(())
 }
 
-/// Deletes a Secret cert-sync published, only if it is still the version
-/// the decision was made on (so a concurrent change is never lost).
-pub async fn delete_secret(
+/// Deletes a Secret cert-sync manages. The resourceVersion precondition
+/// comes from a fresh read, never from the watch store (which can lag,
+/// e.g. while it relists after an API-server restart): the delete applies
+/// to the object as it is now, and only while it still carries cert-sync's
+/// managed-by label. Gone already, or no longer ours: nothing to do.
+pub async fn delete_managed_secret(
     client: &Client,
     namespace: &str,
     name: &str,
-    resource_version: Option<String>,
 ) -> Result<(), kube::Error> {
     let api = Api::<Secret>::namespaced(client.clone(), namespace);
+    let Some(current) = api.get_opt(name).await? else {
+        return Ok(());
+    };
+    let ours = current
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(keys::MANAGED_BY))
+        .is_some_and(|v| v == keys::MANAGED_BY_VALUE);
+    if !ours {
+        tracing::warn!(secret = %name, "not managed by cert-sync (any more); left in place");
+        return Ok(());
+    }
     let params = DeleteParams {
         preconditions: Some(Preconditions {
-            resource_version,
-            uid: None,
+            resource_version: current.metadata.resource_version,
+            uid: current.metadata.uid,
         }),
         ..DeleteParams::default()
     };
@@ -506,8 +521,9 @@ pub async fn apply_certmerge_status(
 ) -> Result<(), kube::Error> {
     let api = Api::<CertMerge>::namespaced(client.clone(), &merge.namespace);
     let body = serde_json::json!({
-        "apiVersion": "certsync.istio.io/v1alpha1",
-        "kind": "CertMerge",
+        // The CRD's own group, version and kind (`crate::crd`).
+        "apiVersion": CertMerge::api_version(&()),
+        "kind": CertMerge::kind(&()),
         "status": status,
     });
     api.patch_status(

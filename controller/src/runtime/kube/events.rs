@@ -2,11 +2,13 @@
 //! series cache that turns repeats into series updates.
 
 use crate::core::model::ObjectRef;
+use crate::core::reasons::actions;
+use crate::crd::CertMerge;
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::{Event as K8sEvent, EventSeries};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Patch, PatchParams, PostParams};
-use kube::{Api, Client};
+use kube::{Api, Client, Resource};
 use std::collections::HashMap;
 use tokio::sync::Mutex;
 
@@ -69,7 +71,11 @@ impl Events {
         reason: &str,
         message: &str,
     ) -> Result<(), kube::Error> {
-        let action = if warning { "Refuse" } else { "Publish" };
+        let action = if warning {
+            actions::REFUSE
+        } else {
+            actions::PUBLISH
+        };
         self.emit_action(about, warning, action, reason, message)
             .await
     }
@@ -194,8 +200,8 @@ pub fn secret_reference(source: &ObjectRef) -> ObjectReference {
 /// An ObjectReference to a CertMerge.
 pub fn certmerge_reference(merge: &ObjectRef) -> ObjectReference {
     ObjectReference {
-        api_version: Some("certsync.istio.io/v1alpha1".into()),
-        kind: Some("CertMerge".into()),
+        api_version: Some(CertMerge::api_version(&()).into_owned()),
+        kind: Some(CertMerge::kind(&()).into_owned()),
         namespace: Some(merge.namespace.clone()),
         name: Some(merge.name.clone()),
         ..ObjectReference::default()

@@ -121,7 +121,7 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/v1/filter.wasm", get(filter_wasm))
+        .route(certsync_contract::wire::MODULE_PATH, get(filter_wasm))
         .with_state(state)
 }
 

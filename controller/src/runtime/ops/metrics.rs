@@ -69,7 +69,7 @@ pub const CONVERGE_BUCKETS: [f64; 12] = [
     0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
 ];
 
-/// `reason` label for a refusal reason that is not in [`reasons::ALL`]: the
+/// `reason` label for a refusal reason that is not in [`reasons::REFUSALS`]: the
 /// label set stays closed even if a caller passes an unexpected string.
 pub const OTHER_REASON: &str = "Other";
 
@@ -267,7 +267,7 @@ impl Metrics {
         for step in LadderStep::ALL {
             drop(ladder.get_or_create(&StepLabels { step }));
         }
-        for reason in reasons::ALL.iter().copied().chain([OTHER_REASON]) {
+        for reason in reasons::REFUSALS.iter().copied().chain([OTHER_REASON]) {
             drop(refusals.get_or_create(&ReasonLabels { reason }));
         }
         for kind in PublishedKind::ALL {
@@ -302,10 +302,10 @@ impl Metrics {
         self.inner.publish_latency.observe(latency.as_secs_f64());
     }
 
-    /// A source was refused for `reason`, one of [`reasons::ALL`] (anything
+    /// A source was refused for `reason`, one of [`reasons::REFUSALS`] (anything
     /// else is counted as [`OTHER_REASON`]).
     pub fn refused(&self, reason: &str) {
-        let reason = reasons::ALL
+        let reason = reasons::REFUSALS
             .iter()
             .copied()
             .find(|r| *r == reason)

@@ -17,9 +17,9 @@
 //! benchmark measures Envoy's own reload from there.
 
 use crate::pki::TestCert;
-use crate::sds::{file_cert_resource, SdsDir, SdsSource, TlsSecret};
+use crate::sds::{SdsDir, SdsSource, TlsSecret};
 use anyhow::{Context, Result};
-use certsync_contract::Fingerprint;
+use certsync_contract::{sds, Fingerprint};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,7 +32,7 @@ pub const MOUNT_PATH: &str = "/etc/istio/cert-sync";
 
 /// The SDS resource Istio makes of the files for source `namespace/name`.
 pub fn site_resource(namespace: &str, name: &str) -> String {
-    file_cert_resource(
+    sds::file_cert(
         &format!("{MOUNT_PATH}/{namespace}/{name}.crt"),
         &format!("{MOUNT_PATH}/{namespace}/{name}.key"),
     )

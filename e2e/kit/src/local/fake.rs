@@ -18,7 +18,7 @@ use std::process::Command;
 use std::time::Duration;
 
 /// The annotation that selects a Secret for publishing.
-pub const AUTOSYNC: &str = "certsync.istio.io/autosync";
+pub use certsync_contract::metadata::AUTOSYNC;
 /// Labels of the gateway pods (the controller's default selector).
 pub const GATEWAY_LABEL: (&str, &str) = ("istio", "ingressgateway");
 

@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 /// The annotation carrying the published source's leaf SHA-256.
-pub const SOURCE_SHA256: &str = "certsync.istio.io/source-sha256";
+pub use certsync_contract::metadata::SOURCE_SHA256;
 
 #[derive(Default)]
 struct State {

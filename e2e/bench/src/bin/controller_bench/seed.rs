@@ -20,7 +20,7 @@ use std::io::Write as _;
 use std::path::Path;
 
 /// The annotation that selects a Secret for publishing.
-pub const AUTOSYNC: &str = "certsync.istio.io/autosync";
+pub use certsync_contract::metadata::AUTOSYNC;
 
 /// How big the benchmark is.
 #[derive(Debug, Clone, Copy)]
