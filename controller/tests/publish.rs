@@ -139,6 +139,85 @@ async fn an_unmanaged_object_in_the_way_is_never_overwritten() {
     let still = rig.published("shop.tls").unwrap();
     assert_eq!(data_of(&still, "hand"), "made");
     assert!(outcome.refusals >= 1);
+    // Said as it is: a Warning to the source's owner, nothing "Published",
+    // nothing counted, and the loop is told to look again soon (the blocker
+    // is outside every watch).
+    assert_warned(&rig, "tls", "TargetNotManaged");
+    assert_eq!(published_events(&rig, "tls"), 0);
+    assert!(rig
+        .ctx
+        .metrics
+        .encode()
+        .contains("certsync_published_objects{kind=\"secret\"} 0"));
+    assert!(rig.publisher.blocked());
+
+    // The blocker goes: the next pass publishes, and says so once.
+    rig.server.delete("secrets", GW, "shop.tls").unwrap();
+    let outcome = rig.reconcile().await;
+    assert_eq!(outcome.writes, 1);
+    assert_eq!(
+        data_of(&rig.published("shop.tls").unwrap(), "tls.crt"),
+        P256.cert
+    );
+    assert_eq!(published_events(&rig, "tls"), 1);
+    assert!(!rig.publisher.blocked());
+}
+
+/// Normal `Published` Events about `name`, and their notes.
+fn published_notes(rig: &Rig, name: &str) -> Vec<String> {
+    rig.events_about(name)
+        .iter()
+        .filter(|e| e["type"] == "Normal" && e["reason"] == "Published")
+        .map(|e| e["note"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+fn published_events(rig: &Rig, name: &str) -> usize {
+    published_notes(rig, name).len()
+}
+
+#[tokio::test]
+async fn a_restarted_controller_announces_nothing_it_did_not_write() {
+    let mut rig = Rig::new(credential_policy(), None).await;
+    for name in ["a", "b", "c"] {
+        rig.put(mk_pair("shop", name, P256, true)).await;
+    }
+    rig.reconcile().await;
+    let before = rig.server.list("events.events.k8s.io", None).len();
+    assert_eq!(before, 3, "one Published Event per source");
+
+    // A new controller over the same cluster: nothing to write, nothing to say.
+    rig.restart().await;
+    let outcome = rig.reconcile().await;
+    assert_eq!((outcome.writes, outcome.deletes), (0, 0));
+    assert_eq!(rig.server.list("events.events.k8s.io", None).len(), before);
+
+    // It announces what it does write.
+    rig.put(mk_pair("shop", "b", RSA, true)).await;
+    rig.reconcile().await;
+    assert_eq!(published_events(&rig, "b"), 2);
+}
+
+#[tokio::test]
+async fn each_rotation_is_announced_with_its_own_fingerprint() {
+    let mut rig = Rig::new(credential_policy(), None).await;
+    let mut shas = Vec::new();
+    for pair in [P256, RSA, P384] {
+        rig.put(mk_pair("shop", "tls", pair, true)).await;
+        rig.reconcile().await;
+        let leaf = certsync_contract::summarize_chain(pair.cert.as_bytes()).unwrap();
+        shas.push(leaf.sha256.short());
+    }
+    // Within minutes of each other, yet one Event each, each naming the
+    // fingerprint it published (not a series on the first one's note).
+    let notes = published_notes(&rig, "tls");
+    assert_eq!(notes.len(), 3, "{notes:?}");
+    for sha in &shas {
+        assert!(
+            notes.iter().any(|n| n.contains(sha.as_str())),
+            "{sha} in {notes:?}"
+        );
+    }
 }
 
 #[tokio::test]

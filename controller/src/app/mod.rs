@@ -56,6 +56,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// How often rollouts are re-assessed for timeouts and silent pods (a
 /// report that changes what a pod serves triggers a pass at once).
 const ROLLOUT_TICK: Duration = Duration::from_secs(1);
+/// How soon a target blocked by an object cert-sync does not manage (and
+/// does not watch) is looked at again.
+const BLOCKED_RECHECK: Duration = Duration::from_secs(10);
 
 /// What can go wrong in a pass of the loop.
 #[derive(Debug, Error)]
@@ -290,6 +293,9 @@ impl App {
                         Ok(outcome) => {
                             self.ctx.metrics.reconciled(ReconcileOutcome::Ok);
                             backoff = Duration::from_millis(200);
+                            if self.publisher.blocked() {
+                                retry_at = Some(tokio::time::Instant::now() + BLOCKED_RECHECK);
+                            }
                             if outcome.writes + outcome.deletes > 0 || outcome.files_swapped {
                                 self.ctx.metrics.observe_publish(triggered.elapsed());
                                 tracing::info!(?outcome, "reconciled");

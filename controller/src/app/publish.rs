@@ -20,6 +20,7 @@ use crate::core::desired::{self, DesiredState};
 use crate::core::freshness::{Check, Freshness};
 use crate::core::model::{Blob, Mode, ObjectRef, Published, SourceMeta};
 use crate::core::reasons::{self, Refusal, Subject};
+use crate::core::selection::Target;
 use crate::core::status::{Publications, RefusalView};
 use crate::core::validation::Validations;
 use crate::core::{manifest, merge_status, selection, validation};
@@ -80,6 +81,8 @@ pub struct Publisher {
     /// the per-pod writers publish, as last decided here. It stands in for
     /// the files on disk, so a refused source keeps its last good entry.
     decided_files: BTreeMap<String, Vec<u8>>,
+    /// The last pass found a target blocked ([`Publisher::blocked`]).
+    blocked: bool,
 }
 
 impl Publisher {
@@ -95,12 +98,20 @@ impl Publisher {
             built: None,
             merges: Arc::new(Vec::new()),
             decided_files: BTreeMap::new(),
+            blocked: false,
         }
     }
 
     /// What the last pass published and refused.
     pub fn publications(&self) -> Option<&Publications> {
         self.built.as_ref()
+    }
+
+    /// An object cert-sync does not manage blocks a target. Such objects are
+    /// not watched (an Opaque Secret is outside every watch), so the loop
+    /// checks again soon rather than at the next resync.
+    pub fn blocked(&self) -> bool {
+        self.blocked
     }
 
     /// Every CertMerge's status as the last pass computed it (replaced, not
@@ -193,9 +204,12 @@ impl Publisher {
             .cloned()
             .collect();
         outcome.refusals = refusals.len();
-        self.announce(ctx, &refusals, &desired).await;
+        let files_written = outcome.files_swapped || (self.files.is_none() && plan.files_changed);
+        self.announce(ctx, &refusals, &desired, &plan, files_written)
+            .await;
         self.merges = Arc::new(self.merge_reports(&selection, &desired, &plan, &refusals));
-        count_published(ctx, &desired);
+        count_published(ctx, &desired, &plan);
+        self.blocked = !plan.refusals.is_empty();
 
         let refusal_views: Vec<RefusalView> = refusals
             .iter()
@@ -378,7 +392,14 @@ impl Publisher {
     }
 
     /// Events and logs for what `core::announce` calls news.
-    async fn announce(&mut self, ctx: &Context, refusals: &[Refusal], desired: &DesiredState) {
+    async fn announce(
+        &mut self,
+        ctx: &Context,
+        refusals: &[Refusal],
+        desired: &DesiredState,
+        plan: &desired::Plan,
+        files_written: bool,
+    ) {
         let all: Vec<&Refusal> = refusals.iter().collect();
         for refusal in self.announcer.refusals(&all) {
             ctx.metrics.refused(refusal.reason);
@@ -386,14 +407,21 @@ impl Publisher {
             tracing::warn!(%subject, reason = refusal.reason, "{}", refusal.message);
             // A CertMerge's member problems are told on the CertMerge: a tenant's
             // CertMerge must not put Events on another tenant's Secrets.
-            let about = match &refusal.subject {
-                Subject::Source(s) => Some(events::secret_reference(s)),
+            let about: Vec<_> = match &refusal.subject {
+                Subject::Source(s) => vec![events::secret_reference(s)],
                 Subject::CertMerge(m) | Subject::Member { merge: m, .. } => {
-                    Some(events::certmerge_reference(m))
+                    vec![events::certmerge_reference(m)]
                 }
-                Subject::Target(_) => None,
+                // A blocked credential Secret is told to its source's owner
+                // (a merged target's members hear it through their CertMerge).
+                Subject::Target(t) => desired
+                    .entries
+                    .iter()
+                    .filter(|e| matches!(&e.target, Target::Credential(name) if *name == t.name))
+                    .map(|e| events::secret_reference(&e.source))
+                    .collect(),
             };
-            if let Some(about) = about {
+            for about in about {
                 ctx.emit(about, true, refusal.reason, &refusal.message)
                     .await;
             }
@@ -402,7 +430,9 @@ impl Publisher {
             ctx.metrics
                 .set_not_after(&entry.source, entry.summary.not_after);
         }
-        let news = self.announcer.publications(&desired.entries);
+        let news = self
+            .announcer
+            .publications(&desired.entries, plan, files_written);
         for entry in news.published {
             let message = format!(
                 "published sha256 {} (serial {}, notAfter {})",
@@ -425,10 +455,16 @@ impl Publisher {
     }
 }
 
-fn count_published(ctx: &Context, desired: &DesiredState) {
-    use crate::core::selection::Target;
-    let count =
-        |pred: fn(&Target) -> bool| desired.entries.iter().filter(|e| pred(&e.target)).count();
+/// Publications that are in place: a blocked target publishes nothing.
+fn count_published(ctx: &Context, desired: &DesiredState, plan: &desired::Plan) {
+    let count = |pred: fn(&Target) -> bool| {
+        desired
+            .entries
+            .iter()
+            .filter(|e| pred(&e.target))
+            .filter(|e| !e.target.secret_name().is_some_and(|n| plan.blocked(n)))
+            .count()
+    };
     ctx.metrics.set_published(
         PublishedKind::Secret,
         count(|t| matches!(t, Target::Credential(_))),

@@ -1,13 +1,16 @@
 //! What is worth telling people: Events and log lines are for transitions,
 //! not for every pass. A refusal is announced when it appears (or its
 //! message changes) and again only after it went away and came back; a
-//! publication when the fingerprint published for a source moves.
+//! publication when this pass wrote a new fingerprint for a source — not
+//! when a restarted controller finds it already published, and not when an
+//! object cert-sync does not manage blocks the target.
 //!
 //! The runtime writes the Events and logs; this decides which.
 
-use super::desired::Entry;
+use super::desired::{Action, Entry, Plan};
 use super::model::ObjectRef;
 use super::reasons::{Refusal, Subject};
+use super::selection::Target;
 use certsync_contract::Fingerprint;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -49,18 +52,35 @@ impl Announcer {
         new
     }
 
-    /// What changed in what is published. Updated in place: a pass over a
-    /// thousand unchanged sources allocates nothing.
-    pub fn publications<'a>(&mut self, entries: &'a [Entry]) -> PublicationNews<'a> {
+    /// What changed in what is published, after `plan` was carried out
+    /// (`files_written`: the certificate directory was swapped). Updated in
+    /// place: a pass over a thousand unchanged sources allocates nothing.
+    pub fn publications<'a>(
+        &mut self,
+        entries: &'a [Entry],
+        plan: &Plan,
+        files_written: bool,
+    ) -> PublicationNews<'a> {
         let mut news = PublicationNews::default();
         let mut seen = BTreeSet::new();
         for entry in entries {
+            let written = match &entry.target {
+                Target::Credential(name) | Target::Merged(name) => {
+                    if plan.blocked(name) {
+                        // Not published: told as a refusal, news once it lands.
+                        continue;
+                    }
+                    plan.writes()
+                        .any(|c| c.name == *name && c.action != Action::Delete)
+                }
+                Target::Directory => files_written,
+            };
             seen.insert(&entry.source);
             let sha = entry.summary.sha256;
             if self.published.get(&entry.source) == Some(&sha) {
                 continue;
             }
-            if entry.kept.is_none() {
+            if written && entry.kept.is_none() {
                 news.published.push(entry);
             }
             self.published.insert(entry.source.clone(), sha);
@@ -127,17 +147,78 @@ mod tests {
         assert_eq!(a.refusals(&[&expired, &expired]).len(), 1);
     }
 
+    /// A plan that writes (`Update`s) or blocks the credential Secret
+    /// `shop.tls`, or does neither.
+    fn mk_plan(write: bool, blocked: bool) -> Plan {
+        use crate::core::desired::Change;
+        Plan {
+            changes: if write {
+                vec![Change {
+                    name: "shop.tls".to_owned(),
+                    action: Action::Update,
+                }]
+            } else {
+                Vec::new()
+            },
+            refusals: if blocked {
+                vec![Refusal::new(
+                    Subject::Target(ObjectRef::new(GATEWAY_NS, "shop.tls")),
+                    reasons::TARGET_NOT_MANAGED,
+                    "in the way",
+                )]
+            } else {
+                Vec::new()
+            },
+            files_changed: false,
+        }
+    }
+
     #[test]
-    fn a_publication_is_news_when_its_fingerprint_moves_and_gone_when_it_leaves() {
+    fn a_publication_is_news_when_a_new_fingerprint_is_written_and_gone_when_it_leaves() {
+        let mut a = Announcer::default();
+        let written = mk_plan(true, false);
+        let first = desired_entries(&[("shop", "tls", Pair::P256)]);
+        assert_eq!(a.publications(&first, &written, false).published.len(), 1);
+        assert!(a
+            .publications(&first, &mk_plan(false, false), false)
+            .published
+            .is_empty());
+        let rotated = desired_entries(&[("shop", "tls", Pair::Rsa)]);
+        assert_eq!(a.publications(&rotated, &written, false).published.len(), 1);
+        let news = a.publications(&[], &mk_plan(false, false), false);
+        assert_eq!(news.gone, vec![ObjectRef::new("shop", "tls")]);
+    }
+
+    #[test]
+    fn what_a_restarted_controller_finds_published_is_not_news() {
         let mut a = Announcer::default();
         let first = desired_entries(&[("shop", "tls", Pair::P256)]);
-        let news = a.publications(&first);
-        assert_eq!(news.published.len(), 1);
-        assert!(a.publications(&first).published.is_empty());
+        assert!(a
+            .publications(&first, &mk_plan(false, false), false)
+            .published
+            .is_empty());
         let rotated = desired_entries(&[("shop", "tls", Pair::Rsa)]);
-        assert_eq!(a.publications(&rotated).published.len(), 1);
-        let news = a.publications(&[]);
-        assert_eq!(news.gone, vec![ObjectRef::new("shop", "tls")]);
+        assert_eq!(
+            a.publications(&rotated, &mk_plan(true, false), false)
+                .published
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_blocked_target_is_not_news_until_it_is_written() {
+        let mut a = Announcer::default();
+        let first = desired_entries(&[("shop", "tls", Pair::P256)]);
+        let news = a.publications(&first, &mk_plan(false, true), false);
+        assert!(news.published.is_empty() && news.gone.is_empty());
+        // The blocker is gone and the Secret written: now it is published.
+        assert_eq!(
+            a.publications(&first, &mk_plan(true, false), false)
+                .published
+                .len(),
+            1
+        );
     }
 
     #[test]
@@ -145,10 +226,16 @@ mod tests {
         let mut a = Announcer::default();
         let mut kept = desired_entries(&[("shop", "tls", Pair::P256)]);
         kept[0].kept = Some(reasons::KEY_MISMATCH);
-        assert!(a.publications(&kept).published.is_empty());
+        assert!(a
+            .publications(&kept, &mk_plan(true, false), false)
+            .published
+            .is_empty());
         // …and remembered, so the same certificate published for real later
-        // is not news either: nothing was written.
+        // is not news either: it was written before.
         let own = desired_entries(&[("shop", "tls", Pair::P256)]);
-        assert!(a.publications(&own).published.is_empty());
+        assert!(a
+            .publications(&own, &mk_plan(true, false), false)
+            .published
+            .is_empty());
     }
 }

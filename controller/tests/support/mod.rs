@@ -160,6 +160,19 @@ impl Rig {
         Rig::build(policy, files, &cert_dir).await
     }
 
+    /// The controller restarts: fresh watches, stores and state, the same
+    /// cluster.
+    pub async fn restart(&mut self) {
+        let client = self.server.client().unwrap();
+        let (stores, _tasks) = cluster::watch(&client, GW, false, true, Arc::new(Notify::new()));
+        stores.wait_ready().await.unwrap();
+        let policy = self.ctx.policy.clone();
+        self.ctx = Context::new(client, policy, Metrics::new(), "test-replica");
+        self.publisher = Publisher::new(stores.clone(), None, std::path::Path::new(""));
+        self.recorder = Recorder::default();
+        self.stores = stores;
+    }
+
     /// A directory-mode instance that writes no files: `cert_dir` is the
     /// path the gateways see.
     pub async fn central(policy: Policy, cert_dir: &std::path::Path) -> Rig {

@@ -91,7 +91,7 @@ impl Events {
     ) -> Result<(), kube::Error> {
         let now = jiff::Timestamp::now();
         let type_ = if warning { "Warning" } else { "Normal" };
-        let key = event_key(&about, type_, action, reason);
+        let key = event_key(&about, type_, action, reason, message);
         let mut recorded = self.recorded.lock().await;
         recorded.retain(|_, r| r.last_seen() + EVENT_CACHE_TTL > now);
         let (name, event_time, note, count) = match recorded.get(&key) {
@@ -169,12 +169,23 @@ impl Events {
 
 /// What makes two Events "the same" for a series (kube's `EventKey`; the
 /// reporter is fixed per process).
-fn event_key(about: &ObjectReference, type_: &str, action: &str, reason: &str) -> String {
+/// What makes a repeat: the same object, type, action, reason *and note*.
+/// kube's `Recorder` leaves the note out, so a new fingerprint published
+/// within six minutes only bumped the first Event's count while its note
+/// kept the first fingerprint; here an Event always says what happened.
+fn event_key(
+    about: &ObjectReference,
+    type_: &str,
+    action: &str,
+    reason: &str,
+    message: &str,
+) -> String {
     let field = |f: &Option<String>| f.as_deref().unwrap_or_default().to_owned();
     [
         type_.to_owned(),
         action.to_owned(),
         reason.to_owned(),
+        message.chars().take(1000).collect(),
         field(&about.api_version),
         field(&about.kind),
         field(&about.namespace),
