@@ -205,12 +205,13 @@ impl Rig {
     }
 
     /// Waits until the source and managed stores hold exactly what the
-    /// server holds (names and resourceVersions); panics after [`SETTLE`].
+    /// server holds (names and resourceVersions) and none is relisting;
+    /// panics after [`SETTLE`].
     pub async fn settle(&self) {
         let deadline = tokio::time::Instant::now() + SETTLE;
         loop {
             let (want, seen) = self.store_views();
-            if want == seen {
+            if want == seen && !self.stores.relisting() {
                 return;
             }
             if tokio::time::Instant::now() > deadline {
