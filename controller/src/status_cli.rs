@@ -34,21 +34,29 @@ pub async fn run(args: &StatusArgs) -> Result<()> {
         }
     };
     let view = status::parse(&json).context("reading the status")?;
-    match args.output {
-        StatusOutput::Json => println!("{}", serde_json::to_string_pretty(&view)?),
+    let text = match args.output {
+        StatusOutput::Json => serde_json::to_string_pretty(&view)? + "\n",
         StatusOutput::Table | StatusOutput::Wide => {
             let width = if args.output == StatusOutput::Wide {
                 TableWidth::Wide
             } else {
                 TableWidth::Normal
             };
-            print!(
-                "{}",
-                status::render_table(&view, width, jiff::Timestamp::now().as_second())
-            );
+            status::render_table(&view, width, jiff::Timestamp::now().as_second())
         }
+    };
+    print_quietly(&text)
+}
+
+/// Writes `text` to stdout. A reader that stopped reading (`| head -1`)
+/// is not an error: the command ends quietly, as Unix tools do.
+fn print_quietly(text: &str) -> Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("writing to stdout"),
     }
-    Ok(())
 }
 
 /// Largest `/v1/status` answer read: thousands of certificates on dozens

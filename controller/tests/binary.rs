@@ -154,6 +154,42 @@ async fn a_running_controller_publishes_refuses_and_never_logs_key_bytes() {
         from_manifest.lines().any(|l| l.starts_with("shop/good")),
         "{from_manifest}"
     );
+    // The same rows whatever it reads: the refusal too.
+    let sources = |table: &str| -> Vec<String> {
+        table
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+            .collect()
+    };
+    assert!(
+        from_manifest
+            .lines()
+            .any(|l| l.starts_with("shop/swapped") && l.contains("Refused (MalformedCertificate)")),
+        "{from_manifest}"
+    );
+    assert_eq!(
+        sources(&live),
+        sources(&from_manifest),
+        "{live}\n{from_manifest}"
+    );
+
+    // `cert-sync status | head -1`: the reader goes away; no panic, exit 0.
+    let mut piped = cert_sync();
+    piped
+        .env("KUBECONFIG", &kubeconfig)
+        .args(["status", "-n", GW])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child_status = tokio::process::Command::from(piped).spawn().unwrap();
+    drop(child_status.stdout.take());
+    let output = child_status.wait_with_output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && !stderr.contains("panicked"),
+        "{:?}: {stderr}",
+        output.status
+    );
     let json = status(vec![
         "--server".into(),
         server_url,

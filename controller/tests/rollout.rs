@@ -410,7 +410,7 @@ async fn a_silent_pod_is_unknown_and_a_restart_rebuilds_from_reports() {
     let previous: certsync_controller::core::manifest::Manifest =
         serde_json::from_value(v.manifest()).unwrap();
     fresh.verifier.seed(&previous);
-    fresh.publications = Some(std::sync::Arc::new((previous, vec![])));
+    fresh.publications = Some(std::sync::Arc::new(previous));
     let view = fresh.step(T0 + 40_000).await;
     assert_eq!(view.publications[0].pods["gw-0"].state, PodState::Unknown);
     fresh.report("gw-0", 7, P256, T0 + 40_500);

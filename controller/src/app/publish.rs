@@ -222,16 +222,13 @@ impl Publisher {
         // Most passes change nothing published: keep the manifest (and what
         // verification holds of it). A changed one shares its unchanged
         // entries with the last.
-        let built = match &self.built {
-            Some(b) => manifest::rebuild(&b.0, &ctx.policy, &desired, &plan, &self.cert_dir),
+        let mut built = match &self.built {
+            Some(b) => manifest::rebuild(b, &ctx.policy, &desired, &plan, &self.cert_dir),
             None => manifest::build(&ctx.policy, &desired, &plan, &self.cert_dir),
         };
-        let same = self
-            .built
-            .as_ref()
-            .is_some_and(|b| b.0 == built && b.1 == refusal_views);
-        if !same {
-            self.built = Some(Arc::new((built, refusal_views)));
+        built.refusals = refusal_views;
+        if self.built.as_deref() != Some(&built) {
+            self.built = Some(Arc::new(built));
         }
         tracing::debug!(
             ?selected_at,

@@ -62,7 +62,7 @@ impl Recorder {
         published: &Publications,
         notes: Option<&RolloutNotes>,
     ) -> Result<(), Error> {
-        let rendering = manifest::Rendering::new(&published.0, |entry| {
+        let rendering = manifest::Rendering::new(published, |entry| {
             if let Some(note) = notes.and_then(|n| n.get(&entry.source)) {
                 rollout::annotate(entry, note);
             }

@@ -160,7 +160,7 @@ impl Verifier {
         let Some(published) = published.cloned() else {
             return false;
         };
-        let manifest = &published.0;
+        let manifest = &*published;
         let live = self.pods.live();
         let names: BTreeSet<String> = live.iter().map(|p| p.name.clone()).collect();
         self.sink.retain_pods(&names);

@@ -34,6 +34,19 @@ pub struct Manifest {
     /// did not change is the same allocation in the next manifest (see
     /// [`rebuild`]), so a rotation of one certificate costs one new entry.
     pub publications: Vec<Arc<ManifestEntry>>,
+    /// What is not published, and why (reason and a message for people;
+    /// never key material): the same rows `cert-sync status` shows whether
+    /// it reads this ConfigMap or the controller.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refusals: Vec<RefusalView>,
+}
+
+/// A source (or CertMerge, member or target) that is not published.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusalView {
+    pub subject: String,
+    pub reason: String,
+    pub message: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,6 +157,7 @@ fn header(policy: &Policy, publications: Vec<Arc<ManifestEntry>>) -> Manifest {
         gateway_namespace: policy.gateway_namespace.clone(),
         mode: mode_name(&policy.mode).to_owned(),
         publications,
+        refusals: Vec::new(),
     }
 }
 
@@ -340,11 +354,14 @@ impl<F: Fn(&mut ManifestEntry)> Serialize for Annotated<'_, F> {
             }
         }
         let m = self.manifest;
-        let mut out = serializer.serialize_struct("Manifest", 4)?;
+        let mut out = serializer.serialize_struct("Manifest", 5)?;
         out.serialize_field("version", &m.version)?;
         out.serialize_field("gatewayNamespace", &m.gateway_namespace)?;
         out.serialize_field("mode", &m.mode)?;
         out.serialize_field("publications", &Entries(&m.publications, &self.annotate))?;
+        if !m.refusals.is_empty() {
+            out.serialize_field("refusals", &m.refusals)?;
+        }
         out.end()
     }
 }

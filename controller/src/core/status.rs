@@ -62,14 +62,9 @@ pub struct PublicationStatus {
 
 /// What a reconcile published (the manifest, before rollout state) and
 /// refused: rollout verification's input, shared rather than copied.
-pub type Publications = Arc<(Manifest, Vec<RefusalView>)>;
+pub type Publications = Arc<Manifest>;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RefusalView {
-    pub subject: String,
-    pub reason: String,
-    pub message: String,
-}
+pub use super::manifest::RefusalView;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WarningView {
@@ -125,7 +120,7 @@ impl From<Manifest> for StatusView {
                 .into_iter()
                 .map(|e| PublicationStatus::from_entry(Arc::unwrap_or_clone(e)))
                 .collect(),
-            refusals: Vec::new(),
+            refusals: m.refusals,
             warnings: Vec::new(),
         }
     }
@@ -330,6 +325,7 @@ mod tests {
                 mk_publication("shop/tls", &[("gw-0", "Verified"), ("gw-1", "Stale")], None),
                 mk_publication("blog/tls", &[("gw-0", "Verified")], Some("KeyMismatch")),
             ],
+            refusals: Vec::new(),
         };
         let mut view = StatusView::from(manifest);
         view.refusals.push(RefusalView {
@@ -397,6 +393,11 @@ mod tests {
             gateway_namespace: "gw".to_owned(),
             mode: "merged".to_owned(),
             publications: vec![mk_publication("a/b", &[("p", "Missing")], None)],
+            refusals: vec![RefusalView {
+                subject: "secret bad/tls".to_owned(),
+                reason: "Expired".to_owned(),
+                message: "expired".to_owned(),
+            }],
         };
         let rendered = manifest::render(&manifest).unwrap_or_default();
         let parsed = parse(&rendered[manifest::DATA_KEY]).ok();

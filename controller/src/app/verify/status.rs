@@ -21,7 +21,8 @@ pub struct StatusSnapshot {
 
 impl StatusSnapshot {
     pub fn view(&self) -> StatusView {
-        let (manifest, refusals) = &*self.published;
+        let manifest = &*self.published;
+        let refusals = &manifest.refusals;
         let publications = manifest
             .publications
             .iter()
