@@ -458,3 +458,71 @@ async fn expiring_and_unpublished_certificates_are_warned_about_once() {
     v.step(T0 + 500).await;
     assert_eq!(v.rig.events_about("shop-tls").len(), before, "told once");
 }
+
+#[tokio::test]
+async fn two_publications_of_one_source_roll_out_each_on_its_own() {
+    // shop/shop-tls as its own credential Secret and as a CertMerge member.
+    let mut v = mk_verifier(&[("gw-0", "127.0.0.1", true)], false, Duration::ZERO).await;
+    v.rig
+        .put(json!({
+            "apiVersion": "certsync.istio.io/v1alpha1", "kind": "CertMerge",
+            "metadata": {"name": "merge", "namespace": GW, "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "spec": {"name": "merged", "secretList": [{"namespace": "shop", "name": "shop-tls"}]},
+        }))
+        .await;
+    v.rig.settle_certmerges(1).await;
+    v.publish(P256).await;
+    let resources: Vec<String> = v.manifest()["publications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["sdsResource"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(resources.len(), 2, "{resources:?}");
+
+    // The pod serves only the credential Secret: that one is Converged,
+    // the merged one is not — neither takes the other's state.
+    let body = mk_report("gw-0", 1, &[(RESOURCE, P256)]);
+    let auth = format!("Bearer {TOKEN}");
+    v.sink.receive(Some(&auth), peer("127.0.0.1"), &body, T0);
+    let view = v.step(T0).await;
+    let state = |view: &StatusView, resource: &str| {
+        view.publications
+            .iter()
+            .find(|p| p.entry.sds_resource == resource)
+            .and_then(|p| p.entry.state.clone())
+    };
+    assert_eq!(state(&view, RESOURCE).as_deref(), Some("Converged"));
+    let merged = resources.iter().find(|r| *r != RESOURCE).unwrap();
+    assert_eq!(state(&view, merged).as_deref(), Some("Progressing"));
+    let manifest = v.manifest();
+    let row = |resource: &str| {
+        manifest["publications"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["sdsResource"] == resource)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(row(RESOURCE)["state"], "Converged");
+    assert_eq!(row(RESOURCE)["rollout"]["gw-0"], "Verified");
+    assert_eq!(row(merged)["rollout"]["gw-0"], "Missing");
+
+    // Both served: both Converged, and the CertMerge says RolledOut.
+    let body = mk_report("gw-0", 2, &[(RESOURCE, P256), (merged.as_str(), P256)]);
+    v.sink
+        .receive(Some(&auth), peer("127.0.0.1"), &body, T0 + 500);
+    let view = v.step(T0 + 1_000).await;
+    assert_eq!(state(&view, RESOURCE).as_deref(), Some("Converged"));
+    assert_eq!(state(&view, merged).as_deref(), Some("Converged"));
+    let merge = v.rig.server.get("certmerges", GW, "merge").unwrap();
+    let rolled_out = merge["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "RolledOut")
+        .cloned()
+        .unwrap();
+    assert_eq!(rolled_out["status"], "True", "{rolled_out}");
+}

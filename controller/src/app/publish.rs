@@ -55,6 +55,8 @@ pub struct Outcome {
 #[derive(Debug, Clone)]
 pub struct MergeReport {
     pub key: ObjectRef,
+    /// The merged Secret it publishes.
+    pub target: String,
     pub generation: Option<i64>,
     pub computed: merge_status::MergeStatus,
     /// The status as the store has it.
@@ -380,6 +382,7 @@ impl Publisher {
                 );
                 MergeReport {
                     computed: merge_status::compute(&key, selection, desired, plan, refusals),
+                    target: object.spec.name.clone(),
                     key,
                     generation: object.metadata.generation,
                     previous: object.status.clone().unwrap_or_default(),

@@ -63,7 +63,7 @@ impl Recorder {
         notes: Option<&RolloutNotes>,
     ) -> Result<(), Error> {
         let rendering = manifest::Rendering::new(published, |entry| {
-            if let Some(note) = notes.and_then(|n| n.get(&entry.source)) {
+            if let Some(note) = notes.and_then(|n| n.get(&rollout::PublicationKey::of(entry))) {
                 rollout::annotate(entry, note);
             }
         });
@@ -95,7 +95,7 @@ impl Recorder {
         let none = BTreeMap::new();
         let notes = notes.map_or(&none, |n| &**n);
         for merge in merges {
-            let rolled_out = merge_status::rolled_out(&merge.computed, notes);
+            let rolled_out = merge_status::rolled_out(&merge.computed, &merge.target, notes);
             let status = crd::status_from(
                 &merge.computed,
                 &rolled_out,

@@ -19,8 +19,8 @@ use crate::core::manifest::{rfc3339_ms, Manifest, TargetRef};
 use crate::core::model::{keys::REPUSHED_AT, Mode, Policy};
 use crate::core::reasons::{self, actions};
 use crate::core::rollout::{
-    self, Action, LadderConfig, PublicationView, RolloutNote, RolloutNotes, Silence, Tracker,
-    Warning,
+    self, Action, LadderConfig, PublicationKey, PublicationView, RolloutNote, RolloutNotes,
+    Silence, Tracker, Warning,
 };
 use crate::core::status::{PodSummary, Publications};
 use crate::runtime::gateway::config::GatewayConfig;
@@ -131,7 +131,7 @@ impl Verifier {
         for entry in &previous.publications {
             if let Some(at) = ms(&entry.published_at) {
                 self.tracker.remember_published(
-                    &entry.source,
+                    PublicationKey::of(entry),
                     entry.sha256,
                     at,
                     ms(&entry.converged_at),
@@ -200,9 +200,9 @@ impl Verifier {
             }
         }
 
-        let notes: BTreeMap<String, RolloutNote> = views
+        let notes: BTreeMap<PublicationKey, RolloutNote> = views
             .iter()
-            .map(|v| (v.source.clone(), self.notes_for(v)))
+            .map(|v| (v.key.clone(), self.notes_for(v)))
             .collect();
         let pods = live
             .iter()
@@ -239,8 +239,8 @@ impl Verifier {
         RolloutNote {
             sha256: v.sha256,
             state: v.state,
-            published_at: self.tracker.published_at_ms(&v.source),
-            converged_at: self.tracker.converged_at_ms(&v.source),
+            published_at: self.tracker.published_at_ms(&v.key),
+            converged_at: self.tracker.converged_at_ms(&v.key),
             pods: v.pods.iter().map(|(p, s)| (p.clone(), s.state)).collect(),
         }
     }
@@ -252,10 +252,10 @@ impl Verifier {
         manifest: &Manifest,
         mut gateway_config: Option<&mut GatewayConfig>,
     ) {
-        let targets: BTreeMap<&str, &TargetRef> = manifest
+        let targets: BTreeMap<PublicationKey, &TargetRef> = manifest
             .publications
             .iter()
-            .map(|e| (e.source.as_str(), &e.target))
+            .map(|e| (PublicationKey::of(e), &e.target))
             .collect();
         let stamp = jiff::Timestamp::now().to_string();
         for action in actions {
@@ -307,11 +307,9 @@ impl Verifier {
                     )
                     .await;
                 }
-                Action::RePush { source } => {
-                    let Some(secret) = targets
-                        .get(source.as_str())
-                        .and_then(|t| published_secret(t))
-                    else {
+                Action::RePush { key } => {
+                    let source = &key.source;
+                    let Some(secret) = targets.get(key).and_then(|t| published_secret(t)) else {
                         continue;
                     };
                     ctx.metrics.ladder_step(LadderStep::RePush);

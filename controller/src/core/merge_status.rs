@@ -134,7 +134,8 @@ pub struct RolledOut {
 /// verification (no reports yet, or nothing published).
 pub fn rolled_out(
     merge: &MergeStatus,
-    notes: &BTreeMap<String, crate::core::rollout::RolloutNote>,
+    target: &str,
+    notes: &BTreeMap<crate::core::rollout::PublicationKey, crate::core::rollout::RolloutNote>,
 ) -> RolledOut {
     use crate::core::rollout::{PodState, RolloutState};
     let published: Vec<(&MemberState, Option<&crate::core::rollout::RolloutNote>)> = merge
@@ -142,8 +143,12 @@ pub fn rolled_out(
         .iter()
         .filter(|m| m.sha256.is_some())
         .map(|m| {
+            let key = crate::core::rollout::PublicationKey {
+                source: m.source.to_string(),
+                target: target.to_owned(),
+            };
             let note = notes
-                .get(&m.source.to_string())
+                .get(&key)
                 .filter(|n| Some(n.sha256.to_string()) == m.sha256);
             (m, note)
         })
@@ -202,7 +207,7 @@ pub fn rolled_out(
 #[cfg(test)]
 mod rolled_out_tests {
     use super::*;
-    use crate::core::rollout::{PodState, RolloutNote, RolloutState};
+    use crate::core::rollout::{PodState, PublicationKey, RolloutNote, RolloutState};
     use certsync_contract::Fingerprint;
 
     fn mk_member(source: &str, sha: Option<u8>) -> MemberState {
@@ -237,43 +242,74 @@ mod rolled_out_tests {
         }
     }
 
+    const MERGED: &str = "istio-ingressgateway-certs";
+
+    fn mk_key(source: &str) -> PublicationKey {
+        PublicationKey {
+            source: source.to_owned(),
+            target: MERGED.to_owned(),
+        }
+    }
+
     #[test]
     fn rolled_out_follows_the_members_rollouts() {
         let m = merge(vec![mk_member("a/x", Some(1)), mk_member("b/y", Some(2))]);
         let verified = [("gw-0", PodState::Verified), ("gw-1", PodState::Verified)];
         let mut notes = BTreeMap::new();
-        assert_eq!(rolled_out(&m, &notes).status, "Unknown");
+        assert_eq!(rolled_out(&m, MERGED, &notes).status, "Unknown");
         notes.insert(
-            "a/x".to_owned(),
+            mk_key("a/x"),
             mk_note(1, RolloutState::Converged, &verified),
         );
         assert_eq!(
-            rolled_out(&m, &notes).status,
+            rolled_out(&m, MERGED, &notes).status,
             "Unknown",
             "one member not verified yet"
         );
         notes.insert(
-            "b/y".to_owned(),
+            mk_key("b/y"),
             mk_note(
                 2,
                 RolloutState::Progressing,
                 &[("gw-0", PodState::Verified), ("gw-1", PodState::Stale)],
             ),
         );
-        let r = rolled_out(&m, &notes);
+        let r = rolled_out(&m, MERGED, &notes);
         assert_eq!((r.status, r.reason.as_str()), ("False", "Progressing"));
         assert!(r.message.contains("b/y on gw-1: Stale"), "{}", r.message);
         notes.insert(
-            "b/y".to_owned(),
+            mk_key("b/y"),
             mk_note(2, RolloutState::Converged, &verified),
         );
-        let r = rolled_out(&m, &notes);
+        let r = rolled_out(&m, MERGED, &notes);
         assert_eq!((r.status, r.reason.as_str()), ("True", "Verified"));
         // A note about an older certificate says nothing about the new one.
         notes.insert(
-            "b/y".to_owned(),
+            mk_key("b/y"),
             mk_note(9, RolloutState::Converged, &verified),
         );
-        assert_eq!(rolled_out(&m, &notes).status, "Unknown");
+        assert_eq!(rolled_out(&m, MERGED, &notes).status, "Unknown");
+    }
+
+    #[test]
+    fn a_members_rollout_is_its_publication_in_the_merged_secret() {
+        // The same source also published as its own credential Secret:
+        // that publication's rollout says nothing about the member's.
+        let m = merge(vec![mk_member("a/x", Some(1))]);
+        let verified = [("gw-0", PodState::Verified)];
+        let mut notes = BTreeMap::new();
+        notes.insert(
+            PublicationKey {
+                source: "a/x".to_owned(),
+                target: "a.x".to_owned(),
+            },
+            mk_note(1, RolloutState::Converged, &verified),
+        );
+        assert_eq!(rolled_out(&m, MERGED, &notes).status, "Unknown");
+        notes.insert(
+            mk_key("a/x"),
+            mk_note(1, RolloutState::Converged, &verified),
+        );
+        assert_eq!(rolled_out(&m, MERGED, &notes).status, "True");
     }
 }

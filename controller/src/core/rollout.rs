@@ -171,9 +171,36 @@ pub struct PodView {
     pub served_not_after: Option<i64>,
 }
 
+/// Which publication: a source can be published more than once (its own
+/// credential Secret and a member of a CertMerge's merged Secret), and each
+/// rolls out on its own.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PublicationKey {
+    /// `<namespace>/<name>` of the source Secret.
+    pub source: String,
+    /// The published Secret's name, or the certificate's path in directory
+    /// mode.
+    pub target: String,
+}
+
+impl PublicationKey {
+    pub fn of(entry: &ManifestEntry) -> Self {
+        use super::manifest::TargetRef;
+        let target = match &entry.target {
+            TargetRef::Credential { secret } | TargetRef::Merged { secret, .. } => secret,
+            TargetRef::Directory { cert, .. } => cert,
+        };
+        PublicationKey {
+            source: entry.source.clone(),
+            target: target.clone(),
+        }
+    }
+}
+
 /// One publication across the live pods.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublicationView {
+    pub key: PublicationKey,
     pub source: String,
     pub sds_resource: String,
     pub sha256: Fingerprint,
@@ -272,6 +299,7 @@ pub fn assess<E: Borrow<ManifestEntry>>(
                 RolloutState::Progressing
             };
             PublicationView {
+                key: PublicationKey::of(entry),
                 source: entry.source.clone(),
                 sds_resource: entry.sds_resource.clone(),
                 sha256: entry.sha256,
@@ -282,7 +310,7 @@ pub fn assess<E: Borrow<ManifestEntry>>(
         .collect()
 }
 
-/// Per source: what the manifest and CertMerge status say about its rollout.
+/// Per publication: what the manifest and CertMerge status say about its rollout.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RolloutNote {
     pub sha256: Fingerprint,
@@ -294,9 +322,9 @@ pub struct RolloutNote {
     pub pods: BTreeMap<String, PodState>,
 }
 
-/// Rollout notes per source, shared by verification, the manifest writer
-/// and `GET /v1/status` (a thousand sources: not copied every tick).
-pub type RolloutNotes = std::sync::Arc<BTreeMap<String, RolloutNote>>;
+/// Rollout notes per publication, shared by verification, the manifest
+/// writer and `GET /v1/status` (a thousand sources: not copied every tick).
+pub type RolloutNotes = std::sync::Arc<BTreeMap<PublicationKey, RolloutNote>>;
 
 /// Writes `note` into a manifest entry, when it is about the same
 /// certificate (a new publication has no rollout yet).

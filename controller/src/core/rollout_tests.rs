@@ -212,6 +212,14 @@ const LADDER: LadderConfig = LadderConfig {
     eviction_interval_ms: 60_000,
 };
 
+/// The publication key of `source`'s credential Secret.
+fn mk_key(source: &str) -> PublicationKey {
+    PublicationKey {
+        source: source.to_owned(),
+        target: source.replace('/', "."),
+    }
+}
+
 fn mk_view(source: &str, sha: u8, pods: &[(&str, PodState)]) -> PublicationView {
     let pods: BTreeMap<String, PodView> = pods
         .iter()
@@ -230,6 +238,7 @@ fn mk_view(source: &str, sha: u8, pods: &[(&str, PodState)]) -> PublicationView 
         RolloutState::Progressing
     };
     PublicationView {
+        key: mk_key(source),
         source: source.to_owned(),
         sds_resource: RES.to_owned(),
         sha256: fp(sha),
@@ -244,7 +253,7 @@ fn names(actions: &[Action]) -> Vec<String> {
         .map(|a| match a {
             Action::Converged { after_ms, .. } => format!("converged {after_ms}"),
             Action::Stalled { pods, .. } => format!("stalled {pods:?}"),
-            Action::RePush { source } => format!("repush {source}"),
+            Action::RePush { key } => format!("repush {}", key.source),
             Action::Reapply => "reapply".to_owned(),
             Action::Evict { pod, .. } => format!("evict {pod}"),
         })
@@ -256,10 +265,10 @@ fn a_rotation_that_converges_records_its_time_and_takes_no_rung() {
     let mut t = Tracker::default();
     let stale = [mk_view("shop/a", 2, &[("gw", PodState::Stale)])];
     assert!(t.step(&stale, 1_000, &LADDER).is_empty());
-    assert_eq!(t.published_at_ms("shop/a"), Some(1_000));
+    assert_eq!(t.published_at_ms(&mk_key("shop/a")), Some(1_000));
     let done = [mk_view("shop/a", 2, &[("gw", PodState::Verified)])];
     assert_eq!(names(&t.step(&done, 2_500, &LADDER)), ["converged 1500"]);
-    assert_eq!(t.converged_at_ms("shop/a"), Some(2_500));
+    assert_eq!(t.converged_at_ms(&mk_key("shop/a")), Some(2_500));
     // Told once.
     assert!(t.step(&done, 3_000, &LADDER).is_empty());
 }
@@ -352,8 +361,8 @@ fn a_new_certificate_starts_a_new_episode() {
     t.step(&v1, 0, &LADDER);
     let v2 = [mk_view("shop/a", 2, &[("gw", PodState::Stale)])];
     t.step(&v2, 5_000, &LADDER);
-    assert_eq!(t.published_at_ms("shop/a"), Some(5_000));
-    assert_eq!(t.converged_at_ms("shop/a"), None);
+    assert_eq!(t.published_at_ms(&mk_key("shop/a")), Some(5_000));
+    assert_eq!(t.converged_at_ms(&mk_key("shop/a")), None);
     let v2done = [mk_view("shop/a", 2, &[("gw", PodState::Verified)])];
     assert_eq!(names(&t.step(&v2done, 5_800, &LADDER)), ["converged 800"]);
 }
@@ -361,10 +370,10 @@ fn a_new_certificate_starts_a_new_episode() {
 #[test]
 fn a_restart_keeps_publish_times_from_the_manifest() {
     let mut t = Tracker::default();
-    t.remember_published("shop/a", fp(2), 1_000, None);
+    t.remember_published(mk_key("shop/a"), fp(2), 1_000, None);
     let done = [mk_view("shop/a", 2, &[("gw", PodState::Verified)])];
     assert_eq!(names(&t.step(&done, 4_000, &LADDER)), ["converged 3000"]);
-    assert_eq!(t.published_at_ms("shop/a"), Some(1_000));
+    assert_eq!(t.published_at_ms(&mk_key("shop/a")), Some(1_000));
 }
 
 #[test]
@@ -438,13 +447,13 @@ fn drift_is_judged_in_our_namespace_of_names_only() {
 #[test]
 fn a_restart_does_not_announce_what_had_converged_before() {
     let mut t = Tracker::default();
-    t.remember_published("shop/a", fp(2), 1_000, Some(2_000));
+    t.remember_published(mk_key("shop/a"), fp(2), 1_000, Some(2_000));
     // Pods report again after the restart: Unknown, then Verified.
     let unknown = [mk_view("shop/a", 2, &[("gw", PodState::Unknown)])];
     assert!(t.step(&unknown, 50_000, &LADDER).is_empty());
     let done = [mk_view("shop/a", 2, &[("gw", PodState::Verified)])];
     assert!(t.step(&done, 52_000, &LADDER).is_empty());
-    assert_eq!(t.converged_at_ms("shop/a"), Some(2_000));
+    assert_eq!(t.converged_at_ms(&mk_key("shop/a")), Some(2_000));
 }
 
 #[test]

@@ -29,7 +29,7 @@ impl StatusSnapshot {
             .zip(&self.views)
             .map(|(entry, v)| {
                 let mut entry = ManifestEntry::clone(entry);
-                if let Some(note) = self.notes.get(&v.source) {
+                if let Some(note) = self.notes.get(&v.key) {
                     rollout::annotate(&mut entry, note);
                 }
                 PublicationStatus {

@@ -1,7 +1,7 @@
 //! The re-trigger ladder: which rung a stalled rollout climbs next, once
 //! per episode, within a budget per timeout.
 
-use super::{PodState, PublicationView, RolloutState};
+use super::{PodState, PublicationKey, PublicationView, RolloutState};
 use certsync_contract::Fingerprint;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -44,8 +44,8 @@ pub enum Action {
         sha256: Fingerprint,
         pods: Vec<(String, PodState)>,
     },
-    /// Touch what was published for `source`, so the gateway is pushed again.
-    RePush { source: String },
+    /// Touch the published object, so the gateway is pushed again.
+    RePush { key: PublicationKey },
     /// Re-apply the gateway-side config (one action, however many publications are stuck).
     Reapply,
     /// Evict `pod`, which still does not serve `source`'s certificate.
@@ -76,7 +76,7 @@ pub const LADDER_BUDGET: usize = 100;
 /// Publish times, convergence and ladder progress across assessments.
 #[derive(Debug, Default, Clone)]
 pub struct Tracker {
-    episodes: BTreeMap<String, Episode>,
+    episodes: BTreeMap<PublicationKey, Episode>,
     last_eviction_ms: Option<i64>,
     /// Start of the current budget period and rungs taken in it.
     budget: (i64, usize),
@@ -88,12 +88,12 @@ impl Tracker {
     /// announces every publication as newly rolled out.
     pub fn remember_published(
         &mut self,
-        source: &str,
+        key: PublicationKey,
         sha256: Fingerprint,
         published_at_ms: i64,
         converged_at_ms: Option<i64>,
     ) {
-        self.episodes.entry(source.to_owned()).or_insert(Episode {
+        self.episodes.entry(key).or_insert(Episode {
             sha256,
             progressing_since_ms: Some(published_at_ms),
             published_at_ms,
@@ -104,14 +104,15 @@ impl Tracker {
         });
     }
 
-    /// When `source`'s current certificate was first published.
-    pub fn published_at_ms(&self, source: &str) -> Option<i64> {
-        self.episodes.get(source).map(|e| e.published_at_ms)
+    /// When the publication's current certificate was first published.
+    pub fn published_at_ms(&self, key: &PublicationKey) -> Option<i64> {
+        self.episodes.get(key).map(|e| e.published_at_ms)
     }
 
-    /// When `source`'s current certificate was first verified on every pod.
-    pub fn converged_at_ms(&self, source: &str) -> Option<i64> {
-        self.episodes.get(source).and_then(|e| e.converged_at_ms)
+    /// When the publication's current certificate was first verified on
+    /// every pod.
+    pub fn converged_at_ms(&self, key: &PublicationKey) -> Option<i64> {
+        self.episodes.get(key).and_then(|e| e.converged_at_ms)
     }
 
     /// Advances every publication to `now_ms` and says what to do.
@@ -121,15 +122,14 @@ impl Tracker {
         now_ms: i64,
         ladder: &LadderConfig,
     ) -> Vec<Action> {
-        let live: BTreeSet<&str> = views.iter().map(|v| v.source.as_str()).collect();
-        self.episodes
-            .retain(|source, _| live.contains(source.as_str()));
+        let live: BTreeSet<&PublicationKey> = views.iter().map(|v| &v.key).collect();
+        self.episodes.retain(|key, _| live.contains(key));
         let mut actions = Vec::new();
         let mut reapply = false;
         for view in views {
             let episode = self
                 .episodes
-                .entry(view.source.clone())
+                .entry(view.key.clone())
                 .or_insert_with(|| Episode::new(view.sha256, now_ms));
             if episode.sha256 != view.sha256 {
                 *episode = Episode::new(view.sha256, now_ms);
@@ -199,7 +199,7 @@ impl Tracker {
                         });
                     } else if rung == Rung::RePush {
                         actions.push(Action::RePush {
-                            source: view.source.clone(),
+                            key: view.key.clone(),
                         });
                     } else {
                         reapply = true;

@@ -19,6 +19,10 @@ fn busy() -> Metrics {
     m.set_not_after(&ObjectRef::new("shop", "shop-tls"), 1_900_000_000);
     m.api_request(ApiVerb::Get, ApiOutcome::Ok);
     let view = crate::core::rollout::PublicationView {
+        key: crate::core::rollout::PublicationKey {
+            source: "shop/shop-tls".into(),
+            target: "shop.shop-tls".into(),
+        },
         source: "shop/shop-tls".into(),
         sds_resource: "kubernetes://shop.shop-tls".into(),
         sha256: certsync_contract::Fingerprint([1; 32]),
