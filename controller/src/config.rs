@@ -123,13 +123,20 @@ pub struct Args {
     )]
     pub gateway_selector: String,
 
-    /// Host name under which gateways reach this controller (reports, module download).
+    /// Host name under which gateways reach this controller (reports, module
+    /// download): its Service, not this process's listen address.
     #[arg(
         long,
         env = "CERTSYNC_CONTROLLER_HOST",
         default_value = "cert-sync.istio-system.svc.cluster.local"
     )]
     pub controller_host: String,
+
+    /// Port of that Service: what the WasmPlugin's module URL and the
+    /// EnvoyFilter's controller cluster use. Independent of `--http-addr`
+    /// (the Service may map 8080 to any target port).
+    #[arg(long, env = "CERTSYNC_CONTROLLER_PORT", default_value_t = 8080)]
+    pub controller_port: u16,
 
     /// Load the filter from this URL (e.g. `oci://…`) instead of /v1/filter.wasm.
     #[arg(long, env = "CERTSYNC_WASM_URL")]
@@ -327,7 +334,7 @@ impl Args {
             namespace: self.gateway_namespace.clone(),
             selector,
             controller_host: self.controller_host.clone(),
-            controller_port: self.http_addr.port(),
+            controller_port: self.controller_port,
             module,
             ..GatewaySettings::default()
         };
@@ -454,6 +461,19 @@ mod tests {
         let a = parse(&["--rollout-timeout", "3s", "--heartbeat-window", "4s"]);
         assert_eq!(a.rollout_timeout, Duration::from_secs(3));
         assert_eq!(a.heartbeat_window, Duration::from_secs(4));
+    }
+
+    #[test]
+    fn gateways_reach_the_advertised_service_not_the_listen_address() {
+        let a = parse(&["--http-addr", "0.0.0.0:9090"]);
+        let settings = a.gateway_settings(None, None).unwrap();
+        assert_eq!(settings.controller_port, 8080);
+        let a = parse(&["--http-addr", "0.0.0.0:9090", "--controller-port", "9443"]);
+        let settings = a.gateway_settings(None, None).unwrap();
+        assert_eq!(
+            (settings.controller_host.as_str(), settings.controller_port),
+            ("cert-sync.istio-system.svc.cluster.local", 9443)
+        );
     }
 
     #[test]
