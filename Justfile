@@ -33,8 +33,9 @@ e2e-kind:
 filter-wasm:
     bash filter/build-wasm.sh
 
-# Benchmarks; writes bench-report.md (the filter's, then the controller's and the rollout's appended).
+# Benchmarks; writes bench-report.md (the filter's, then the controller's, the rollout's and failover/recovery appended).
 bench:
     cargo run --quiet --release --locked -p certsync-bench --bin bench -- --out bench-report.md
     cargo run --quiet --release --locked -p certsync-bench --bin controller_bench -- --out bench-report.md --append
     cargo run --quiet --release --locked -p certsync-bench --bin rollout_bench -- --out bench-report.md --append
+    cargo run --quiet --release --locked -p certsync-bench --bin failover_bench -- --out bench-report.md --append

@@ -22,11 +22,14 @@ struct Args {
     options: Options,
     kubeconfig_out: Option<PathBuf>,
     seed: Option<PathBuf>,
+    /// Added to every request, like a real API server's round trip (one
+    /// measured at about four times this fake's).
+    latency: Option<Duration>,
 }
 
 fn usage() -> &'static str {
     "usage: fake-apiserver [--port N] [--kubeconfig-out PATH] [--seed FILE.json] \
-     [--event-log N] [--bookmark-interval-ms N]"
+     [--event-log N] [--bookmark-interval-ms N] [--latency-ms N]"
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -34,6 +37,7 @@ fn parse_args() -> anyhow::Result<Args> {
         options: Options::default(),
         kubeconfig_out: None,
         seed: None,
+        latency: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -62,6 +66,11 @@ fn parse_args() -> anyhow::Result<Args> {
                 args.options.bookmark_interval =
                     Duration::from_millis(value()?.parse().context("--bookmark-interval-ms")?)
             }
+            "--latency-ms" => {
+                args.latency = Some(Duration::from_millis(
+                    value()?.parse().context("--latency-ms")?,
+                ))
+            }
             other => bail!("unknown argument {other:?}\n{}", usage()),
         }
     }
@@ -78,6 +87,9 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let args = parse_args()?;
     let server = FakeApiServer::start_with(args.options).await?;
+    if let Some(latency) = args.latency {
+        server.add_latency(latency, certsync_fakekube::FaultMatch::any());
+    }
     if let Some(seed) = &args.seed {
         let text =
             std::fs::read_to_string(seed).with_context(|| format!("reading {}", seed.display()))?;
