@@ -10,29 +10,9 @@ fn crd_yaml() -> String {
     use kube::CustomResourceExt;
     let crd = serde_json::to_value(CertMerge::crd()).unwrap();
     format!(
-        "# Generated from controller/src/crd.rs; do not edit.\n# Regenerate: UPDATE_CRDS=1 cargo test -p cert-sync --test crd\n---\n{}",
-        serde_norway::to_string(&sorted(&crd)).unwrap()
+        "# Generated from controller/src/crd.rs; do not edit.\n# Regenerate: UPDATE_CRDS=1 cargo test -p cert-sync --test crd\n{}",
+        certsync_testkit::yaml::documents(&[crd]).unwrap()
     )
-}
-
-/// Keys sorted at every level, so the file does not depend on serde_json's
-/// `preserve_order` feature (which workspace feature unification may turn
-/// on). The twin of `wasmplugin/tests/manifest.rs`'s.
-fn sorted(value: &Value) -> Value {
-    match value {
-        Value::Object(map) => {
-            let mut entries: Vec<_> = map.iter().collect();
-            entries.sort_by(|a, b| a.0.cmp(b.0));
-            Value::Object(
-                entries
-                    .into_iter()
-                    .map(|(key, value)| (key.clone(), sorted(value)))
-                    .collect(),
-            )
-        }
-        Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
-        scalar => scalar.clone(),
-    }
 }
 
 #[test]

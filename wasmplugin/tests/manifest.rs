@@ -58,32 +58,8 @@ fn header(settings: &GatewaySettings) -> String {
     )
 }
 
-/// Each value as a YAML document starting with `---`, keys sorted at every
-/// level so the file does not depend on serde_json's `preserve_order`
-/// feature (which workspace feature unification may turn on). The twin of
-/// `controller/tests/crd.rs`'s.
 fn yaml_documents(values: &[Value]) -> String {
-    values
-        .iter()
-        .map(|value| format!("---\n{}", serde_norway::to_string(&sorted(value)).unwrap()))
-        .collect()
-}
-
-fn sorted(value: &Value) -> Value {
-    match value {
-        Value::Object(map) => {
-            let mut entries: Vec<_> = map.iter().collect();
-            entries.sort_by(|a, b| a.0.cmp(b.0));
-            Value::Object(
-                entries
-                    .into_iter()
-                    .map(|(key, value)| (key.clone(), sorted(value)))
-                    .collect(),
-            )
-        }
-        Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
-        scalar => scalar.clone(),
-    }
+    certsync_testkit::yaml::documents(values).unwrap()
 }
 
 /// Parses a multi-document YAML stream back into JSON values.

@@ -30,6 +30,7 @@ pub mod sds;
 pub mod tls_client;
 pub mod wait;
 pub mod wasm;
+pub mod yaml;
 
 use std::path::{Path, PathBuf};
 

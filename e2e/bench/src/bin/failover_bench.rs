@@ -20,7 +20,7 @@
 //!   outage.
 
 use anyhow::{bail, Context, Result};
-use certsync_fakekube::{Fault, FaultMatch, FakeApiServer};
+use certsync_fakekube::{FakeApiServer, Fault, FaultMatch};
 use certsync_testkit::pki::TestCa;
 use certsync_testkit::procs::{self, Proc};
 use serde_json::json;
@@ -60,9 +60,7 @@ fn parse_args() -> Result<Args> {
             "--rounds" => args.rounds = value("--rounds")?.parse()?,
             "--lease-s" => args.lease = Duration::from_secs(value("--lease-s")?.parse()?),
             "--outage-s" => args.outage = Duration::from_secs(value("--outage-s")?.parse()?),
-            "--latency-ms" => {
-                args.latency = Duration::from_millis(value("--latency-ms")?.parse()?)
-            }
+            "--latency-ms" => args.latency = Duration::from_millis(value("--latency-ms")?.parse()?),
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -102,7 +100,12 @@ impl Rig {
             .args(["--pod-name", name, "--manage-gateway-config", "false"])
             .args(["--lease-duration", &format!("{}s", self.lease.as_secs())])
             .args(["--http-addr", &format!("127.0.0.1:{port}")]);
-        Proc::spawn(name, cmd, self.dir.path().join(format!("{name}.log")), false)
+        Proc::spawn(
+            name,
+            cmd,
+            self.dir.path().join(format!("{name}.log")),
+            false,
+        )
     }
 
     fn holder(&self) -> Option<String> {
