@@ -144,15 +144,15 @@ pub fn status_from(
     now: i64,
 ) -> CertMergeStatus {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    let stamps = previous.conditions.iter().map(|c| conditions::Stamp {
+        type_: &c.type_,
+        status: &c.status,
+        since: c.last_transition_time.0.as_second(),
+    });
     let condition = |type_: &str, status: &str, reason: &str, message: &str| {
-        let since = previous
-            .conditions
-            .iter()
-            .find(|c| c.type_ == type_ && c.status == status)
-            .map(|c| c.last_transition_time.clone())
-            .unwrap_or_else(|| {
-                Time(jiff::Timestamp::from_second(now).unwrap_or(jiff::Timestamp::UNIX_EPOCH))
-            });
+        let since = conditions::transition_time(stamps.clone(), type_, status, now);
+        let since =
+            Time(jiff::Timestamp::from_second(since).unwrap_or(jiff::Timestamp::UNIX_EPOCH));
         Condition {
             type_: type_.to_owned(),
             status: status.to_owned(),
