@@ -194,3 +194,39 @@ async fn dropping_the_handle_shuts_the_server_down() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn standalone_binary_adds_latency_to_every_request() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fake-apiserver"))
+        .args(["--port", "0", "--latency-ms", "150", "--kubeconfig-out"])
+        .arg(&kubeconfig)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn fake-apiserver");
+    let stdout = child.stdout.take().expect("stdout");
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).map(|_| line)
+    });
+    tokio::time::timeout(WAIT, line)
+        .await
+        .expect("ready in time")
+        .expect("join")
+        .expect("read");
+    let client = client_from_kubeconfig(&kubeconfig).await;
+    let api: Api<Secret> = Api::namespaced(client, "apps");
+    for _ in 0..3 {
+        let started = std::time::Instant::now();
+        api.list(&ListParams::default()).await.expect("list");
+        assert!(
+            started.elapsed() >= std::time::Duration::from_millis(150),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    child.kill().expect("kill");
+}
