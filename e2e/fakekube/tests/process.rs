@@ -229,4 +229,5 @@ async fn standalone_binary_adds_latency_to_every_request() {
         );
     }
     child.kill().expect("kill");
+    child.wait().expect("reaped");
 }

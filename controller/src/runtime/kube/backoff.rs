@@ -4,16 +4,17 @@
 //! minutes) is made for not hammering a struggling API server; after an
 //! API-server restart it left cert-sync's watches waiting ~30 s to relist,
 //! with stores stale all that time. A controller with a handful of watches
-//! can afford more: start at 200 ms, double to at most 4 s, and start over
+//! can afford more: start at 200 ms, double to at most 2 s, and start over
 //! as soon as the watch delivers anything. At the cap that is one request
-//! per watch every 4 s during an outage, and recovery within 4 s of the
-//! API server answering again.
+//! per watch every 2 s during an outage (half a dozen watches: a few
+//! requests a second), and recovery within 2 s of the API server answering
+//! again.
 
 use kube::runtime::utils::Backoff;
 use std::time::Duration;
 
 const FIRST: Duration = Duration::from_millis(200);
-const CAP: Duration = Duration::from_secs(4);
+const CAP: Duration = Duration::from_secs(2);
 
 /// Exponential, capped, jittered down (so watches that failed together
 /// spread out), reset on the first success.
@@ -64,7 +65,7 @@ mod tests {
         let delays: Vec<Duration> = b.by_ref().take(8).collect();
         for (delay, nominal) in delays
             .iter()
-            .zip([200, 400, 800, 1600, 3200, 4000, 4000, 4000])
+            .zip([200, 400, 800, 1600, 2000, 2000, 2000, 2000])
         {
             let nominal = Duration::from_millis(nominal);
             assert!(
