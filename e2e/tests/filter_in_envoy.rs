@@ -6,7 +6,7 @@
 use anyhow::{ensure, Context, Result};
 use certsync_contract::report::{Report, Trigger};
 use certsync_contract::Fingerprint;
-use certsync_testkit::config::{GatewayConfig, PluginConfig, HTTPS_BODY};
+use certsync_testkit::bootstrap::{Bootstrap, PluginConfig, HTTPS_BODY};
 use certsync_testkit::pki::{self, TestCa, TestCert};
 use certsync_testkit::sds::{PemEncoding, SdsDir, TlsSecret};
 use certsync_testkit::{https_get, poll, probe, Envoy, Receiver, ReceiverMode};
@@ -23,7 +23,7 @@ struct Gateway {
     certs: BTreeMap<&'static str, TestCert>,
     ca: TestCa,
     receiver: Receiver,
-    config: GatewayConfig,
+    config: Bootstrap,
 }
 
 const HOSTS: [(&str, &str); 3] = [
@@ -42,7 +42,7 @@ impl Gateway {
         certs.insert(HOSTS[1].0, pki::p256_fixture()?);
         certs.insert(HOSTS[2].0, ca.leaf(&[HOSTS[2].0])?);
         let mut dirs = BTreeMap::new();
-        let mut builder = GatewayConfig::builder()
+        let mut builder = Bootstrap::builder()
             .with_filter(true)
             .plugin_config(plugin)
             .receiver_port(receiver.port())

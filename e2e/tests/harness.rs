@@ -9,7 +9,7 @@ use certsync_contract::report::{
     LoadedCertificate, PodRef, Report, Trigger, REPORT_PATH, REPORT_VERSION,
 };
 use certsync_contract::{sds, summarize_chain};
-use certsync_testkit::config::{GatewayConfig, HTTPS_BODY, HTTP_BODY};
+use certsync_testkit::bootstrap::{Bootstrap, HTTPS_BODY, HTTP_BODY};
 use certsync_testkit::http1;
 use certsync_testkit::pki::{self, TestCa, TestCert};
 use certsync_testkit::sds::{PemEncoding, SdsDir, TlsSecret};
@@ -58,8 +58,8 @@ impl TwoHosts {
         })
     }
 
-    fn config(&self) -> Result<GatewayConfig> {
-        GatewayConfig::builder()
+    fn config(&self) -> Result<Bootstrap> {
+        Bootstrap::builder()
             .host(RSA_SNI, self.rsa_dir.source("kubernetes://rsa-tls")?)
             .host(ECDSA_SNI, self.ecdsa_dir.source("kubernetes://shop-tls")?)
             .http_listener(true)
@@ -394,7 +394,7 @@ fn config_dump_shows_file_sds_secrets() -> Result<()> {
         "rsa.yaml",
         TlsSecret::from_cert(file_cert.clone(), &rsa).with_encoding(PemEncoding::InlineBytes),
     )?;
-    let config = GatewayConfig::builder()
+    let config = Bootstrap::builder()
         .host(ECDSA_SNI, shop_dir.source("kubernetes://shop-tls")?)
         .host(RSA_SNI, rsa_dir.source(&file_cert)?)
         .build()?;
@@ -543,7 +543,7 @@ fn rejected_rotation_keeps_serving_the_old_certificate() -> Result<()> {
         root.path().join("shop-tls"),
         TlsSecret::from_cert("kubernetes://shop-tls", &served),
     )?;
-    let config = GatewayConfig::builder()
+    let config = Bootstrap::builder()
         .host(ECDSA_SNI, dir.source("kubernetes://shop-tls")?)
         .build()?;
     let envoy = Envoy::start(&config)?;

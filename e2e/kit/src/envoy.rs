@@ -8,7 +8,7 @@
 //! process; if the test is panicking the directory is kept and the log tail
 //! printed, so a failure can be diagnosed.
 
-use crate::config::GatewayConfig;
+use crate::bootstrap::Bootstrap;
 use crate::http1::{self, HttpResponse};
 use crate::wait::poll;
 use anyhow::{anyhow, bail, Context, Result};
@@ -122,13 +122,13 @@ pub struct Envoy {
 impl Envoy {
     /// Writes `config` to a fresh temp dir, starts Envoy on it with
     /// `config.concurrency` workers and waits until `/ready` answers.
-    pub fn start(config: &GatewayConfig) -> Result<Envoy> {
+    pub fn start(config: &Bootstrap) -> Result<Envoy> {
         Envoy::start_with(config, EnvoyOptions::default())
     }
 
     /// [`Envoy::start`] with explicit options; `options.concurrency` is
     /// replaced by the config's.
-    pub fn start_with(config: &GatewayConfig, mut options: EnvoyOptions) -> Result<Envoy> {
+    pub fn start_with(config: &Bootstrap, mut options: EnvoyOptions) -> Result<Envoy> {
         options.concurrency = config.concurrency;
         let dir = temp_dir(options.temp_root.as_deref())?;
         let config_path = dir.path().join("envoy.json");
@@ -304,7 +304,7 @@ impl Envoy {
     }
 
     /// Rewrites the bootstrap with `config` and restarts on it.
-    pub fn restart_with(&mut self, config: &GatewayConfig) -> Result<()> {
+    pub fn restart_with(&mut self, config: &Bootstrap) -> Result<()> {
         self.kill();
         config.write(&self.config_path)?;
         self.admin_port = config.admin_port;

@@ -4,7 +4,7 @@
 //! an in-process stand-in for the controller's report endpoint.
 //!
 //! ```text
-//!   pki ──▶ sds::SdsDir (..data swap) ──▶ config::GatewayConfig ──▶ envoy::Envoy
+//!   pki ──▶ sds::SdsDir (..data swap) ──▶ bootstrap::Bootstrap ──▶ envoy::Envoy
 //!                                              │ status listener + wasm      │ HTTPS per SNI
 //!                                              ▼                             ▼
 //!                          receiver::Receiver (POST /v1/reports)   tls_client::probe
@@ -18,7 +18,7 @@
 //! tails, Envoy's own words) to diagnose a failing test without re-running it.
 //! Every wait is bounded: see [`wait::poll`].
 
-pub mod config;
+pub mod bootstrap;
 pub mod envoy;
 pub mod http1;
 pub mod local;
@@ -34,7 +34,7 @@ pub mod yaml;
 
 use std::path::{Path, PathBuf};
 
-pub use config::{GatewayConfig, GatewayConfigBuilder, PluginConfig};
+pub use bootstrap::{Bootstrap, BootstrapBuilder, PluginConfig};
 pub use envoy::{envoy_binary, expiry_gauge_name, sds_stat_name, Envoy, EnvoyOptions};
 pub use http1::HttpResponse;
 pub use pki::{TestCa, TestCert};

@@ -10,7 +10,7 @@
 use super::agent::{Agent, AgentSite};
 use super::controller::{spawn_writer, GATEWAY_NS};
 use super::Site;
-use crate::config::{GatewayConfig, PluginConfig};
+use crate::bootstrap::{Bootstrap, PluginConfig};
 use crate::envoy::{Envoy, EnvoyOptions};
 use crate::pki::TestCert;
 use crate::procs::Proc;
@@ -43,7 +43,7 @@ pub struct GatewayPod {
     writer_frozen: bool,
     agent: Agent,
     envoy: Envoy,
-    config: GatewayConfig,
+    config: Bootstrap,
 }
 
 impl GatewayPod {
@@ -77,7 +77,7 @@ impl GatewayPod {
             .pod(&spec.name, GATEWAY_NS)
             .interval_ms(millis(spec.report_interval))
             .heartbeat_ms(millis(spec.heartbeat));
-        let mut builder = GatewayConfig::builder()
+        let mut builder = Bootstrap::builder()
             .with_filter(true)
             .plugin_config(plugin)
             .receiver_port(spec.controller_port)
@@ -123,7 +123,7 @@ impl GatewayPod {
         self.config.https_port
     }
 
-    pub fn config(&self) -> &GatewayConfig {
+    pub fn config(&self) -> &Bootstrap {
         &self.config
     }
 

@@ -9,7 +9,7 @@ mod poll_cost;
 mod user_traffic;
 
 use anyhow::{Context, Result};
-use certsync_testkit::config::{GatewayConfig, PluginConfig};
+use certsync_testkit::bootstrap::{Bootstrap, PluginConfig};
 use certsync_testkit::pki::TestCa;
 use certsync_testkit::sds::{SdsDir, TlsSecret};
 use certsync_testkit::{filter_wasm_path, Envoy, Receiver};
@@ -147,11 +147,11 @@ fn user_traffic_rounds(
     let ca = TestCa::new()?;
     let receiver = Receiver::start()?;
     let sni = "bench.example.com";
-    let mut with = GatewayConfig::builder()
+    let mut with = Bootstrap::builder()
         .with_filter(true)
         .plugin_config(PluginConfig::default().interval_ms(1000).heartbeat_ms(1000))
         .receiver_port(receiver.port());
-    let mut without = GatewayConfig::builder();
+    let mut without = Bootstrap::builder();
     let mut dirs = Vec::new();
     for (i, host) in [sni, "a.example.com", "b.example.com"].iter().enumerate() {
         let resource = format!("kubernetes://bench.h{i}");

@@ -4,7 +4,7 @@
 //! interval. The difference is the filter's cost.
 
 use anyhow::{Context, Result};
-use certsync_testkit::config::{GatewayConfig, PluginConfig};
+use certsync_testkit::bootstrap::{Bootstrap, PluginConfig};
 use certsync_testkit::pki::TestCa;
 use certsync_testkit::sds::{SdsDir, TlsSecret};
 use certsync_testkit::{Envoy, EnvoyOptions, Receiver};
@@ -70,11 +70,11 @@ pub fn measure(certificates: usize, phase: Duration) -> Result<PollCost> {
     let ca = TestCa::new()?;
     let receiver = Receiver::start()?;
     let mut dirs = Vec::with_capacity(certificates);
-    let mut with_filter = GatewayConfig::builder()
+    let mut with_filter = Bootstrap::builder()
         .with_filter(true)
         .plugin_config(plugin_config())
         .receiver_port(receiver.port());
-    let mut baseline = GatewayConfig::builder();
+    let mut baseline = Bootstrap::builder();
     for i in 0..certificates {
         let sni = format!("host-{i}.example.com");
         let resource = format!("kubernetes://bench.host-{i}");

@@ -129,9 +129,9 @@ pub struct TlsHost {
     pub source: SdsSource,
 }
 
-/// A complete bootstrap; see [`GatewayConfig::builder`].
+/// A complete bootstrap; see [`Bootstrap::builder`].
 #[derive(Debug, Clone)]
-pub struct GatewayConfig {
+pub struct Bootstrap {
     pub admin_port: u16,
     /// The HTTPS listener's port (the listener exists only with hosts).
     pub https_port: u16,
@@ -156,9 +156,9 @@ pub struct GatewayConfig {
     pub status_lds: Option<PathBuf>,
 }
 
-impl GatewayConfig {
-    pub fn builder() -> GatewayConfigBuilder {
-        GatewayConfigBuilder::default()
+impl Bootstrap {
+    pub fn builder() -> BootstrapBuilder {
+        BootstrapBuilder::default()
     }
 
     pub fn with_filter(&self) -> bool {
@@ -265,9 +265,9 @@ impl GatewayConfig {
     }
 }
 
-/// Builds a [`GatewayConfig`], picking free ports for whatever is not set.
+/// Builds a [`Bootstrap`], picking free ports for whatever is not set.
 #[derive(Debug, Clone, Default)]
-pub struct GatewayConfigBuilder {
+pub struct BootstrapBuilder {
     hosts: Vec<TlsHost>,
     concurrency: Option<u32>,
     with_filter: bool,
@@ -284,7 +284,7 @@ pub struct GatewayConfigBuilder {
     status_lds: Option<PathBuf>,
 }
 
-impl GatewayConfigBuilder {
+impl BootstrapBuilder {
     /// Serves SNI `sni` with the certificate in `source`.
     pub fn host(mut self, sni: impl Into<String>, source: SdsSource) -> Self {
         self.hosts.push(TlsHost {
@@ -370,7 +370,7 @@ impl GatewayConfigBuilder {
         self
     }
 
-    pub fn build(self) -> Result<GatewayConfig> {
+    pub fn build(self) -> Result<Bootstrap> {
         let port = |p: Option<u16>| p.map_or_else(free_port, Ok);
         let concurrency = self.concurrency.unwrap_or(1);
         if concurrency == 0 {
@@ -388,7 +388,7 @@ impl GatewayConfigBuilder {
         } else {
             (None, None, None)
         };
-        Ok(GatewayConfig {
+        Ok(Bootstrap {
             admin_port: port(self.admin_port)?,
             https_port: port(self.https_port)?,
             status_port,
@@ -497,5 +497,5 @@ fn http_listener(name: &str, port: u16, body: &str, http_filters: Vec<Value>) ->
 }
 
 #[cfg(test)]
-#[path = "config_tests.rs"]
+#[path = "bootstrap_tests.rs"]
 mod tests;

@@ -47,7 +47,7 @@ fn plugin_config_serializes_the_fixed_field_names() {
 
 #[test]
 fn bootstrap_without_filter_has_no_status_listener() {
-    let config = GatewayConfig::builder()
+    let config = Bootstrap::builder()
         .host("a.example.com", source("a"))
         .host("b.example.com", source("b"))
         .http_listener(true)
@@ -94,7 +94,7 @@ fn bootstrap_without_filter_has_no_status_listener() {
 
 #[test]
 fn bootstrap_with_filter_embeds_the_plugin_configuration() {
-    let config = GatewayConfig::builder()
+    let config = Bootstrap::builder()
         .with_filter(true)
         .wasm_path("/x/certsync_filter.wasm")
         .plugin_config(PluginConfig::default().report_token("abc"))
