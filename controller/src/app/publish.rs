@@ -457,12 +457,15 @@ impl Publisher {
 
 /// Publications that are in place: a blocked target publishes nothing.
 fn count_published(ctx: &Context, desired: &DesiredState, plan: &desired::Plan) {
+    let in_place = |e: &&crate::core::desired::Entry| {
+        plan.refusals.is_empty() || !e.target.secret_name().is_some_and(|n| plan.blocked(n))
+    };
     let count = |pred: fn(&Target) -> bool| {
         desired
             .entries
             .iter()
             .filter(|e| pred(&e.target))
-            .filter(|e| !e.target.secret_name().is_some_and(|n| plan.blocked(n)))
+            .filter(in_place)
             .count()
     };
     ctx.metrics.set_published(

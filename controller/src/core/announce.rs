@@ -63,15 +63,28 @@ impl Announcer {
     ) -> PublicationNews<'a> {
         let mut news = PublicationNews::default();
         let mut seen = BTreeSet::new();
+        // Usually empty or one name: a lookup per entry, not a scan.
+        let written_secrets: BTreeSet<&str> = plan
+            .writes()
+            .filter(|c| c.action != Action::Delete)
+            .map(|c| c.name.as_str())
+            .collect();
+        let blocked: BTreeSet<&str> = plan
+            .refusals
+            .iter()
+            .filter_map(|r| match &r.subject {
+                Subject::Target(t) => Some(t.name.as_str()),
+                _ => None,
+            })
+            .collect();
         for entry in entries {
             let written = match &entry.target {
                 Target::Credential(name) | Target::Merged(name) => {
-                    if plan.blocked(name) {
+                    if blocked.contains(name.as_str()) {
                         // Not published: told as a refusal, news once it lands.
                         continue;
                     }
-                    plan.writes()
-                        .any(|c| c.name == *name && c.action != Action::Delete)
+                    written_secrets.contains(name.as_str())
                 }
                 Target::Directory => files_written,
             };
