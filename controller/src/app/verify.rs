@@ -252,11 +252,6 @@ impl Verifier {
         manifest: &Manifest,
         mut gateway_config: Option<&mut GatewayConfig>,
     ) {
-        let targets: BTreeMap<PublicationKey, &TargetRef> = manifest
-            .publications
-            .iter()
-            .map(|e| (PublicationKey::of(e), &e.target))
-            .collect();
         let stamp = jiff::Timestamp::now().to_string();
         for action in actions {
             match action {
@@ -309,7 +304,8 @@ impl Verifier {
                 }
                 Action::RePush { key } => {
                     let source = &key.source;
-                    let Some(secret) = targets.get(key).and_then(|t| published_secret(t)) else {
+                    let target = manifest.publications.iter().find(|e| key.is(e));
+                    let Some(secret) = target.and_then(|e| published_secret(&e.target)) else {
                         continue;
                     };
                     ctx.metrics.ladder_step(LadderStep::RePush);

@@ -185,15 +185,24 @@ pub struct PublicationKey {
 
 impl PublicationKey {
     pub fn of(entry: &ManifestEntry) -> Self {
-        use super::manifest::TargetRef;
-        let target = match &entry.target {
-            TargetRef::Credential { secret } | TargetRef::Merged { secret, .. } => secret,
-            TargetRef::Directory { cert, .. } => cert,
-        };
         PublicationKey {
             source: entry.source.clone(),
-            target: target.clone(),
+            target: target_name(entry).to_owned(),
         }
+    }
+
+    /// Whether `entry` is this publication (compared in place, no copies).
+    pub fn is(&self, entry: &ManifestEntry) -> bool {
+        self.source == entry.source && self.target == target_name(entry)
+    }
+}
+
+/// The published Secret's name, or the certificate path in directory mode.
+fn target_name(entry: &ManifestEntry) -> &str {
+    use super::manifest::TargetRef;
+    match &entry.target {
+        TargetRef::Credential { secret } | TargetRef::Merged { secret, .. } => secret,
+        TargetRef::Directory { cert, .. } => cert,
     }
 }
 

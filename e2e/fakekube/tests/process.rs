@@ -121,27 +121,8 @@ async fn standalone_binary_serves_seeds_and_takes_faults_over_http() {
     ]);
     std::fs::write(&seed, seeded.to_string()).expect("seed");
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fake-apiserver"))
-        .args(["--port", "0", "--kubeconfig-out"])
-        .arg(&kubeconfig)
-        .arg("--seed")
-        .arg(&seed)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn fake-apiserver");
-    let stdout = child.stdout.take().expect("stdout");
-    let line = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).map(|_| line)
-    });
-    let line = tokio::time::timeout(WAIT, line)
-        .await
-        .expect("ready in time")
-        .expect("join")
-        .expect("read");
-    assert!(line.starts_with("listening on http://127.0.0.1:"), "{line}");
+    let seed_arg = seed.display().to_string();
+    let mut child = spawn_fake(&kubeconfig, &["--seed", &seed_arg]).await;
 
     let client = client_from_kubeconfig(&kubeconfig).await;
     let api: Api<Secret> = Api::namespaced(client.clone(), "apps");
@@ -199,24 +180,7 @@ async fn dropping_the_handle_shuts_the_server_down() {
 async fn standalone_binary_adds_latency_to_every_request() {
     let dir = tempfile::tempdir().expect("tempdir");
     let kubeconfig = dir.path().join("kubeconfig");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fake-apiserver"))
-        .args(["--port", "0", "--latency-ms", "150", "--kubeconfig-out"])
-        .arg(&kubeconfig)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn fake-apiserver");
-    let stdout = child.stdout.take().expect("stdout");
-    let line = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).map(|_| line)
-    });
-    tokio::time::timeout(WAIT, line)
-        .await
-        .expect("ready in time")
-        .expect("join")
-        .expect("read");
+    let mut child = spawn_fake(&kubeconfig, &["--latency-ms", "150"]).await;
     let client = client_from_kubeconfig(&kubeconfig).await;
     let api: Api<Secret> = Api::namespaced(client, "apps");
     for _ in 0..3 {
@@ -230,4 +194,30 @@ async fn standalone_binary_adds_latency_to_every_request() {
     }
     child.kill().expect("kill");
     child.wait().expect("reaped");
+}
+
+/// `fake-apiserver --port 0 --kubeconfig-out KUBECONFIG EXTRA…`, once it
+/// says it listens.
+async fn spawn_fake(kubeconfig: &std::path::Path, extra: &[&str]) -> std::process::Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fake-apiserver"))
+        .args(["--port", "0", "--kubeconfig-out"])
+        .arg(kubeconfig)
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn fake-apiserver");
+    let stdout = child.stdout.take().expect("stdout");
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).map(|_| line)
+    });
+    let line = tokio::time::timeout(WAIT, line)
+        .await
+        .expect("ready in time")
+        .expect("join")
+        .expect("read");
+    assert!(line.starts_with("listening on http://127.0.0.1:"), "{line}");
+    child
 }
