@@ -4,6 +4,8 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 tools := justfile_directory() / ".tools"
 export PATH := tools / "bin" + ":" + tools / "venv/bin" + ":" + tools / "npm/node_modules/.bin" + ":" + env_var("PATH")
 export ENVOY_BIN := env_var_or_default("ENVOY_BIN", tools / "venv/bin/envoy")
+# Istio 1.28's Envoy line; `.ci/bootstrap` pins both.
+export ENVOY_ISTIO_BIN := env_var_or_default("ENVOY_ISTIO_BIN", tools / "envoy-1.36.4/bin/envoy")
 export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER := "wasm-bindgen-test-runner"
 
 # List the recipes.
@@ -14,10 +16,17 @@ default:
 demo:
     cargo run --quiet --locked -p certsync-demo --bin demo
 
-# Everything CI checks: lints, unit tests, the core under Node (wasm), real-Envoy tests.
+# Everything CI checks: lints, unit tests, the core under Node (wasm), real-Envoy tests on both Envoy lines.
 test: lint
     cargo test --workspace --locked
     cargo test --locked -p certsync-contract --target wasm32-unknown-unknown
+    just test-envoy-istio
+
+# The real-Envoy suites again on the Envoy line Istio 1.28 ships (1.36): the filter in Envoy, the rendered Istio objects under --mode validate, the local end-to-end's gateway pods.
+test-envoy-istio:
+    "$ENVOY_ISTIO_BIN" --version | grep -q /1.36.
+    ENVOY_BIN="$ENVOY_ISTIO_BIN" cargo test --locked -p certsync-e2e --test filter_in_envoy --test local_e2e
+    ENVOY_BIN="$ENVOY_ISTIO_BIN" cargo test --locked -p certsync-wasmplugin --test envoy
 
 # fmt and clippy (native and wasm32) with warnings as errors.
 lint:

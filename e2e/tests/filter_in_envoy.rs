@@ -8,7 +8,7 @@ use certsync_contract::report::{Report, Trigger};
 use certsync_contract::Fingerprint;
 use certsync_testkit::bootstrap::{Bootstrap, PluginConfig, HTTPS_BODY};
 use certsync_testkit::pki::{self, TestCa, TestCert};
-use certsync_testkit::sds::{PemEncoding, SdsDir, TlsSecret};
+use certsync_testkit::sds::{PemEncoding, SdsDir, TlsSecret, DEFAULT_FILE};
 use certsync_testkit::{https_get, poll, probe, Envoy, Receiver, ReceiverMode};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -34,6 +34,16 @@ const HOSTS: [(&str, &str); 3] = [
 
 impl Gateway {
     fn new(plugin: PluginConfig, concurrency: u32) -> Result<Gateway> {
+        Gateway::with_encoding(plugin, concurrency, None)
+    }
+
+    /// `encoding` for every host; by default the first host gets Istio's
+    /// `inline_bytes` and the others hand-written `inline_string`.
+    fn with_encoding(
+        plugin: PluginConfig,
+        concurrency: u32,
+        encoding: Option<PemEncoding>,
+    ) -> Result<Gateway> {
         let root = tempfile::tempdir()?;
         let ca = TestCa::new()?;
         let receiver = Receiver::start()?;
@@ -49,11 +59,11 @@ impl Gateway {
             .concurrency(concurrency);
         for (i, (sni, resource)) in HOSTS.iter().enumerate() {
             // Istio's agent sends inline_bytes; hand-written SDS files use inline_string.
-            let encoding = if i == 0 {
+            let encoding = encoding.unwrap_or(if i == 0 {
                 PemEncoding::InlineBytes
             } else {
                 PemEncoding::InlineString
-            };
+            });
             let secret = TlsSecret::from_cert(*resource, &certs[sni]).with_encoding(encoding);
             let dir = SdsDir::single(root.path().join(format!("h{i}")), secret)?;
             builder = builder.host(*sni, dir.source(resource)?);
@@ -79,11 +89,17 @@ impl Gateway {
 
     /// Rotates `sni` to `cert` with an atomic `..data` swap.
     fn rotate(&mut self, sni: &'static str, cert: TestCert) -> Result<()> {
-        let resource = resource_of(sni);
-        let dir = self.dirs.get_mut(sni).context("unknown host")?;
-        dir.rotate(TlsSecret::from_cert(resource, &cert))?;
+        let secret = TlsSecret::from_cert(resource_of(sni), &cert);
+        self.publish(sni, secret)?;
         self.certs.insert(sni, cert);
         Ok(())
+    }
+
+    /// Publishes `secret` for `sni`, in the encoding the host already uses.
+    fn publish(&mut self, sni: &'static str, secret: TlsSecret) -> Result<()> {
+        let dir = self.dirs.get_mut(sni).context("unknown host")?;
+        let encoding = dir.secret(DEFAULT_FILE).context("no secret")?.encoding;
+        dir.rotate(secret.with_encoding(encoding))
     }
 
     /// Waits for a report in which `sni`'s resource has fingerprint `want`.
@@ -215,7 +231,7 @@ fn reject_rotation(gw: &mut Gateway, sni: &'static str) -> Result<TestCert> {
         other.chain_pem.clone(),
         gw.certs[sni].key_pem.clone(),
     );
-    gw.dirs.get_mut(sni).context("dir")?.rotate(bad)?;
+    gw.publish(sni, bad)?;
     Ok(other)
 }
 
@@ -232,6 +248,9 @@ fn an_update_envoy_rejects_never_replaces_the_served_certificate_in_reports() ->
     poll("Envoy to reject the update", WAIT, || {
         Ok((envoy.stat(&rejected)? == Some(1)).then_some(()))
     })?;
+    // No stamp moves on a refusal; the secret's failure counter does.
+    let flagged = wait_rejection_reported(&gw, sni, &other, WAIT)?;
+    eprintln!("the rejection was reported after {flagged:?}");
     let from = gw.receiver.count();
     gw.receiver.wait_for_count(from + 4, WAIT)?;
     for r in &gw.receiver.reports()[from..] {
@@ -240,6 +259,82 @@ fn an_update_envoy_rejects_never_replaces_the_served_certificate_in_reports() ->
     }
     assert_eq!(probe(gw.config.https_port, sni)?.fingerprint, served);
     assert_ne!(other.fingerprint, served);
+    Ok(())
+}
+
+/// Waits for a report naming `sni`'s refused `other` chain as rejected.
+fn wait_rejection_reported(
+    gw: &Gateway,
+    sni: &str,
+    other: &TestCert,
+    timeout: Duration,
+) -> Result<Duration> {
+    let start = Instant::now();
+    let resource = resource_of(sni);
+    let wanted = other.fingerprint.to_string();
+    gw.receiver.wait_for(
+        |rs| {
+            rs.last().and_then(|r| r.report.as_ref()).is_some_and(|r| {
+                r.errors.iter().any(|e| {
+                    e.resource == resource
+                        && e.error.contains("rejected")
+                        && e.error.contains(&wanted)
+                })
+            })
+        },
+        timeout,
+    )?;
+    Ok(start.elapsed())
+}
+
+/// The configuration Envoy 1.36 (Istio 1.28's) reloads without moving any
+/// stamp: PEM files swapped under the Secret's own `watched_directory`, the
+/// SDS resource file unchanged. Three hosts, two workers, three rounds, then
+/// a refused swap (a key that does not match).
+#[test]
+fn a_swap_of_watched_pem_files_is_reported_within_two_intervals() -> Result<()> {
+    let interval = Duration::from_millis(1000);
+    let mut gw = Gateway::with_encoding(plugin(), 2, Some(PemEncoding::Files))?;
+    let envoy = gw.start()?;
+    for (sni, _) in HOSTS {
+        gw.wait_reported(sni, gw.certs[sni].fingerprint, WAIT)?;
+    }
+    for round in 0..3 {
+        let sni = HOSTS[round % HOSTS.len()].0;
+        let next = gw.ca.leaf(&[sni])?;
+        let want = next.fingerprint;
+        let swapped = Instant::now();
+        gw.rotate(sni, next)?;
+        gw.wait_reported(sni, want, 2 * interval)
+            .with_context(|| format!("round {round}: {sni} not reported within two intervals"))?;
+        eprintln!(
+            "round {round}: {sni} reported after {:?}",
+            swapped.elapsed()
+        );
+        assert_eq!(probe(gw.config.https_port, sni)?.fingerprint, want);
+    }
+
+    let sni = HOSTS[2].0;
+    let served = gw.certs[sni].fingerprint;
+    let other = reject_rotation(&mut gw, sni)?;
+    let failed = certsync_testkit::sds_stat_name(resource_of(sni), "key_rotation_failed");
+    poll("Envoy to refuse the swap", WAIT, || {
+        Ok((envoy.stat(&failed)? == Some(1)).then_some(()))
+    })?;
+    let took = wait_rejection_reported(&gw, sni, &other, 2 * interval)?;
+    eprintln!("the refused swap was reported after {took:?}");
+    let last = gw
+        .receiver
+        .reports()
+        .last()
+        .and_then(|r| r.report.clone())
+        .context("report")?;
+    assert_eq!(
+        fingerprint_of(&last, resource_of(sni)),
+        Some(served),
+        "still served"
+    );
+    assert_eq!(probe(gw.config.https_port, sni)?.fingerprint, served);
     Ok(())
 }
 

@@ -6,7 +6,7 @@ fn source(name: &str) -> SdsSource {
     SdsSource {
         resource: format!("kubernetes://{name}"),
         path: PathBuf::from(format!("/sds/{name}/sds.yaml")),
-        watched_directory: PathBuf::from(format!("/sds/{name}")),
+        watched_directory: Some(PathBuf::from(format!("/sds/{name}"))),
     }
 }
 

@@ -58,11 +58,7 @@ pub fn envoy_binary() -> Result<PathBuf> {
 /// sanitizes the resource name as `Stats::Utility::sanitizeStatsName` does:
 /// `://`, `:/` and `:` become `_`.
 pub fn sds_stat_name(resource: &str, stat: &str) -> String {
-    let sanitized = resource
-        .replace("://", "_")
-        .replace(":/", "_")
-        .replace(':', "_");
-    format!("sds.{sanitized}.{stat}")
+    format!("sds.{}.{stat}", certsync_contract::sds::stat_name(resource))
 }
 
 /// The Envoy stat holding the filter's notAfter gauge for `resource`.

@@ -15,11 +15,18 @@
 //! resource name rejects an update carrying any other number of resources
 //! ("Unexpected SDS secrets length"), so several secrets in one volume means
 //! several files, all swapped together by the same `..data` rename.
+//!
+//! With [`PemEncoding::Files`] the volume holds PEM files instead and the
+//! SDS resource file lives beside it (`<dir>/config/`, as if from a
+//! ConfigMap) naming them: a rotation swaps only the PEM files, seen by the
+//! Secret's own `watched_directory`, and the resource file Envoy subscribed
+//! to never changes. That is the one case in which Envoy 1.36 moves no
+//! stamp in `config_dump` (see the filter's `tripwire` module).
 
 use crate::pki::TestCert;
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::fs;
 use std::os::unix::fs::symlink;
@@ -33,6 +40,8 @@ pub const SECRET_TYPE: &str =
 pub const DEFAULT_FILE: &str = "sds.yaml";
 const DATA_LINK: &str = "..data";
 const DATA_TMP_LINK: &str = "..data_tmp";
+/// Where [`PemEncoding::Files`] resource files live, outside the payload.
+const CONFIG_DIR: &str = "config";
 
 /// How the PEM blocks are carried in the Secret's `DataSource`s.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -42,6 +51,9 @@ pub enum PemEncoding {
     InlineString,
     /// `inline_bytes`: base64 of the PEM, as Istio's SDS server sends it.
     InlineBytes,
+    /// `filename`s of `<stem>.crt` and `<stem>.key` in the volume, with the
+    /// Secret's `watched_directory` on it (see the module doc).
+    Files,
 }
 
 /// One TLS certificate secret: an SDS resource name, chain and key.
@@ -91,20 +103,22 @@ impl TlsSecret {
         self
     }
 
-    /// The `Secret` resource as it appears in a DiscoveryResponse.
-    pub fn to_resource(&self) -> Value {
-        let source = |pem: &str| match self.encoding {
+    /// The `Secret` resource as it appears in a DiscoveryResponse; a
+    /// [`PemEncoding::Files`] secret names `<volume>/<stem>.crt` and `.key`.
+    pub fn to_resource(&self, volume: &Path, stem: &str) -> Value {
+        let source = |pem: &str, ext: &str| match self.encoding {
             PemEncoding::InlineString => json!({ "inline_string": pem }),
             PemEncoding::InlineBytes => json!({ "inline_bytes": base64(pem.as_bytes()) }),
+            PemEncoding::Files => json!({ "filename": volume.join(format!("{stem}.{ext}")) }),
         };
-        json!({
-            "@type": SECRET_TYPE,
-            "name": self.name,
-            "tls_certificate": {
-                "certificate_chain": source(&self.chain_pem),
-                "private_key": source(&self.key_pem),
-            }
-        })
+        let mut tls = json!({
+            "certificate_chain": source(&self.chain_pem, "crt"),
+            "private_key": source(&self.key_pem, "key"),
+        });
+        if self.encoding == PemEncoding::Files {
+            tls["watched_directory"] = json!({ "path": volume });
+        }
+        json!({ "@type": SECRET_TYPE, "name": self.name, "tls_certificate": tls })
     }
 }
 
@@ -116,21 +130,21 @@ pub struct SdsSource {
     pub resource: String,
     /// `<dir>/<file>`, the user-visible symlink.
     pub path: PathBuf,
-    /// `<dir>`, watched for the `..data` swap.
-    pub watched_directory: PathBuf,
+    /// `<dir>`, watched for the `..data` swap; `None` when the file itself
+    /// never changes ([`PemEncoding::Files`]: the Secret watches the volume).
+    pub watched_directory: Option<PathBuf>,
 }
 
 impl SdsSource {
     /// An `SdsSecretConfig` for this resource.
     pub fn to_secret_config(&self) -> Value {
+        let mut source = json!({ "path": self.path });
+        if let Some(dir) = &self.watched_directory {
+            source["watched_directory"] = json!({ "path": dir });
+        }
         json!({
             "name": self.resource,
-            "sds_config": {
-                "path_config_source": {
-                    "path": self.path,
-                    "watched_directory": { "path": self.watched_directory },
-                },
-            },
+            "sds_config": { "path_config_source": source },
         })
     }
 }
@@ -140,6 +154,8 @@ pub struct SdsDir {
     root: PathBuf,
     /// File name → secret, as currently published.
     files: BTreeMap<String, TlsSecret>,
+    /// Names in the current payload (the links beside `..data`).
+    payload: BTreeSet<String>,
     /// `version_info` written into every file's DiscoveryResponse.
     version_info: Option<String>,
     current: Option<String>,
@@ -165,6 +181,7 @@ impl SdsDir {
         Ok(SdsDir {
             root,
             files: BTreeMap::new(),
+            payload: BTreeSet::new(),
             version_info: None,
             current: None,
             _temp: None,
@@ -231,16 +248,23 @@ impl SdsDir {
 
     /// Where Envoy finds resource `resource` in this volume.
     pub fn source(&self, resource: &str) -> Result<SdsSource> {
-        let file = self
+        let (file, secret) = self
             .files
             .iter()
             .find(|(_, s)| s.name == resource)
-            .map(|(f, _)| f)
             .ok_or_else(|| anyhow!("{} holds no secret {resource}", self.root.display()))?;
-        Ok(SdsSource {
-            resource: resource.to_owned(),
-            path: self.root.join(file),
-            watched_directory: self.root.clone(),
+        Ok(if secret.encoding == PemEncoding::Files {
+            SdsSource {
+                resource: resource.to_owned(),
+                path: self.root.join(CONFIG_DIR).join(file),
+                watched_directory: None,
+            }
+        } else {
+            SdsSource {
+                resource: resource.to_owned(),
+                path: self.root.join(file),
+                watched_directory: Some(self.root.clone()),
+            }
         })
     }
 
@@ -260,14 +284,29 @@ impl SdsDir {
         // 1. The payload, in a fresh timestamped directory.
         let ts_name = self.fresh_timestamp_dir()?;
         let ts_dir = self.root.join(&ts_name);
+        let mut payload = BTreeSet::new();
         for (name, secret) in &files {
-            let mut response = json!({ "resources": [secret.to_resource()] });
+            let stem = name.split_once('.').map_or(name.as_str(), |(s, _)| s);
+            let mut response = json!({ "resources": [secret.to_resource(&self.root, stem)] });
             if let Some(version) = &self.version_info {
                 response["version_info"] = json!(version);
             }
             let text = serde_json::to_string_pretty(&response)?;
-            let path = ts_dir.join(name);
-            fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+            if secret.encoding == PemEncoding::Files {
+                write(&ts_dir.join(format!("{stem}.crt")), &secret.chain_pem)?;
+                write(&ts_dir.join(format!("{stem}.key")), &secret.key_pem)?;
+                payload.extend([format!("{stem}.crt"), format!("{stem}.key")]);
+                // Outside the payload, rewritten only when it changes.
+                let config = self.root.join(CONFIG_DIR);
+                fs::create_dir_all(&config)?;
+                let path = config.join(name);
+                if fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+                    write(&path, &text)?;
+                }
+            } else {
+                write(&ts_dir.join(name), &text)?;
+                payload.insert(name.clone());
+            }
         }
         // 2. `..data_tmp -> ..<ts>`, renamed over `..data`: the atomic step.
         let tmp_link = self.root.join(DATA_TMP_LINK);
@@ -282,16 +321,17 @@ impl SdsDir {
             )
         })?;
         // 3. User-visible links for new files; stale ones go.
-        for name in files.keys() {
+        for name in &payload {
             let link = self.root.join(name);
             if fs::symlink_metadata(&link).is_err() {
                 symlink(Path::new(DATA_LINK).join(name), &link)
                     .with_context(|| format!("linking {}", link.display()))?;
             }
         }
-        for name in self.files.keys().filter(|n| !files.contains_key(*n)) {
+        for name in self.payload.iter().filter(|n| !payload.contains(*n)) {
             remove_if_exists(&self.root.join(name))?;
         }
+        self.payload = payload;
         // 4. The old payload.
         if let Some(old) = self.current.replace(ts_name) {
             fs::remove_dir_all(self.root.join(&old))
@@ -318,6 +358,10 @@ impl SdsDir {
             self.root.display()
         )
     }
+}
+
+fn write(path: &Path, text: &str) -> Result<()> {
+    fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
 fn remove_if_exists(path: &Path) -> Result<()> {
@@ -409,9 +453,49 @@ mod tests {
 
         let source = dir.source("kubernetes://a").unwrap();
         assert_eq!(source.path, root.join("sds.yaml"));
-        assert_eq!(source.watched_directory, root);
+        assert_eq!(source.watched_directory, Some(root.clone()));
         assert!(dir.source("kubernetes://nope").is_err());
         assert!(dir.rotate(secret("kubernetes://nope", "3")).is_err());
+    }
+
+    #[test]
+    fn pem_files_rotate_under_a_resource_file_that_never_changes() {
+        let mut dir = SdsDir::temp().unwrap();
+        let files = |m: &str| secret("kubernetes://a", m).with_encoding(PemEncoding::Files);
+        dir.set("a.yaml", files("1")).unwrap();
+        let root = dir.root().to_path_buf();
+        let source = dir.source("kubernetes://a").unwrap();
+        assert_eq!(source.path, root.join("config/a.yaml"));
+        assert_eq!(source.watched_directory, None);
+        let config = source.to_secret_config();
+        assert!(config["sds_config"]["path_config_source"]
+            .get("watched_directory")
+            .is_none());
+        let resource_text = fs::read_to_string(&source.path).unwrap();
+        let doc: Value = serde_json::from_str(&resource_text).unwrap();
+        let tls = &doc["resources"][0]["tls_certificate"];
+        assert_eq!(
+            tls["certificate_chain"]["filename"],
+            json!(root.join("a.crt"))
+        );
+        assert_eq!(tls["private_key"]["filename"], json!(root.join("a.key")));
+        assert_eq!(tls["watched_directory"]["path"], json!(root));
+        assert_eq!(fs::read_to_string(root.join("a.crt")).unwrap(), "CHAIN 1");
+        assert!(
+            !root.join("a.yaml").exists(),
+            "no resource file in the payload"
+        );
+
+        let modified = fs::metadata(&source.path).unwrap().modified().unwrap();
+        dir.rotate(files("2")).unwrap();
+        assert_eq!(fs::read_to_string(root.join("a.crt")).unwrap(), "CHAIN 2");
+        assert_eq!(fs::read_to_string(root.join("a.key")).unwrap(), "KEY 2");
+        assert_eq!(fs::read_to_string(&source.path).unwrap(), resource_text);
+        assert_eq!(
+            fs::metadata(&source.path).unwrap().modified().unwrap(),
+            modified,
+            "the resource file is not rewritten"
+        );
     }
 
     #[test]

@@ -56,6 +56,19 @@ pub fn file_root(ca_path: &str) -> String {
     format!("{FILE_ROOT_PREFIX}{ca_path}")
 }
 
+/// The name Envoy gives an SDS resource inside stat names: the secret's
+/// counters are `sds.<stat name>.<counter>`. Envoy's
+/// `Stats::Utility::sanitizeStatsName` (`source/common/stats/utility.cc`):
+/// one leading and one trailing dot dropped; `://`, `:/`, `:` and NUL become `_`.
+pub fn stat_name(resource: &str) -> String {
+    let trimmed = resource.strip_suffix('.').unwrap_or(resource);
+    let trimmed = trimmed.strip_prefix('.').unwrap_or(trimmed);
+    trimmed
+        .replace("://", "_")
+        .replace(":/", "_")
+        .replace([':', '\0'], "_")
+}
+
 /// The Secret name of a `kubernetes://` certificate resource; `None` for
 /// anything else, a `-cacert` resource included.
 pub fn credential_secret(resource: &str) -> Option<&str> {

@@ -14,17 +14,12 @@
 
 use base64::Engine;
 use serde::Deserialize;
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
 /// Admin path of the index: every active SDS secret, without its contents.
 pub const INDEX_PATH: &str =
     "/config_dump?resource=dynamic_active_secrets&mask=name,version_info,last_updated";
 const SECRETS_PATH: &str = "/config_dump?resource=dynamic_active_secrets";
-/// Counters that move whenever an SDS update reaches a TLS context. Unused
-/// counters are skipped, which keeps the scan cheap (3 ms vs 14 ms for the
-/// index with 1,000 secrets, measured with Envoy 1.40).
-pub const TRIPWIRE_PATH: &str =
-    "/stats?format=json&type=Counters&usedonly&filter=ssl_context_update_by_sds";
 /// Serial numbers of every certificate in Envoy's TLS contexts.
 pub const CERTS_PATH: &str = "/certs";
 /// Above this many changed names, one unfiltered dump is cheaper than a regex.
@@ -190,36 +185,41 @@ struct CertDetails {
     serial_number: String,
 }
 
-#[derive(Deserialize)]
-struct Counters {
-    #[serde(default)]
-    stats: Vec<Counter>,
+/// How many TLS contexts hold each certificate (by normalized serial):
+/// what Envoy actually serves, whatever `config_dump` says it received.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Served(BTreeMap<String, u32>);
+
+impl Served {
+    /// Number of TLS contexts holding `serial` (normalized).
+    pub fn count(&self, serial: &str) -> u32 {
+        self.0.get(serial).copied().unwrap_or(0)
+    }
+
+    pub fn contains(&self, serial: &str) -> bool {
+        self.count(serial) > 0
+    }
 }
 
-#[derive(Deserialize)]
-struct Counter {
-    value: Option<u64>,
-}
-
-/// The tripwire's value: the sum of the matching counters, or `None` when
-/// Envoy exposes none (no TLS context yet, or excluded by a stats matcher).
-pub fn parse_tripwire(body: &[u8]) -> Result<Option<u64>, String> {
-    let counters: Counters = serde_json::from_slice(body)
-        .map_err(|e| format!("admin API returned unexpected stats JSON: {e}"))?;
-    let values: Vec<u64> = counters.stats.iter().filter_map(|c| c.value).collect();
-    Ok((!values.is_empty()).then(|| values.iter().fold(0u64, |a, v| a.wrapping_add(*v))))
-}
-
-/// The serials in `/certs`, normalized with [`normalize_serial`].
-pub fn parse_served_serials(body: &[u8]) -> Result<BTreeSet<String>, String> {
+/// Parses `/certs`: every serial of every context, each counted once per context.
+pub fn parse_served(body: &[u8]) -> Result<Served, String> {
     let certs: Certs = serde_json::from_slice(body)
         .map_err(|e| format!("admin API returned unexpected /certs JSON: {e}"))?;
-    Ok(certs
-        .certificates
-        .iter()
-        .flat_map(|c| c.ca_cert.iter().chain(&c.cert_chain))
-        .map(|d| normalize_serial(&d.serial_number))
-        .collect())
+    let mut served = BTreeMap::new();
+    for context in &certs.certificates {
+        let mut serials: Vec<String> = context
+            .ca_cert
+            .iter()
+            .chain(&context.cert_chain)
+            .map(|d| normalize_serial(&d.serial_number))
+            .collect();
+        serials.sort_unstable();
+        serials.dedup();
+        for serial in serials {
+            *served.entry(serial).or_insert(0u32) += 1;
+        }
+    }
+    Ok(Served(served))
 }
 
 /// Lowercase hex without leading zeros: Envoy and certsync-contract differ on
@@ -343,26 +343,16 @@ mod tests {
     }
 
     #[test]
-    fn the_tripwire_sums_every_listener_and_cluster_counter() {
-        let body = br#"{"stats":[
-          {"name":"listener.0.0.0.0_443.server_ssl_socket_factory.ssl_context_update_by_sds","value":7},
-          {"name":"cluster.x.client_ssl_socket_factory.ssl_context_update_by_sds","value":2}]}"#;
-        assert_eq!(parse_tripwire(body), Ok(Some(9)));
-        assert_eq!(parse_tripwire(br#"{"stats":[]}"#), Ok(None));
-        assert_eq!(parse_tripwire(b"{}"), Ok(None));
-        assert!(parse_tripwire(b"nope").is_err());
-    }
-
-    #[test]
     fn served_serials_come_from_every_tls_context() {
         let body = br#"{"certificates":[
           {"ca_cert":[],"cert_chain":[{"path":"<inline>","serial_number":"02770A0B0C"}]},
           {"ca_cert":[{"serial_number":"1001"}],"cert_chain":[{"serial_number":"63c20a0b0c"}]}]}"#;
-        let serials = parse_served_serials(body).unwrap();
-        assert!(serials.contains(&normalize_serial("02770a0b0c")));
-        assert!(serials.contains("63c20a0b0c") && serials.contains("1001"));
-        assert!(parse_served_serials(b"{}").unwrap().is_empty());
-        assert!(parse_served_serials(b"[").is_err());
+        let served = parse_served(body).unwrap();
+        assert!(served.contains(&normalize_serial("02770a0b0c")));
+        assert!(served.contains("63c20a0b0c") && served.contains("1001"));
+        assert!(!served.contains("7"));
+        assert_eq!(parse_served(b"{}").unwrap(), Served::default());
+        assert!(parse_served(b"[").is_err());
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! What the reporter last saw Envoy serve, per SDS resource: the admin
 //! stamp it was read at and the certificate summary (or why it did not parse).
-//! Stamps let a poll re-read only the secrets that changed.
+//! Stamps, and the serials the TLS contexts hold, let a poll re-read only the
+//! secrets that may have changed.
 
-use crate::admin::IndexEntry;
+use crate::admin::{normalize_serial, IndexEntry, Served};
 use certsync_contract::report::{LoadedCertificate, ResourceError};
 use certsync_contract::CertSummary;
 use std::collections::{BTreeMap, BTreeSet};
@@ -61,31 +62,57 @@ impl Inventory {
             .collect()
     }
 
+    /// Resources whose served certificate may have changed although no stamp
+    /// moved (Envoy 1.36 leaves them still on a `watched_directory` rotation):
+    /// fewer TLS contexts hold what they were last seen serving than `before`
+    /// (or none, without an earlier reading).
+    pub fn displaced(&self, before: Option<&Served>, now: &Served) -> Vec<&str> {
+        self.entries
+            .iter()
+            .filter(|(_, entry)| {
+                entry.observed.as_ref().is_ok_and(|cert| {
+                    let serial = normalize_serial(&cert.serial);
+                    let held = now.count(&serial);
+                    before.map_or(held == 0, |b| held < b.count(&serial))
+                })
+            })
+            .map(|(name, _)| name.as_str())
+            .collect()
+    }
+
+    /// Records what Envoy serves for `name`; true when the report changes.
     pub fn record(
         &mut self,
         name: String,
         version: String,
         stamp: String,
         observed: Result<CertSummary, String>,
-    ) {
-        self.entries.insert(
-            name,
-            Entry {
-                stamp,
-                version,
-                observed,
-                rejected: None,
-            },
-        );
+    ) -> bool {
+        let entry = Entry {
+            stamp,
+            version,
+            observed,
+            rejected: None,
+        };
+        let unchanged = self.entries.get(&name).is_some_and(|known| {
+            known.version == entry.version
+                && known.observed == entry.observed
+                && known.rejected.is_none()
+        });
+        self.entries.insert(name, entry);
+        !unchanged
     }
 
     /// Envoy rejected the update seen at `stamp`: what it serves is unchanged,
-    /// so the previous observation stays and the rejection is reported beside it.
-    pub fn record_rejected(&mut self, name: String, stamp: String, why: String) {
+    /// so the previous observation stays and the rejection is reported beside
+    /// it. True when the report changes.
+    pub fn record_rejected(&mut self, name: String, stamp: String, why: String) -> bool {
         match self.entries.get_mut(&name) {
             Some(entry) => {
                 entry.stamp = stamp;
+                let changed = entry.rejected.as_deref() != Some(why.as_str());
                 entry.rejected = Some(why);
+                changed
             }
             None => {
                 let unknown = format!(
@@ -100,6 +127,7 @@ impl Inventory {
                         rejected: None,
                     },
                 );
+                true
             }
         }
     }
@@ -181,5 +209,36 @@ mod tests {
             errors[1].error.contains("before the filter started"),
             "{errors:?}"
         );
+    }
+
+    #[test]
+    fn displaced_names_the_entries_whose_certificate_fewer_contexts_hold() {
+        let rsa =
+            certsync_contract::summarize_chain(certsync_fixtures::pem!("rsa.chain.pem")).unwrap();
+        let p256 =
+            certsync_contract::summarize_chain(certsync_fixtures::pem!("p256.chain.pem")).unwrap();
+        let served = |serials: &[&str]| {
+            let contexts: Vec<String> = serials
+                .iter()
+                .map(|s| format!(r#"{{"cert_chain":[{{"serial_number":"{s}"}}]}}"#))
+                .collect();
+            let body = format!(r#"{{"certificates":[{}]}}"#, contexts.join(","));
+            crate::admin::parse_served(body.as_bytes()).unwrap()
+        };
+        let mut inv = Inventory::default();
+        assert!(inv.record("a".into(), "1".into(), "s".into(), Ok(rsa.clone())));
+        assert!(
+            !inv.record("a".into(), "1".into(), "s".into(), Ok(rsa.clone())),
+            "no change"
+        );
+        inv.record("b".into(), "1".into(), "s".into(), Ok(rsa.clone()));
+        inv.record("c".into(), "1".into(), "s".into(), Ok(p256.clone()));
+        inv.record("broken".into(), "1".into(), "s".into(), Err("x".into()));
+
+        let before = served(&[&rsa.serial, &rsa.serial, &p256.serial]);
+        assert!(inv.displaced(Some(&before), &before).is_empty());
+        let after = served(&[&rsa.serial, "77", &p256.serial]);
+        assert_eq!(inv.displaced(Some(&before), &after), ["a", "b"]);
+        assert_eq!(inv.displaced(None, &served(&[&p256.serial])), ["a", "b"]);
     }
 }

@@ -24,3 +24,4 @@ mod reporter_tests;
 mod shim;
 #[cfg(test)]
 mod testing;
+pub mod tripwire;

@@ -1,26 +1,37 @@
 //! The reporting cycle, run each interval by the worker holding the lease:
 //!
 //! ```text
-//!  tick ─▶ lease? ─▶ GET tripwire ─moved/heartbeat─▶ GET index ─stamps moved─▶ GET secrets ─▶ GET /certs ─┐
-//!                        │ still                       │ none moved                                      ▼
-//!                        └─────────────────────────────┴──────▶ change unsent or heartbeat due? ─▶ POST report
+//!  tick ─▶ lease? ─▶ GET tripwire ─moved/resync─▶ GET index ─▶ GET /certs ─suspects─▶ GET secrets ─┐
+//!                        │ still                    │ nothing to look at  │ none                     ▼
+//!                        └──────────────────────────┴─────────────────────┴──▶ change unsent or heartbeat due? ─▶ POST report
 //! ```
 //!
-//! The *tripwire* is the sum of Envoy's `ssl_context_update_by_sds` counters:
-//! it moves whenever an SDS update reaches a TLS context, and reading it costs
-//! a fraction of the index (which builds every secret's proto). So the index
-//! is read when the tripwire moves, once per `resync` (secrets added or
-//! removed without an update), or every interval where Envoy does not expose
-//! the counter. One HTTP call is in flight at a time. Any failure ends the
-//! cycle and backs off exponentially (capped); the next cycle starts again
-//! from the tripwire, so an unsent change is retried without queueing stale
-//! reports.
+//! The *tripwire* (`tripwire`) is a few Envoy counters that move whenever an
+//! SDS update reaches a TLS context or is refused; reading it costs a
+//! fraction of the index (which builds every secret's proto). So the index is
+//! read when the tripwire moves, once per `resync` (secrets added or removed
+//! without an update), or every interval where Envoy does not expose the
+//! counters.
+//!
+//! Envoy does not always move a secret's stamp when what it serves changes
+//! (1.36 on a `watched_directory` rotation, any version on a refused update;
+//! the table in `tripwire`). So the PEM of a secret is read when it is a
+//! *suspect*: its stamp moved, its failure counter moved, or fewer TLS
+//! contexts hold the certificate it was last seen serving (`/certs`, read
+//! whenever the tripwire moved, at each resync and before any PEM). The cost
+//! stays in proportion to what changed.
+//!
+//! One HTTP call is in flight at a time. Any failure ends the cycle and backs
+//! off exponentially (capped); the next cycle starts again from the tripwire,
+//! compared with the last *completed* cycle, so nothing found is lost and no
+//! stale report is queued.
 
-use crate::admin::{self, LoadedSecret};
+use crate::admin::{self, LoadedSecret, Served};
 use crate::config::PluginConfig;
 use crate::host::{Host, Level, Response};
 use crate::inventory::Inventory;
 use crate::lease::Lease;
+use crate::tripwire::{self, Tripwire};
 use certsync_contract::report::{PodRef, Report, Trigger, MAX_CERTIFICATES, REPORT_VERSION};
 use std::collections::BTreeSet;
 
@@ -41,9 +52,24 @@ pub mod metric {
 enum Step {
     Tripwire,
     Index,
-    Secrets { wanted: BTreeSet<String> },
-    ServedCerts { secrets: Vec<LoadedSecret> },
+    /// `/certs`, with the secrets already known to have changed.
+    ServedCerts {
+        changed: BTreeSet<String>,
+        total: usize,
+    },
+    Secrets {
+        wanted: BTreeSet<String>,
+    },
     Report,
+}
+
+/// The look at Envoy in progress; what it read becomes the baseline for the
+/// next one only when it completes.
+struct Cycle {
+    tripwire: Tripwire,
+    /// Read `/certs` even if no stamp moved.
+    read_served: bool,
+    served: Option<Served>,
 }
 
 struct Pending {
@@ -65,11 +91,13 @@ pub struct Reporter<H: Host> {
     failures: u32,
     unsent_change: bool,
     last_report_at: Option<u64>,
-    /// Tripwire value when the inventory was last brought up to date.
-    tripwire: Option<u64>,
-    /// Tripwire value read at the start of the cycle in progress.
-    cycle_tripwire: Option<u64>,
-    last_index_at: Option<u64>,
+    /// Tripwire reading when the inventory was last brought up to date.
+    tripwire: Option<Tripwire>,
+    /// What the TLS contexts served then.
+    served: Option<Served>,
+    cycle: Option<Cycle>,
+    /// When a completed cycle last read `/certs` (the resync clock).
+    last_full_look_at: Option<u64>,
     warned_no_tripwire: bool,
 }
 
@@ -93,8 +121,9 @@ impl<H: Host> Reporter<H> {
             unsent_change: false,
             last_report_at: None,
             tripwire: None,
-            cycle_tripwire: None,
-            last_index_at: None,
+            served: None,
+            cycle: None,
+            last_full_look_at: None,
             warned_no_tripwire: false,
         }
     }
@@ -138,7 +167,8 @@ impl<H: Host> Reporter<H> {
         }
         // A quarter interval of slack absorbs timer jitter between ticks.
         self.next_cycle_at = now + interval_ms(&self.config) * 3 / 4;
-        self.get_admin(admin::TRIPWIRE_PATH, Step::Tripwire);
+        self.cycle = None;
+        self.get_admin(tripwire::PATH, Step::Tripwire);
     }
 
     pub fn on_response(&mut self, token: u32, response: Response) {
@@ -159,25 +189,24 @@ impl<H: Host> Reporter<H> {
         };
         let outcome = match pending.step {
             Step::Report => return self.on_report(response.status),
-            Step::Tripwire => body
-                .and_then(admin::parse_tripwire)
-                .map(|t| self.on_tripwire(t)),
+            Step::Tripwire => body.and_then(tripwire::parse).map(|t| self.on_tripwire(t)),
             Step::Index => body.and_then(admin::parse_index).map(|i| self.on_index(i)),
+            Step::ServedCerts { changed, total } => body
+                .and_then(admin::parse_served)
+                .map(|served| self.on_served(served, changed, total)),
             Step::Secrets { wanted } => body
                 .and_then(|b| admin::parse_secrets(b, |n| wanted.contains(n)))
                 .map(|s| self.on_secrets(s)),
-            Step::ServedCerts { secrets } => body
-                .and_then(admin::parse_served_serials)
-                .map(|served| self.on_served_certs(&served, secrets)),
         };
         if let Err(e) = outcome {
             self.fail(metric::ADMIN_FAILED, &e);
         }
     }
 
-    fn on_tripwire(&mut self, tripwire: Option<u64>) {
+    fn on_tripwire(&mut self, tripwire: Tripwire) {
         let now = self.host.now_ms();
-        if tripwire.is_none() && !self.warned_no_tripwire {
+        let blind = tripwire.contexts.is_none();
+        if blind && !self.warned_no_tripwire {
             self.warned_no_tripwire = true;
             self.host.log(
                 Level::Info,
@@ -188,23 +217,31 @@ impl<H: Host> Reporter<H> {
         }
         let heartbeat = self.config.heartbeat.as_millis() as u64;
         let slack = interval_ms(&self.config) / 4;
-        let index_due = tripwire.is_none()
-            || tripwire != self.tripwire
-            || self
-                .last_index_at
-                .is_none_or(|at| now + slack >= at.saturating_add(heartbeat));
-        if index_due {
-            self.cycle_tripwire = tripwire;
+        let moved = self.tripwire.as_ref() != Some(&tripwire);
+        let resync = self
+            .last_full_look_at
+            .is_none_or(|at| now + slack >= at.saturating_add(heartbeat));
+        if moved || resync || blind {
+            self.cycle = Some(Cycle {
+                tripwire,
+                read_served: moved || resync,
+                served: None,
+            });
             self.get_admin(admin::INDEX_PATH, Step::Index);
         } else {
             self.report_if_due();
         }
     }
 
-    /// The inventory now reflects Envoy as of this cycle's tripwire reading.
+    /// The inventory now reflects Envoy as of this cycle's readings.
     fn up_to_date(&mut self) {
-        self.tripwire = self.cycle_tripwire;
-        self.last_index_at = Some(self.host.now_ms());
+        if let Some(cycle) = self.cycle.take() {
+            self.tripwire = Some(cycle.tripwire);
+            if cycle.served.is_some() {
+                self.served = cycle.served;
+                self.last_full_look_at = Some(self.host.now_ms());
+            }
+        }
         self.report_if_due();
     }
 
@@ -224,23 +261,54 @@ impl<H: Host> Reporter<H> {
             self.host.set_gauge(&not_after_metric(&gone), 0);
             self.unsent_change = true;
         }
-        let changed = self.inventory.changed(&index);
-        if changed.is_empty() {
+        let mut changed: BTreeSet<String> = self
+            .inventory
+            .changed(&index)
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        let mut read_served = !changed.is_empty();
+        if let Some(cycle) = &self.cycle {
+            read_served |= cycle.read_served;
+            // A refused update moves only its secret's failure counter.
+            let failed = cycle.tripwire.failed_since(self.tripwire.as_ref());
+            if !failed.is_empty() {
+                changed.extend(
+                    index
+                        .iter()
+                        .filter(|e| failed.contains(&tripwire::stat_name(&e.name).as_str()))
+                        .map(|e| e.name.clone()),
+                );
+            }
+        }
+        if !read_served && changed.is_empty() {
             return self.up_to_date();
         }
-        let path = admin::secrets_path(&changed, index.len());
-        let wanted = changed.iter().map(|s| (*s).to_owned()).collect();
+        let total = index.len();
+        self.get_admin(admin::CERTS_PATH, Step::ServedCerts { changed, total });
+    }
+
+    fn on_served(&mut self, served: Served, changed: BTreeSet<String>, total: usize) {
+        let mut wanted = changed;
+        let displaced = self.inventory.displaced(self.served.as_ref(), &served);
+        wanted.extend(displaced.into_iter().map(str::to_owned));
+        if let Some(cycle) = &mut self.cycle {
+            cycle.served = Some(served);
+        }
+        if wanted.is_empty() {
+            return self.up_to_date();
+        }
+        let names: Vec<&str> = wanted.iter().map(String::as_str).collect();
+        let path = admin::secrets_path(&names, total);
         self.get_admin(&path, Step::Secrets { wanted });
     }
 
     fn on_secrets(&mut self, secrets: Vec<LoadedSecret>) {
-        if secrets.is_empty() {
-            return self.up_to_date();
-        }
-        self.get_admin(admin::CERTS_PATH, Step::ServedCerts { secrets });
-    }
-
-    fn on_served_certs(&mut self, served: &BTreeSet<String>, secrets: Vec<LoadedSecret>) {
+        let served = self
+            .cycle
+            .as_mut()
+            .and_then(|c| c.served.take())
+            .unwrap_or_default();
         for secret in secrets {
             let summary = secret.pem.and_then(|pem| {
                 certsync_contract::summarize_chain(&pem).map_err(|e| e.to_string())
@@ -256,12 +324,26 @@ impl<H: Host> Reporter<H> {
                 let why = format!(
                     "Envoy rejected the latest update (sha256 {shown}): no TLS context serves it"
                 );
-                self.host
-                    .log(Level::Warn, &format!("{}: {why}", secret.name));
-                self.inventory
-                    .record_rejected(secret.name, secret.stamp, why);
+                let name = secret.name.clone();
+                if self
+                    .inventory
+                    .record_rejected(secret.name, secret.stamp, why.clone())
+                {
+                    self.host.log(Level::Warn, &format!("{name}: {why}"));
+                    self.unsent_change = true;
+                }
                 continue;
             }
+            let changed = self.inventory.record(
+                secret.name.clone(),
+                secret.version,
+                secret.stamp,
+                summary.clone(),
+            );
+            if !changed {
+                continue;
+            }
+            self.unsent_change = true;
             match &summary {
                 Ok(cert) => {
                     let not_after = u64::try_from(cert.not_after).unwrap_or(0);
@@ -277,10 +359,10 @@ impl<H: Host> Reporter<H> {
                 }
                 Err(e) => self.host.log(Level::Warn, &format!("{}: {e}", secret.name)),
             }
-            self.inventory
-                .record(secret.name, secret.version, secret.stamp, summary);
         }
-        self.unsent_change = true;
+        if let Some(cycle) = &mut self.cycle {
+            cycle.served = Some(served);
+        }
         self.up_to_date();
     }
 
@@ -414,7 +496,9 @@ impl<H: Host> Reporter<H> {
         self.failures = 0;
         self.next_cycle_at = 0;
         self.tripwire = None;
-        self.last_index_at = None;
+        self.served = None;
+        self.cycle = None;
+        self.last_full_look_at = None;
     }
 
     /// Per-pod sequence number, shared by all workers so it keeps increasing

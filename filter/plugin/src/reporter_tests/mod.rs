@@ -1,214 +1,15 @@
 //! The reporting cycle against the fake host: what Envoy's admin API and the
 //! controller would see, tick by tick.
 
-use crate::config::PluginConfig;
+mod rig;
+mod stampless;
+
 use crate::host::Response;
 use crate::reporter::{metric, not_after_metric, Reporter};
-use crate::testing::{Call, FakeHost, Shared};
+use crate::testing::{FakeHost, Shared};
 use certsync_contract::report::{Report, Trigger};
 use certsync_contract::{summarize_chain, Fingerprint};
-
-const RSA: &str = certsync_fixtures::pem_text!("rsa.chain.pem");
-const P256: &str = certsync_fixtures::pem_text!("p256.chain.pem");
-const P384: &str = certsync_fixtures::pem_text!("p384.chain.pem");
-
-fn mk_config(extra: &str) -> PluginConfig {
-    let heartbeat = if extra.contains("heartbeat_ms") {
-        ""
-    } else {
-        r#","heartbeat_ms":3000"#
-    };
-    let json = format!(
-        r#"{{"report_cluster":"cert-sync","interval_ms":1000,"max_backoff_ms":8000,
-            "report_token":"t0ken"{heartbeat}{extra}}}"#
-    );
-    PluginConfig::parse(json.as_bytes()).unwrap()
-}
-
-/// When the fake Envoy received version `stamp` of a secret.
-fn received_at(stamp: &str) -> String {
-    format!(
-        "2026-11-22T00:00:{:02}.000Z",
-        stamp.parse::<u32>().unwrap_or(0) % 60
-    )
-}
-
-/// A config_dump body for (resource, stamp, PEM) triples.
-fn mk_dump(secrets: &[(&str, &str, &str)]) -> Vec<u8> {
-    let configs: Vec<serde_json::Value> = secrets
-        .iter()
-        .map(|(name, stamp, pem)| {
-            serde_json::json!({
-                "name": name, "version_info": stamp, "last_updated": received_at(stamp),
-                "secret": {"name": name, "tls_certificate": {
-                    "certificate_chain": {"inline_string": pem},
-                    "private_key": {"inline_string": "[redacted]"}}}
-            })
-        })
-        .collect();
-    serde_json::to_vec(&serde_json::json!({ "configs": configs })).unwrap()
-}
-
-fn ok(body: Vec<u8>) -> Response {
-    Response {
-        status: Some(200),
-        body,
-    }
-}
-
-fn fp(pem: &str) -> Fingerprint {
-    summarize_chain(pem.as_bytes()).unwrap().sha256
-}
-
-/// One reporter and its fake Envoy, with helpers that answer its calls.
-struct Rig {
-    shared: Shared,
-    reporter: Reporter<FakeHost>,
-    now: u64,
-    loaded: Vec<(&'static str, String, &'static str)>,
-    /// The chain each TLS context serves: the last update Envoy accepted.
-    accepted: std::collections::BTreeMap<&'static str, &'static str>,
-    /// Sum of `ssl_context_update_by_sds`; `None`: Envoy does not expose it.
-    tripwire: Option<u64>,
-    /// Admin paths requested during the last `cycle`.
-    paths: Vec<String>,
-}
-
-impl Rig {
-    fn new(config: PluginConfig) -> Rig {
-        let shared = Shared::default();
-        let mut host = FakeHost::new(&shared);
-        host.properties.insert(
-            "node.id".into(),
-            "router~10.1.2.3~gw-7d9f.istio-system~istio-system.svc.cluster.local".into(),
-        );
-        let mut rig = Rig {
-            reporter: Reporter::new(host, config, 1),
-            shared,
-            now: 1_000_000,
-            loaded: vec![],
-            accepted: Default::default(),
-            tripwire: Some(0),
-            paths: vec![],
-        };
-        rig.tick(); // provisional lease claim
-        assert!(rig.calls().is_empty());
-        rig
-    }
-
-    fn load(&mut self, name: &'static str, stamp: &str, pem: &'static str) {
-        self.loaded.retain(|(n, _, _)| *n != name);
-        self.loaded.push((name, stamp.to_owned(), pem));
-        self.accepted.insert(name, pem);
-        self.tripwire = self.tripwire.map(|t| t + 1);
-    }
-
-    /// Envoy receives an update but rejects it: config_dump shows it anyway.
-    fn load_rejected(&mut self, name: &'static str, stamp: &str, pem: &'static str) {
-        let accepted = self.accepted.get(name).cloned();
-        let tripwire = self.tripwire;
-        self.load(name, stamp, pem);
-        self.tripwire = tripwire; // no TLS context changed
-        match accepted {
-            Some(previous) => self.accepted.insert(name, previous),
-            None => self.accepted.remove(name),
-        };
-    }
-
-    /// `/certs`: the serials the TLS contexts hold.
-    fn served_certs(&self) -> Vec<u8> {
-        let contexts: Vec<serde_json::Value> = self
-            .accepted
-            .values()
-            .filter_map(|pem| summarize_chain(pem.as_bytes()).ok())
-            .map(|cert| {
-                let serial = cert.serial.to_uppercase();
-                serde_json::json!({"ca_cert": [], "cert_chain": [{"path": "<inline>", "serial_number": serial}]})
-            })
-            .collect();
-        serde_json::to_vec(&serde_json::json!({ "certificates": contexts })).unwrap()
-    }
-
-    fn tick(&mut self) {
-        self.now += 1000;
-        self.shared.set_now(self.now);
-        self.reporter.on_tick();
-    }
-
-    fn calls(&self) -> Vec<Call> {
-        self.reporter.host().take_calls()
-    }
-
-    fn dump(&self, only: Option<&[&str]>) -> Vec<u8> {
-        let secrets: Vec<(&str, &str, &str)> = self
-            .loaded
-            .iter()
-            .filter(|(n, _, _)| only.is_none_or(|o| o.contains(n)))
-            .map(|(n, s, p)| (*n, s.as_str(), *p))
-            .collect();
-        mk_dump(&secrets)
-    }
-
-    fn respond(&mut self, call: &Call, response: Response) {
-        self.reporter.on_response(call.token, response);
-    }
-
-    /// Runs one tick, answering the admin API like Envoy; returns the report
-    /// the filter sent, if any, without answering it.
-    fn tripwire_body(&self) -> Vec<u8> {
-        let stats: Vec<serde_json::Value> = self.tripwire.into_iter().map(|v| {
-            serde_json::json!({"name": "listener.0.0.0.0_443.server_ssl_socket_factory.ssl_context_update_by_sds", "value": v})
-        }).collect();
-        serde_json::to_vec(&serde_json::json!({ "stats": stats })).unwrap()
-    }
-
-    fn cycle(&mut self) -> Option<(Call, Report)> {
-        self.tick();
-        self.paths.clear();
-        loop {
-            let mut calls = self.calls();
-            let call = match calls.len() {
-                0 => return None,
-                1 => calls.remove(0),
-                n => panic!("{n} calls in flight at once"),
-            };
-            if call.cluster == "cert-sync" {
-                let report = Report::decode(call.body.as_deref().unwrap()).unwrap();
-                return Some((call, report));
-            }
-            assert_eq!(call.cluster, "cert-sync-admin");
-            self.paths.push(call.path().to_owned());
-            let body = if call.path().starts_with("/stats") {
-                self.tripwire_body()
-            } else if call.path() == "/certs" {
-                self.served_certs()
-            } else if call.path().contains("name_regex") {
-                let names: Vec<&str> = self
-                    .loaded
-                    .iter()
-                    .map(|(n, _, _)| *n)
-                    .filter(|n| {
-                        call.path().contains(
-                            &n.replace('.', "%5C.")
-                                .replace(':', "%3A")
-                                .replace('/', "%2F"),
-                        )
-                    })
-                    .collect();
-                self.dump(Some(&names))
-            } else {
-                self.dump(None)
-            };
-            self.respond(&call, ok(body));
-        }
-    }
-
-    fn cycle_and_ack(&mut self) -> Option<Report> {
-        let (call, report) = self.cycle()?;
-        self.respond(&call, ok(vec![]));
-        Some(report)
-    }
-}
+use rig::*;
 
 #[test]
 fn first_report_lists_every_loaded_certificate_with_its_fingerprint() {
@@ -240,20 +41,6 @@ fn first_report_lists_every_loaded_certificate_with_its_fingerprint() {
     );
 }
 
-/// Short names for the admin paths a cycle requested.
-fn kinds(paths: &[String]) -> Vec<&'static str> {
-    paths
-        .iter()
-        .map(|p| match p.as_str() {
-            p if p.starts_with("/stats") => "tripwire",
-            p if p.contains("mask=") => "index",
-            p if p.contains("name_regex=") => "secrets(changed)",
-            "/certs" => "certs",
-            _ => "secrets(all)",
-        })
-        .collect()
-}
-
 #[test]
 fn an_idle_poll_reads_only_the_tripwire_and_the_index_once_per_resync() {
     let mut rig = Rig::new(mk_config(""));
@@ -262,7 +49,7 @@ fn an_idle_poll_reads_only_the_tripwire_and_the_index_once_per_resync() {
     rig.cycle_and_ack().unwrap();
     assert_eq!(
         kinds(&rig.paths),
-        ["tripwire", "index", "secrets(all)", "certs"]
+        ["tripwire", "index", "certs", "secrets(all)"]
     );
     for _ in 0..2 {
         assert!(
@@ -275,8 +62,8 @@ fn an_idle_poll_reads_only_the_tripwire_and_the_index_once_per_resync() {
     assert_eq!(report.trigger, Trigger::Heartbeat);
     assert_eq!(
         kinds(&rig.paths),
-        ["tripwire", "index"],
-        "the heartbeat re-reads the index"
+        ["tripwire", "index", "certs"],
+        "the heartbeat re-reads the index and what the contexts serve"
     );
     assert!(report.seq > 1);
 }
@@ -314,9 +101,9 @@ fn a_rotation_fetches_only_the_changed_secret_and_reports_at_once() {
     let report = rig.cycle_and_ack().expect("reported in the next cycle");
     assert_eq!(
         kinds(&rig.paths),
-        ["tripwire", "index", "secrets(changed)", "certs"]
+        ["tripwire", "index", "certs", "secrets(changed)"]
     );
-    let fetched = &rig.paths[2];
+    let fetched = &rig.paths[3];
     assert!(
         fetched.contains("b%5C.tls") && !fetched.contains("a%5C.tls"),
         "{fetched}"
@@ -336,11 +123,16 @@ fn an_update_envoy_rejected_is_not_reported_as_served() {
     let mut rig = Rig::new(mk_config(""));
     rig.load("kubernetes://a.tls", "1", RSA);
     rig.cycle_and_ack().unwrap();
-    rig.load_rejected("kubernetes://a.tls", "2", P256);
-    // Nothing served changed, so no counter moved: the heartbeat's index read finds it.
-    let report = (0..3)
-        .find_map(|_| rig.cycle_and_ack())
-        .expect("the rejection is reported within a heartbeat");
+    rig.load_rejected("kubernetes://a.tls", P256);
+    // No stamp and no context counter moved; the secret's failure counter did.
+    let report = rig
+        .cycle_and_ack()
+        .expect("the rejection is reported in the next cycle");
+    assert_eq!(
+        kinds(&rig.paths),
+        ["tripwire", "index", "certs", "secrets(all)"],
+        "its only secret"
+    );
     assert_eq!(
         report.certificates[0].cert.sha256,
         fp(RSA),
@@ -366,7 +158,7 @@ fn an_update_envoy_rejected_is_not_reported_as_served() {
 #[test]
 fn a_rejected_chain_seen_at_startup_is_never_claimed_as_served() {
     let mut rig = Rig::new(mk_config(""));
-    rig.load_rejected("kubernetes://a.tls", "1", RSA);
+    rig.load_rejected("kubernetes://a.tls", RSA);
     let report = rig.cycle_and_ack().unwrap();
     assert!(report.certificates.is_empty(), "{:?}", report.certificates);
     assert!(
