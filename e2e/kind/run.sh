@@ -12,7 +12,8 @@
 #
 # What it proves, in order:
 #   1. Istio installs with the stats cert-sync's filter needs
-#      (proxyStatsMatcher: ssl_context_update_by_sds, wasmcustom).
+#      (proxyStatsMatcher: ssl_context_update_by_sds, update_rejected,
+#      key_rotation_failed, wasmcustom).
 #   2. The controller image runs as shipped (controller/deploy/*.yaml as they
 #      are, CRD from controller/crds/), elects a leader and applies the
 #      gateway-side objects (EnvoyFilter, status Gateway, WasmPlugin).

@@ -604,11 +604,22 @@ fn istio_install_exposes_the_stats_the_filter_needs() {
             })
             .unwrap_or_default()
     };
-    // The filter's tripwire (see README, "How the filter works").
-    assert!(
-        list("inclusionSuffixes").contains(&"ssl_context_update_by_sds".to_owned()),
-        "proxyStatsMatcher.inclusionSuffixes must include ssl_context_update_by_sds"
-    );
+    // The filter's tripwire (see README, "How the filter works"): the names
+    // its stats query asks for, so a renamed counter cannot drift apart.
+    for suffix in [
+        "ssl_context_update_by_sds",
+        "update_rejected",
+        "key_rotation_failed",
+    ] {
+        assert!(
+            certsync_filter::tripwire::PATH.contains(suffix),
+            "the filter's tripwire no longer reads {suffix}"
+        );
+        assert!(
+            list("inclusionSuffixes").contains(&suffix.to_owned()),
+            "proxyStatsMatcher.inclusionSuffixes must include {suffix}"
+        );
+    }
     // The filter's own counters and notAfter gauges.
     assert!(
         list("inclusionPrefixes").contains(&"wasmcustom".to_owned()),

@@ -1,16 +1,18 @@
-//! Reading Envoy's admin API: which SDS secrets are loaded and their PEM.
+//! Reading Envoy's admin API: which SDS secrets are loaded, their PEM, and
+//! what the TLS contexts actually serve.
 //!
-//! Two requests keep a poll's cost proportional to what changed:
-//! the *index* (`name`, `version_info`, `last_updated` of every active secret,
-//! via a field mask, no PEM) every interval, and the *secrets* (full PEM, key
-//! redacted by Envoy) only for names whose stamp changed.
+//! Three reads, each taken only when the cheaper one before it says so (the
+//! order is the reporter's, see `reporter`): the *index* (`name`,
+//! `version_info`, `last_updated` of every active secret via a field mask, no
+//! PEM), `/certs` (the serial numbers each TLS context holds, a multiset:
+//! [`Served`]), and the *secrets* (full PEM, key redacted by Envoy) only for
+//! the names under suspicion.
 //!
 //! `config_dump` shows the latest update Envoy *received*, even one it then
 //! rejected (a key that does not match, a broken chain) while it keeps serving
-//! the previous certificate; `version_info` and `last_updated` do not move on
-//! a rejection. So whenever the filter reads PEM it also reads `/certs` (the
-//! certificates the TLS contexts actually hold) and refuses to report a chain
-//! whose leaf serial no context serves.
+//! the previous certificate; neither stamp moves then, and on Envoy 1.36 a
+//! file rotation moves no stamp either (table in `tripwire`). So a chain read
+//! here is reported only when its leaf serial is among the served ones.
 
 use base64::Engine;
 use serde::Deserialize;
