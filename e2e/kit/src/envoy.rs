@@ -53,6 +53,21 @@ pub fn envoy_binary() -> Result<PathBuf> {
     )
 }
 
+/// The version an Envoy binary reports, e.g. `1.36.4` (from `--version`:
+/// `envoy  version: <sha>/1.36.4/Clean/RELEASE/BoringSSL`).
+pub fn envoy_version(binary: &Path) -> Result<String> {
+    let output = Command::new(binary)
+        .arg("--version")
+        .output()
+        .with_context(|| format!("running {} --version", binary.display()))?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.split('/')
+        .nth(1)
+        .filter(|v| v.chars().next().is_some_and(|c| c.is_ascii_digit()))
+        .map(str::to_owned)
+        .with_context(|| format!("no version in `{}`", text.trim()))
+}
+
 /// The name of an SDS secret's stat, e.g. `sds_stat_name("kubernetes://shop",
 /// "update_rejected")` is `sds.kubernetes_shop.update_rejected`. Envoy
 /// sanitizes the resource name as `Stats::Utility::sanitizeStatsName` does:
@@ -88,6 +103,9 @@ pub struct EnvoyOptions {
     /// default the system's temp dir. The local cluster puts it in the
     /// pod's directory, so a kept cluster keeps the Envoy logs too.
     pub temp_root: Option<PathBuf>,
+    /// The Envoy to run; default [`envoy_binary`]. Benchmarks that compare
+    /// Envoy lines in one run set it (tests choose with `$ENVOY_BIN`).
+    pub binary: Option<PathBuf>,
 }
 
 impl Default for EnvoyOptions {
@@ -99,6 +117,7 @@ impl Default for EnvoyOptions {
             ready_timeout: Duration::from_secs(30),
             extra_args: Vec::new(),
             temp_root: None,
+            binary: None,
         }
     }
 }
@@ -147,8 +166,12 @@ impl Envoy {
         admin_port: u16,
         options: EnvoyOptions,
     ) -> Result<Envoy> {
+        let binary = match &options.binary {
+            Some(binary) => binary.clone(),
+            None => envoy_binary()?,
+        };
         let mut envoy = Envoy {
-            binary: envoy_binary()?,
+            binary,
             dir: Some(dir),
             config_path,
             admin_port,

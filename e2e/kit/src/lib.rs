@@ -35,7 +35,9 @@ pub mod yaml;
 use std::path::{Path, PathBuf};
 
 pub use bootstrap::{Bootstrap, BootstrapBuilder, PluginConfig};
-pub use envoy::{envoy_binary, expiry_gauge_name, sds_stat_name, Envoy, EnvoyOptions};
+pub use envoy::{
+    envoy_binary, envoy_version, expiry_gauge_name, sds_stat_name, Envoy, EnvoyOptions,
+};
 pub use http1::HttpResponse;
 pub use pki::{TestCa, TestCert};
 pub use receiver::{ReceivedReport, Receiver, ReceiverMode};

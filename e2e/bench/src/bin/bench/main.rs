@@ -2,7 +2,8 @@
 //! baseline in the same run (these machines are noisy), written as Markdown.
 //!
 //! 1. user traffic with the filter installed vs not: throughput and p99 ratio;
-//! 2. Envoy CPU of polling 1,000 loaded certificates, idle and one change per interval;
+//! 2. Envoy CPU of polling 1,000 loaded certificates, idle and one change per
+//!    interval, on both Envoy lines (the pinned one and Istio 1.28's 1.36);
 //! 3. the release module's size.
 
 mod poll_cost;
@@ -11,9 +12,10 @@ mod user_traffic;
 use anyhow::{Context, Result};
 use certsync_testkit::bootstrap::{Bootstrap, PluginConfig};
 use certsync_testkit::pki::TestCa;
-use certsync_testkit::sds::{SdsDir, TlsSecret};
+use certsync_testkit::sds::{PemEncoding, SdsDir, TlsSecret};
 use certsync_testkit::{filter_wasm_path, Envoy, Receiver};
 use std::fmt::Write as _;
+use std::path::PathBuf;
 use std::time::Duration;
 
 const SIZE_BUDGET: u64 = 400 * 1024;
@@ -99,33 +101,53 @@ fn main() -> Result<()> {
         let _ = writeln!(report, "\n**Throughput ratio (with / without): {rps_ratio:.3}** (target ≥ 0.99: {}); p99 ratio {p99_ratio:.3} (lower is better).\n", verdict(rps_ratio >= 0.99));
     }
 
-    eprintln!("[bench] poll cost with {certs} certificates, {phase:?} per phase");
-    let cost = poll_cost::measure(certs, phase)?;
-    let ms_per_interval = |share: f64| share * cost.interval.as_secs_f64() * 1000.0;
-    let _ = writeln!(report, "## Poll cost at {} loaded certificates\n\nTwo Envoys share the same {} SDS volumes; one runs the filter (1 s interval). Extra CPU of the filter Envoy over the baseline, same {:?} window each.\n", cost.certificates, cost.certificates, cost.phase);
-    let _ = writeln!(
-        report,
-        "| phase | extra CPU, % of one core | extra CPU per interval | target |\n|---|---|---|---|"
-    );
-    let _ = writeln!(
-        report,
-        "| nothing changed | {:.2} % | {:.2} ms | ≤ 1 %: {} |",
-        cost.idle_core_share * 100.0,
-        ms_per_interval(cost.idle_core_share),
-        verdict(cost.idle_core_share <= 0.01)
-    );
-    let _ = writeln!(
-        report,
-        "| one certificate rotated per interval | {:.2} % | {:.2} ms | — |",
-        cost.change_core_share * 100.0,
-        ms_per_interval(cost.change_core_share)
-    );
-    let _ = writeln!(report, "\nBaseline Envoy's own CPU for those rotations (SDS reloads): {:.2} % of a core. Reports received during the change phase: {}.\n", cost.baseline_change_core_share * 100.0, cost.reports_in_change_phase);
+    let _ = writeln!(report, "## Poll cost at {certs} loaded certificates\n\nTwo Envoys share the same {certs} SDS volumes; one runs the filter (1 s interval). Extra CPU of the filter Envoy over the baseline, same {phase:?} window each, on each Envoy line and for both ways of delivering a rotation: the SDS resource file swapped (its stamp moves), and PEM files swapped under a `watched_directory` while the resource file stays (Envoy 1.36 moves no stamp; the filter finds the change through `/certs`).\n");
+    let _ = writeln!(report, "| Envoy | rotation by | idle, % of a core | idle, per interval | one rotation per interval, % of a core | per interval | baseline Envoy's own reloads | reports | idle target ≤ 1 % |\n|---|---|---|---|---|---|---|---|---|");
+    for envoy in envoy_lines()? {
+        let version = certsync_testkit::envoy_version(&envoy)?;
+        for (encoding, label) in [
+            (PemEncoding::InlineString, "resource file swap"),
+            (PemEncoding::Files, "watched PEM files swap"),
+        ] {
+            eprintln!("[bench] poll cost on Envoy {version}, {label}: {certs} certificates, {phase:?} per phase");
+            let cost = poll_cost::measure(certs, phase, encoding, &envoy)?;
+            let ms = |share: f64| share * cost.interval.as_secs_f64() * 1000.0;
+            let _ = writeln!(
+                report,
+                "| {version} | {label} | {:.2} % | {:.2} ms | {:.2} % | {:.2} ms | {:.2} % | {} | {} |",
+                cost.idle_core_share * 100.0,
+                ms(cost.idle_core_share),
+                cost.change_core_share * 100.0,
+                ms(cost.change_core_share),
+                cost.baseline_change_core_share * 100.0,
+                cost.reports_in_change_phase,
+                verdict(cost.idle_core_share <= 0.01)
+            );
+        }
+    }
+    let _ = writeln!(report);
 
     std::fs::write(&out, &report).with_context(|| format!("writing {out}"))?;
     println!("{report}");
     eprintln!("[bench] wrote {out}");
     Ok(())
+}
+
+/// The pinned Envoy, then Istio 1.28's line (`$ENVOY_ISTIO_BIN`, set by the
+/// Justfile) when it is a different binary.
+fn envoy_lines() -> Result<Vec<PathBuf>> {
+    let mut lines = vec![certsync_testkit::envoy_binary()?];
+    if let Some(istio) = std::env::var_os("ENVOY_ISTIO_BIN").map(PathBuf::from) {
+        anyhow::ensure!(
+            istio.is_file(),
+            "ENVOY_ISTIO_BIN={} is not a file",
+            istio.display()
+        );
+        if !lines.contains(&istio) {
+            lines.push(istio);
+        }
+    }
+    Ok(lines)
 }
 
 /// Pins every thread of `pid` to `cpus` (e.g. "0"); false if taskset is unavailable.

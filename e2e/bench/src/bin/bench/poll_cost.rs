@@ -2,16 +2,21 @@
 //! two Envoys share the same 1,000 SDS volumes, one with the filter and one
 //! without, measured over the same window, idle and with one rotation per
 //! interval. The difference is the filter's cost.
+//!
+//! Run per Envoy line and per way the secrets are delivered: the SDS
+//! resource file swapped (a stamp moves on every line), and PEM files under
+//! a `watched_directory` swapped while the resource file stays (Envoy 1.36
+//! moves no stamp: the filter finds the change through `/certs`).
 
 use anyhow::{Context, Result};
 use certsync_testkit::bootstrap::{Bootstrap, PluginConfig};
 use certsync_testkit::pki::TestCa;
-use certsync_testkit::sds::{SdsDir, TlsSecret};
+use certsync_testkit::sds::{PemEncoding, SdsDir, TlsSecret};
 use certsync_testkit::{Envoy, EnvoyOptions, Receiver};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 pub struct PollCost {
-    pub certificates: usize,
     pub interval: Duration,
     /// Extra CPU of the filter Envoy over the baseline, as a share of one core.
     pub idle_core_share: f64,
@@ -19,7 +24,6 @@ pub struct PollCost {
     /// Baseline Envoy's own CPU in the change phase (SDS reloads), share of a core.
     pub baseline_change_core_share: f64,
     pub reports_in_change_phase: usize,
-    pub phase: Duration,
 }
 
 /// The filter's defaults at a 1 s interval; `CERTSYNC_BENCH_PLUGIN` (JSON)
@@ -63,7 +67,12 @@ fn ensure_inotify_instances(needed: u64) -> Result<()> {
     Ok(())
 }
 
-pub fn measure(certificates: usize, phase: Duration) -> Result<PollCost> {
+pub fn measure(
+    certificates: usize,
+    phase: Duration,
+    encoding: PemEncoding,
+    envoy: &Path,
+) -> Result<PollCost> {
     ensure_inotify_instances(2 * certificates as u64 + 256)?;
     let interval = Duration::from_secs(1);
     let root = tempfile::tempdir()?;
@@ -80,7 +89,7 @@ pub fn measure(certificates: usize, phase: Duration) -> Result<PollCost> {
         let resource = format!("kubernetes://bench.host-{i}");
         let dir = SdsDir::single(
             root.path().join(format!("s{i}")),
-            TlsSecret::from_cert(&resource, &ca.leaf(&[&sni])?),
+            TlsSecret::from_cert(&resource, &ca.leaf(&[&sni])?).with_encoding(encoding),
         )?;
         with_filter = with_filter.host(&sni, dir.source(&resource)?);
         baseline = baseline.host(&sni, dir.source(&resource)?);
@@ -88,6 +97,7 @@ pub fn measure(certificates: usize, phase: Duration) -> Result<PollCost> {
     }
     let options = EnvoyOptions {
         ready_timeout: Duration::from_secs(120),
+        binary: Some(envoy.to_path_buf()),
         ..EnvoyOptions::default()
     };
     let filtered = Envoy::start_with(&with_filter.build()?, options.clone())?;
@@ -128,21 +138,19 @@ pub fn measure(certificates: usize, phase: Duration) -> Result<PollCost> {
     let mut n = 0;
     while t.elapsed() < phase {
         let (sni, resource, dir) = &mut dirs[n % certificates];
-        dir.rotate(TlsSecret::from_cert(
-            resource.as_str(),
-            &ca.leaf(&[sni.as_str()])?,
-        ))?;
+        dir.rotate(
+            TlsSecret::from_cert(resource.as_str(), &ca.leaf(&[sni.as_str()])?)
+                .with_encoding(encoding),
+        )?;
         n += 1;
         std::thread::sleep(interval);
     }
     let (change_core_share, baseline_change_core_share) = share(start, sample()?, t.elapsed());
     Ok(PollCost {
-        certificates,
         interval,
         idle_core_share,
         change_core_share,
         baseline_change_core_share,
         reports_in_change_phase: receiver.count() - reports_before,
-        phase,
     })
 }
