@@ -61,8 +61,8 @@ pub fn envoy_version(binary: &Path) -> Result<String> {
         .output()
         .with_context(|| format!("running {} --version", binary.display()))?;
     let text = String::from_utf8_lossy(&output.stdout);
-    text.split('/')
-        .nth(1)
+    text.split_once("version:")
+        .and_then(|(_, v)| v.split('/').nth(1))
         .filter(|v| v.chars().next().is_some_and(|c| c.is_ascii_digit()))
         .map(str::to_owned)
         .with_context(|| format!("no version in `{}`", text.trim()))
