@@ -33,10 +33,20 @@
 set -euo pipefail
 
 # ---- pinned versions (override through the environment) ----
+# kind v0.33.0: the newest kind release (its release notes, github.com/
+# kubernetes-sigs/kind/releases/tag/v0.33.0; the tag postdates our mirror of
+# the repository, whose newest is v0.32.0 — see docs/kind.md, "Unverified").
 KIND_VERSION=${KIND_VERSION:-v0.33.0}
-# Built for kind v0.33.0 (its release notes); Istio 1.28 supports Kubernetes 1.29-1.34.
+# The v1.34 image of the list the v0.33.0 release notes publish ("Images
+# pre-built for this release"). Istio 1.28 supports Kubernetes 1.29-1.34
+# (istio.io news/releases/1.28.x/announcing-1.28), and istioctl >= 1.28.2
+# requires >= 1.30 (istioctl/pkg/install/k8sversion/version.go:31).
 KIND_NODE_IMAGE=${KIND_NODE_IMAGE:-kindest/node:v1.34.11@sha256:44e222ee2132dab25ff87301682f89eb82c7880ea3a1bf543bfe9708fd08d67d}
-ISTIO_VERSION=${ISTIO_VERSION:-1.28.1}
+# The newest 1.28 patch (tag 1.28.10 in istio/istio, 2026-06-29; istio.io
+# news/releases/1.28.x/announcing-1.28.10). The Istio behaviour cited in this
+# project was read at 1.28.1; the files cited are unchanged at 1.28.10 where
+# noted in docs/kind.md.
+ISTIO_VERSION=${ISTIO_VERSION:-1.28.10}
 CLUSTER=${CLUSTER:-cert-sync-e2e}
 # How long each wait may take, in seconds.
 TIMEOUT=${TIMEOUT:-180}
@@ -179,9 +189,14 @@ resolve_kind() {
 }
 
 # istioctl: the pinned version from PATH, else downloaded into .tools/kind-e2e.
+# `istioctl version --remote=false` prints `client version: 1.28.10`: istioctl
+# forces --short on (istioctl/pkg/version/version.go:49-55) and the short form
+# is "client version: %s" (pkg/version/cobra.go:88). The download names follow
+# release/downloadIstioCtl.sh:79-80 (istioctl-<v>-<os>-<arch>.tar.gz, macOS
+# amd64 without an arch suffix), with istioctl at the top of the tarball.
 resolve_istioctl() {
   if command -v istioctl >/dev/null 2>&1 \
-    && [ "$(istioctl version --remote=false --short 2>/dev/null || true)" = "$ISTIO_VERSION" ]; then
+    && [ "$(istioctl version --remote=false 2>/dev/null || true)" = "client version: $ISTIO_VERSION" ]; then
     ISTIOCTL=$(command -v istioctl)
     return
   fi
