@@ -119,7 +119,11 @@ impl Harness {
 #[tokio::test]
 async fn only_a_live_gateway_pod_may_report_for_itself() {
     let v = mk_verifier(
-        &[("gw-0", "10.0.0.5", true), ("gw-1", "10.0.0.6", false)],
+        &[
+            ("gw-0", "10.0.0.5", true),
+            ("gw-1", "10.0.0.6", false),
+            ("gw-2", "10.0.0.7,fd00::7", true),
+        ],
         false,
         Duration::ZERO,
     )
@@ -152,6 +156,14 @@ async fn only_a_live_gateway_pod_may_report_for_itself() {
         Forbidden,
         "another pod's address"
     );
+    // Dual-stack: either family of the pod's own addresses, no other.
+    assert_eq!(receive(Some(&good), "fd00::7", &body("gw-2", 1)), Accepted);
+    assert_eq!(receive(Some(&good), "10.0.0.7", &body("gw-2", 2)), Accepted);
+    assert_eq!(
+        receive(Some(&good), "fd00::5", &body("gw-2", 3)),
+        Forbidden,
+        "an address the pod does not have"
+    );
     assert_eq!(receive(Some(&good), "10.0.0.5", b"{not json"), Malformed);
     let mut other_ns: Value = serde_json::from_slice(&body("gw-0", 1)).unwrap();
     other_ns["pod"]["namespace"] = json!("tenant");
@@ -175,8 +187,9 @@ async fn only_a_live_gateway_pod_may_report_for_itself() {
 
     // Only the accepted report counts.
     let observations = v.sink.observations();
-    assert_eq!(observations.keys().collect::<Vec<_>>(), ["gw-0"]);
+    assert_eq!(observations.keys().collect::<Vec<_>>(), ["gw-0", "gw-2"]);
     assert_eq!(observations["gw-0"].seq, 3);
+    assert_eq!(observations["gw-2"].seq, 2);
 }
 
 #[tokio::test]

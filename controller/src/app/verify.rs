@@ -210,7 +210,7 @@ impl Verifier {
                 let obs = observations.get(&p.name);
                 PodSummary {
                     name: p.name.clone(),
-                    ip: p.ip.map(|ip| ip.to_string()),
+                    ip: p.ips.first().map(ToString::to_string),
                     last_report: obs.map(|o| rfc3339_ms(o.received_at_ms)),
                     seq: obs.map(|o| o.seq),
                     certificates: obs.map_or(0, |o| o.certificates.len()),

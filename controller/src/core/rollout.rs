@@ -92,8 +92,11 @@ impl fmt::Display for RolloutState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LivePod {
     pub name: String,
-    /// `status.podIP`: reports must come from it.
-    pub ip: Option<std::net::IpAddr>,
+    /// `status.podIPs` (one per address family on a dual-stack cluster):
+    /// reports must come from one of them. The gateway reaches the
+    /// controller through a STRICT_DNS cluster whose default `AUTO` lookup
+    /// prefers IPv6, so a report may leave from either family.
+    pub ips: Vec<std::net::IpAddr>,
 }
 
 /// One certificate a pod serves, as its filter reported it.

@@ -34,7 +34,7 @@ fn mk_pods(names: &[&str]) -> Vec<LivePod> {
         .iter()
         .map(|n| LivePod {
             name: (*n).to_owned(),
-            ip: None,
+            ips: Vec::new(),
         })
         .collect()
 }

@@ -82,20 +82,24 @@ pub fn mk_pair(ns: &str, name: &str, pair: Pair, autosync: bool) -> Value {
 /// The bearer token test filters present.
 pub const TOKEN: &str = "s3cret-report-token";
 
-/// A gateway pod (`istio: ingressgateway`) in the gateway namespace.
-pub fn mk_gateway_pod(name: &str, ip: &str, ready: bool) -> Value {
+/// A gateway pod (`istio: ingressgateway`) in the gateway namespace; `ips`
+/// is `10.0.0.5` or, dual-stack, `10.0.0.5,fd00::5` (`podIP` is the first).
+pub fn mk_gateway_pod(name: &str, ips: &str, ready: bool) -> Value {
+    let listed: Vec<Value> = ips.split(',').map(|ip| json!({ "ip": ip })).collect();
     json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "namespace": GW, "labels": {"istio": "ingressgateway"}},
         "status": {
-            "phase": "Running", "podIP": ip,
+            "phase": "Running",
+            "podIP": ips.split(',').next(),
+            "podIPs": listed,
             "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]
         }
     })
 }
 
 pub fn peer(ip: &str) -> Option<SocketAddr> {
-    format!("{ip}:40000").parse().ok()
+    Some(SocketAddr::new(ip.parse().ok()?, 40000))
 }
 
 /// What a gateway pod's filter would report serving `pair` under `resource`.

@@ -53,7 +53,7 @@ mod tests {
     fn mk_pod(name: &str) -> LivePod {
         LivePod {
             name: name.to_owned(),
-            ip: None,
+            ips: Vec::new(),
         }
     }
 

@@ -61,7 +61,7 @@ impl GatewayPods {
             .filter(|p| is_live(p))
             .map(|p| LivePod {
                 name: p.name_any(),
-                ip: pod_ip(p),
+                ips: pod_ips(p),
             })
             .collect();
         pods.sort_by(|a, b| a.name.cmp(&b.name));
@@ -82,8 +82,19 @@ fn is_live(pod: &Pod) -> bool {
             .any(|c| c.type_ == "Ready" && c.status == "True")
 }
 
-fn pod_ip(pod: &Pod) -> Option<IpAddr> {
-    pod.status.as_ref()?.pod_ip.as_deref()?.parse().ok()
+/// `status.podIPs`, or `status.podIP` where a server does not fill the list.
+fn pod_ips(pod: &Pod) -> Vec<IpAddr> {
+    let Some(status) = &pod.status else {
+        return Vec::new();
+    };
+    let listed = status.pod_ips.iter().flatten().map(|p| p.ip.as_str());
+    let mut ips: Vec<IpAddr> = listed
+        .chain(status.pod_ip.as_deref())
+        .filter_map(|ip| ip.parse().ok())
+        .collect();
+    ips.sort();
+    ips.dedup();
+    ips
 }
 
 #[cfg(test)]
@@ -114,8 +125,26 @@ mod tests {
         assert!(!is_live(&mk_pod("Running", "True", true)));
         assert!(!is_live(&Pod::default()));
         assert_eq!(
-            pod_ip(&mk_pod("Running", "True", false)),
-            "10.1.2.3".parse().ok()
+            pod_ips(&mk_pod("Running", "True", false)),
+            ["10.1.2.3".parse::<IpAddr>().ok()]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
         );
+    }
+
+    #[test]
+    fn a_dual_stack_pod_has_both_addresses() {
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "gw"},
+            "status": {
+                "podIP": "10.1.2.3",
+                "podIPs": [{"ip": "10.1.2.3"}, {"ip": "fd00::3"}]
+            }
+        }))
+        .unwrap_or_default();
+        let ips: Vec<String> = pod_ips(&pod).iter().map(ToString::to_string).collect();
+        assert_eq!(ips, ["10.1.2.3", "fd00::3"]);
+        assert!(pod_ips(&Pod::default()).is_empty());
     }
 }

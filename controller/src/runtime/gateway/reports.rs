@@ -11,7 +11,7 @@
 //! 2. **Pod identity.** The report names a pod; it must be a Ready pod that
 //!    matches the gateway selector in the gateway namespace (403 otherwise).
 //! 3. **Source address.** The connection must come from that pod's
-//!    `status.podIP` (403 otherwise), so one gateway pod cannot report for
+//!    one of its `status.podIPs` (403 otherwise), so one gateway pod cannot report for
 //!    another, and a stolen token is useless outside the gateway pods. This
 //!    needs the controller to see the pod's address: it runs without a
 //!    sidecar (`sidecar.istio.io/inject: "false"`). `--report-source-check=false`
@@ -154,7 +154,7 @@ impl ReportSink {
         };
         if self.check_source {
             let from = peer.map(|p| p.ip().to_canonical());
-            if from.is_none() || from != pod.ip.map(|ip| ip.to_canonical()) {
+            if !from.is_some_and(|from| pod.ips.iter().any(|ip| ip.to_canonical() == from)) {
                 return (
                     ReportOutcome::Forbidden,
                     "report does not come from the pod's address",
