@@ -326,6 +326,11 @@ impl Args {
                 url: url.clone(),
                 sha256: module_sha256.filter(|_| url.starts_with("http")),
             },
+            // Without a module the WasmPlugin would point at a 503: every
+            // gateway pod would fall back to FAIL_OPEN, silently.
+            None if module_sha256.is_none() => {
+                return Err("--manage-gateway-config serves the filter from the controller: give --filter-wasm (or --wasm-url)".into())
+            }
             None => ModuleSource::Controller {
                 sha256: module_sha256,
             },
@@ -466,10 +471,15 @@ mod tests {
     #[test]
     fn gateways_reach_the_advertised_service_not_the_listen_address() {
         let a = parse(&["--http-addr", "0.0.0.0:9090"]);
-        let settings = a.gateway_settings(None, None).unwrap();
+        let sha = Some("ab".repeat(32));
+        let settings = a.gateway_settings(sha.clone(), None).unwrap();
         assert_eq!(settings.controller_port, 8080);
+        assert!(
+            a.gateway_settings(None, None).is_err(),
+            "no module to serve"
+        );
         let a = parse(&["--http-addr", "0.0.0.0:9090", "--controller-port", "9443"]);
-        let settings = a.gateway_settings(None, None).unwrap();
+        let settings = a.gateway_settings(sha, None).unwrap();
         assert_eq!(
             (settings.controller_host.as_str(), settings.controller_port),
             ("cert-sync.istio-system.svc.cluster.local", 9443)

@@ -4,14 +4,10 @@
 use crate::config::{StatusArgs, StatusOutput};
 use crate::core::manifest;
 use crate::core::status::{self, TableWidth};
+use crate::runtime::ops::http_get;
 use anyhow::{bail, ensure, Context, Result};
-use http_body_util::{BodyExt, Collected, Empty, LengthLimitError, Limited};
-use hyper::body::Bytes;
-use hyper::header::HOST;
-use hyper::{Request, StatusCode, Uri};
-use hyper_util::rt::TokioIo;
+use hyper::Uri;
 use std::time::Duration;
-use tokio::net::TcpStream;
 
 /// `cert-sync status`.
 pub async fn run(args: &StatusArgs) -> Result<()> {
@@ -66,8 +62,6 @@ const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
 /// Connecting and the whole exchange: a port-forward that went away fails
 /// the command instead of hanging it.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
-/// How much of a refusal's body the error quotes.
-const QUOTED_CHARS: usize = 1024;
 
 /// `GET <server><path>` over HTTP/1.1 (the controller's port, usually
 /// port-forwarded): the body of a 200 answer, anything else is an error.
@@ -83,11 +77,10 @@ async fn http_get_bounded(
 ) -> Result<String> {
     let authority = authority_of(server)?;
     let url = format!("http://{authority}{path}");
-    tokio::time::timeout(timeout, exchange(&authority, path, max_bytes))
+    let body = http_get::get(&authority, path, max_bytes, timeout)
         .await
-        .map_err(|_| anyhow::anyhow!("no answer within {timeout:?}"))
-        .and_then(|answer| answer)
-        .with_context(|| format!("GET {url}"))
+        .with_context(|| format!("GET {url}"))?;
+    String::from_utf8(body.to_vec()).with_context(|| format!("GET {url}: the answer is not UTF-8"))
 }
 
 /// `host:port` of an `http://host[:port][/]` URL (port 80 by default).
@@ -110,56 +103,6 @@ fn authority_of(server: &str) -> Result<String> {
         authority.host(),
         authority.port_u16().unwrap_or(80)
     ))
-}
-
-/// One request on a fresh connection; the body is read up to `max_bytes`.
-async fn exchange(authority: &str, path: &str, max_bytes: usize) -> Result<String> {
-    let stream = TcpStream::connect(authority)
-        .await
-        .with_context(|| format!("connecting to {authority}"))?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .context("starting HTTP/1.1")?;
-    let request = Request::get(path)
-        .header(HOST, authority)
-        .body(Empty::<Bytes>::new())
-        .context("building the request")?;
-    let answer = async move {
-        let response = sender.send_request(request).await?;
-        // Dropping the sender lets the connection end once the body is read.
-        drop(sender);
-        let status = response.status();
-        let body = Limited::new(response.into_body(), max_bytes)
-            .collect()
-            .await;
-        Ok::<_, hyper::Error>((status, body))
-    };
-    // The connection is driven alongside the exchange; its own error, if
-    // any, is also the exchange's.
-    let (answer, _) = tokio::join!(answer, connection);
-    let (status, body) = answer.context("reading the answer")?;
-    let body = body.map(Collected::to_bytes).map_err(|e| {
-        if e.is::<LengthLimitError>() {
-            anyhow::anyhow!("the answer is over {max_bytes} bytes")
-        } else {
-            anyhow::Error::from_boxed(e).context("reading the answer")
-        }
-    });
-    if status != StatusCode::OK {
-        let quoted = body.as_deref().map(quote).unwrap_or_default();
-        bail!("answered {status}: {quoted}");
-    }
-    String::from_utf8(body?.to_vec()).context("the answer is not UTF-8")
-}
-
-/// The start of a refusal's body, trimmed, for the error message.
-fn quote(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    let text = text.trim();
-    match text.char_indices().nth(QUOTED_CHARS) {
-        Some((end, _)) => format!("{}...", &text[..end]),
-        None => text.to_owned(),
-    }
 }
 
 #[cfg(test)]

@@ -63,6 +63,33 @@ async fn once_in_directory_mode_writes_the_files_and_exits() {
 }
 
 #[tokio::test]
+async fn managing_the_gateway_config_without_a_module_is_refused_at_start() {
+    let server = FakeApiServer::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig).unwrap();
+    // Else the WasmPlugin would name a module nobody serves, and every
+    // gateway pod would run without the filter, silently.
+    let mut command = cert_sync();
+    command.env("KUBECONFIG", &kubeconfig).args([
+        "--pod-name",
+        "test",
+        "--http-addr",
+        "127.0.0.1:0",
+    ]);
+    let output = tokio::process::Command::from(command)
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--filter-wasm"), "{stderr}");
+    assert!(server
+        .get("wasmplugins.extensions.istio.io", GW, "cert-sync")
+        .is_none());
+}
+
+#[tokio::test]
 async fn a_running_controller_publishes_refuses_and_never_logs_key_bytes() {
     let server = FakeApiServer::start().await.unwrap();
     server.put(mk_pair("shop", "good", P256, true)).unwrap();
@@ -87,7 +114,8 @@ async fn a_running_controller_publishes_refuses_and_never_logs_key_bytes() {
     let mut child = cert_sync()
         .env("KUBECONFIG", &kubeconfig)
         .env("RUST_LOG", "debug")
-        .args(["--log-format", "json", "--pod-name", "test", "--http-addr"])
+        .args(["--log-format", "json", "--pod-name", "test"])
+        .args(["--manage-gateway-config=false", "--http-addr"])
         .arg(format!("127.0.0.1:{port}"))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -320,6 +320,34 @@ async fn filter_wasm_etag_round_trip() {
 }
 
 #[tokio::test]
+async fn the_content_addressed_path_serves_only_its_own_digest() {
+    let (_ready_tx, ready) = watch::channel(true);
+    let hex: String = Sha256::digest(MODULE)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let server = start(state(ready, Some(MODULE))).await;
+    let path = certsync_contract::wire::module_path(&hex);
+    let r = get(server.addr, &path).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, MODULE);
+    assert_eq!(r.header("content-type"), Some("application/wasm"));
+    // Another build's digest (a replica of another version answering): 404,
+    // which istio-agent retries, never bytes that mismatch the WasmPlugin.
+    let other = certsync_contract::wire::module_path(&"0".repeat(64));
+    let r = get(server.addr, &other).await;
+    assert_eq!(r.status, 404);
+    assert!(r.text().contains(&hex), "{}", r.text());
+    assert_eq!(get(server.addr, "/v1/filter/x").await.status, 404);
+    server.stop().await.expect("serve result");
+
+    let (_ready_tx, ready) = watch::channel(true);
+    let server = start(state(ready, None)).await;
+    assert_eq!(get(server.addr, &path).await.status, 404);
+    server.stop().await.expect("serve result");
+}
+
+#[tokio::test]
 async fn filter_wasm_without_a_module_is_503() {
     let (_ready_tx, ready) = watch::channel(true);
     let server = start(state(ready, None)).await;

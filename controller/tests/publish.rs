@@ -321,59 +321,6 @@ async fn a_central_directory_instance_indexes_what_the_writers_publish() {
 }
 
 #[tokio::test]
-async fn gateway_side_objects_are_applied_once_and_point_at_the_served_module() {
-    use certsync_controller::runtime::gateway::config::GatewayConfig;
-    use certsync_wasmplugin::{GatewaySettings, ModuleSource};
-    let rig = Rig::new(credential_policy(), None).await;
-    let client = rig.server.client().unwrap();
-    let sha = "ab".repeat(32);
-    let mut config = GatewayConfig::new(GatewaySettings {
-        module: ModuleSource::Controller {
-            sha256: Some(sha.clone()),
-        },
-        ..GatewaySettings::default()
-    });
-    assert_eq!(config.apply(&client).await.unwrap(), 3);
-    let plugin = rig
-        .server
-        .get("wasmplugins.extensions.istio.io", GW, "cert-sync")
-        .expect("WasmPlugin");
-    assert_eq!(plugin["spec"]["sha256"], sha.as_str());
-    assert!(plugin["spec"]["url"]
-        .as_str()
-        .unwrap()
-        .ends_with("/v1/filter.wasm"));
-    assert!(rig
-        .server
-        .get("envoyfilters.networking.istio.io", GW, "cert-sync")
-        .is_some());
-    assert!(rig
-        .server
-        .get("gateways.networking.istio.io", GW, "cert-sync-status")
-        .is_some());
-    let writes = rig
-        .server
-        .write_count("wasmplugins.extensions.istio.io", GW, "cert-sync");
-    assert_eq!(
-        config.apply(&client).await.unwrap(),
-        0,
-        "unchanged: no write"
-    );
-    config.invalidate();
-    assert_eq!(
-        config.apply(&client).await.unwrap(),
-        3,
-        "re-apply on request"
-    );
-    assert_eq!(
-        rig.server
-            .write_count("wasmplugins.extensions.istio.io", GW, "cert-sync"),
-        writes,
-        "an identical apply changes nothing server-side"
-    );
-}
-
-#[tokio::test]
 async fn a_change_to_one_of_many_sources_reads_and_writes_only_that_one() {
     let mut rig = Rig::new(credential_policy(), None).await;
     for name in ["a", "b", "c", "d"] {

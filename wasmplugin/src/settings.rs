@@ -8,7 +8,7 @@ use certsync_contract::plugin_config::{
     MIN_INTERVAL_MS,
 };
 use certsync_contract::sds;
-use certsync_contract::wire::MODULE_PATH;
+use certsync_contract::wire::{module_path, MODULE_PATH};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
@@ -86,10 +86,12 @@ impl Default for GatewaySettings {
 /// Where the WasmPlugin's `url` points.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ModuleSource {
-    /// `http://<controller_host>:<controller_port>/v1/filter.wasm`, served by
-    /// the controller itself, so no registry is needed. The controller always
-    /// sets `sha256` (lowercase hex of the module it serves); `None` is for
-    /// the static manifest, which cannot know the controller's build.
+    /// Served by the controller itself, so no registry is needed. The
+    /// controller always sets `sha256` (lowercase hex of the module it
+    /// serves), and the URL is then content-addressed:
+    /// `http://<controller_host>:<controller_port>/v1/filter/<sha256>.wasm`.
+    /// `None` is for the static manifest, which cannot know the
+    /// controller's build: `/v1/filter.wasm`, fetched with `Always`.
     Controller { sha256: Option<String> },
     /// Any URL Istio can fetch: `oci://`, `https://`, `http://` or `file://`.
     /// `sha256` is required for `http(s)://` (nothing else vouches for the
@@ -276,9 +278,16 @@ impl GatewaySettings {
     /// The WasmPlugin's `url`.
     pub fn module_url(&self) -> String {
         match &self.module {
-            ModuleSource::Controller { .. } => {
+            ModuleSource::Controller { sha256: None } => {
                 format!("http://{}{MODULE_PATH}", self.controller_authority())
             }
+            ModuleSource::Controller {
+                sha256: Some(sha256),
+            } => format!(
+                "http://{}{}",
+                self.controller_authority(),
+                module_path(sha256)
+            ),
             ModuleSource::Url { url, .. } => url.clone(),
         }
     }

@@ -56,6 +56,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// How often rollouts are re-assessed for timeouts and silent pods (a
 /// report that changes what a pod serves triggers a pass at once).
 const ROLLOUT_TICK: Duration = Duration::from_secs(1);
+/// First retry of a failed apply of the gateway-side objects (doubling up
+/// to [`MAX_BACKOFF`]): a new controller's Service gets its first Ready
+/// endpoint within a readiness period or two.
+const CONFIG_RETRY: Duration = Duration::from_secs(1);
 /// How soon a target blocked by an object cert-sync does not manage (and
 /// does not watch) is looked at again.
 const BLOCKED_RECHECK: Duration = Duration::from_secs(10);
@@ -269,6 +273,7 @@ impl App {
         mut gateway_config: Option<&mut GatewayConfig>,
     ) {
         let mut backoff = Duration::from_millis(200);
+        let mut config_backoff = CONFIG_RETRY;
         let mut retry_at: Option<tokio::time::Instant> = None;
         let mut resync = tokio::time::interval(RESYNC);
         let mut tick = tokio::time::interval(ROLLOUT_TICK);
@@ -283,18 +288,29 @@ impl App {
                 let triggered = std::time::Instant::now();
                 tokio::time::sleep(triggers.debounce).await;
                 if leads {
+                    retry_at = None;
                     if let Some(config) = gateway_config.as_deref_mut() {
-                        if let Err(e) = config.apply(&self.ctx.client).await {
-                            tracing::warn!(error = %e, "applying the gateway-side Istio objects failed; retrying");
+                        match config.apply(&self.ctx.client).await {
+                            Ok(_) => config_backoff = CONFIG_RETRY,
+                            Err(e) => {
+                                // Typically the module is not yet fetchable
+                                // through the Service (no Ready endpoint):
+                                // seconds, not the next resync.
+                                tracing::warn!(error = %e, retry_in = ?config_backoff, "applying the gateway-side Istio objects failed");
+                                retry_at = Some(tokio::time::Instant::now() + config_backoff);
+                                config_backoff = (config_backoff * 2).min(MAX_BACKOFF);
+                            }
                         }
                     }
-                    retry_at = None;
                     match self.publisher.pass(&self.ctx, unix_now()).await {
                         Ok(outcome) => {
                             self.ctx.metrics.reconciled(ReconcileOutcome::Ok);
                             backoff = Duration::from_millis(200);
                             if self.publisher.blocked() {
-                                retry_at = Some(tokio::time::Instant::now() + BLOCKED_RECHECK);
+                                retry_at = earliest(
+                                    retry_at,
+                                    tokio::time::Instant::now() + BLOCKED_RECHECK,
+                                );
                             }
                             if outcome.writes + outcome.deletes > 0 || outcome.files_swapped {
                                 self.ctx.metrics.observe_publish(triggered.elapsed());
@@ -304,7 +320,7 @@ impl App {
                         Err(e) => {
                             self.ctx.metrics.reconciled(ReconcileOutcome::Error);
                             tracing::warn!(error = %e, retry_in = ?backoff, "reconcile failed");
-                            retry_at = Some(tokio::time::Instant::now() + backoff);
+                            retry_at = earliest(retry_at, tokio::time::Instant::now() + backoff);
                             backoff = (backoff * 2).min(MAX_BACKOFF);
                         }
                     }
@@ -367,6 +383,13 @@ impl App {
             .write(&self.ctx, &self.publisher, notes, unix_now())
             .await
     }
+}
+
+fn earliest(
+    a: Option<tokio::time::Instant>,
+    b: tokio::time::Instant,
+) -> Option<tokio::time::Instant> {
+    Some(a.map_or(b, |a| a.min(b)))
 }
 
 async fn sleep_until(at: Option<tokio::time::Instant>) {

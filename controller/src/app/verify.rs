@@ -82,6 +82,7 @@ pub struct Verifier {
     status: SharedStatus,
 }
 
+mod silence;
 mod status;
 pub use status::{status_router, SharedStatus, StatusSnapshot};
 
@@ -154,7 +155,7 @@ impl Verifier {
         ctx: &Context,
         now_ms: i64,
         leading: bool,
-        gateway_config: Option<&mut GatewayConfig>,
+        mut gateway_config: Option<&mut GatewayConfig>,
         published: Option<&Publications>,
     ) -> bool {
         let Some(published) = published.cloned() else {
@@ -181,23 +182,23 @@ impl Verifier {
         ctx.metrics.set_rollout(&views);
 
         if leading {
-            self.act(ctx, &actions, manifest, gateway_config).await;
-            self.warn(ctx, &warnings, manifest).await;
-            for pod in self.silence.step(&live, &observations, now_ms, window) {
-                let message = format!(
-                    "gateway pod {pod} has not reported for over {}s: is the cert-sync WasmPlugin loaded, and can the pod reach the controller? Its rollouts are Unknown",
-                    self.settings.heartbeat_window.as_secs()
-                );
-                tracing::warn!(%pod, "{message}");
-                ctx.emit_action(
-                    pod_ref(&self.gateway_namespace, &pod),
-                    true,
-                    actions::VERIFY,
-                    reasons::POD_NOT_REPORTING,
-                    &message,
-                )
+            self.act(ctx, &actions, manifest, gateway_config.as_deref_mut())
                 .await;
-            }
+            self.warn(ctx, &warnings, manifest).await;
+        }
+        let silence = self.silence.step(
+            &live,
+            &observations,
+            now_ms,
+            window,
+            self.ladder.can_reapply,
+        );
+        ctx.metrics.set_gateway_pods(self.silence.states().values());
+        if leading {
+            self.tell_silence(ctx, &silence, gateway_config).await;
+        } else {
+            // A standby tells nothing; should it lead, it starts afresh.
+            self.silence.forget_actions();
         }
 
         let notes: BTreeMap<PublicationKey, RolloutNote> = views
@@ -214,6 +215,7 @@ impl Verifier {
                     last_report: obs.map(|o| rfc3339_ms(o.received_at_ms)),
                     seq: obs.map(|o| o.seq),
                     certificates: obs.map_or(0, |o| o.certificates.len()),
+                    reporting: self.silence.states().get(&p.name).copied(),
                 }
             })
             .collect();
@@ -329,27 +331,8 @@ impl Verifier {
                         continue;
                     };
                     ctx.metrics.ladder_step(LadderStep::ReapplyGatewayConfig);
-                    let result = config.reapply(&ctx.client, &stamp).await;
-                    let message = match &result {
-                        Ok(n) => format!("re-applied {n} gateway-side objects: rollouts are stuck"),
-                        Err(e) => format!("re-applying the gateway-side objects failed: {e}"),
-                    };
-                    tracing::warn!("{message}");
-                    let about = ObjectReference {
-                        api_version: Some("extensions.istio.io/v1alpha1".into()),
-                        kind: Some("WasmPlugin".into()),
-                        namespace: Some(self.gateway_namespace.clone()),
-                        name: Some(certsync_wasmplugin::WASM_PLUGIN_NAME.into()),
-                        ..ObjectReference::default()
-                    };
-                    ctx.emit_action(
-                        about,
-                        true,
-                        actions::RETRIGGER,
-                        reasons::GATEWAY_CONFIG_REAPPLIED,
-                        &message,
-                    )
-                    .await;
+                    self.reapply(ctx, config, &stamp, "rollouts are stuck")
+                        .await;
                 }
                 Action::Evict { pod, source } => {
                     ctx.metrics.ladder_step(LadderStep::Evict);

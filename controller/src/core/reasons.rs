@@ -129,6 +129,11 @@ pub const SERVED_DRIFT: &str = "ServedNotPublished";
 /// Warning, on the pod: a live gateway pod has not reported within the
 /// heartbeat window, so its rollouts are Unknown.
 pub const POD_NOT_REPORTING: &str = "PodNotReporting";
+/// Warning, on the pod: a Ready gateway pod never reported within a
+/// heartbeat window, even after the WasmPlugin was re-applied: the filter is
+/// not loaded there (istio-agent could not fetch or start the module and
+/// fell back to `FAIL_OPEN`).
+pub const FILTER_NOT_LOADED: &str = "FilterNotLoaded";
 
 /// Every reason that is not a refusal.
 pub const PUBLICATION_AND_ROLLOUT: &[&str] = &[
@@ -143,6 +148,7 @@ pub const PUBLICATION_AND_ROLLOUT: &[&str] = &[
     CERTIFICATE_EXPIRED,
     SERVED_DRIFT,
     POD_NOT_REPORTING,
+    FILTER_NOT_LOADED,
 ];
 
 /// The `action` of an Event (`events.k8s.io/v1`): what cert-sync was doing

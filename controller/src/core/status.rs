@@ -9,7 +9,7 @@
 
 use super::conditions::PUBLISHED;
 use super::manifest::{self, Manifest, ManifestEntry, TargetRef};
-use super::rollout::{PodState, PodView, Warning};
+use super::rollout::{PodState, PodView, Reporting, Warning};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -47,6 +47,9 @@ pub struct PodSummary {
     /// Certificates the pod reported loaded.
     #[serde(default)]
     pub certificates: usize,
+    /// How the pod reports; absent when read from an older controller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reporting: Option<Reporting>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -218,6 +221,21 @@ pub fn render_table(view: &StatusView, width: TableWidth, now: i64) -> String {
         rows.push(row);
     }
     let mut out = columns(&rows);
+    let quiet: Vec<String> = view
+        .pods
+        .iter()
+        .filter_map(|p| match p.reporting {
+            Some(r @ (Reporting::FilterNotLoaded | Reporting::NotReporting)) => {
+                Some(format!("  {}: {}", p.name, quiet_pod(r)))
+            }
+            _ => None,
+        })
+        .collect();
+    if !quiet.is_empty() {
+        out.push_str("\nSILENT GATEWAY PODS\n");
+        out.push_str(&quiet.join("\n"));
+        out.push('\n');
+    }
     if !view.warnings.is_empty() {
         out.push_str("\nWARNINGS\n");
         for w in &view.warnings {
@@ -225,6 +243,15 @@ pub fn render_table(view: &StatusView, width: TableWidth, now: i64) -> String {
         }
     }
     out
+}
+
+fn quiet_pod(r: Reporting) -> &'static str {
+    match r {
+        Reporting::FilterNotLoaded => {
+            "FilterNotLoaded (never reported: the WasmPlugin's module was not fetched or did not start there)"
+        }
+        _ => "NotReporting (reported before, silent past the heartbeat window)",
+    }
 }
 
 fn target(t: &TargetRef) -> String {

@@ -10,8 +10,19 @@ pub const ADMIN_CLUSTER: &str = "cert-sync-admin";
 /// EnvoyFilter, named in the plugin configuration; the filter reports
 /// through it.
 pub const CONTROLLER_CLUSTER: &str = "cert-sync-controller";
-/// Where the controller serves the filter module; a WasmPlugin that loads
-/// the module from the controller points its `url` here.
+/// Where the controller serves the filter module it was started with,
+/// whatever its digest: for a static manifest that cannot know the build.
 pub const MODULE_PATH: &str = "/v1/filter.wasm";
+/// Prefix of the content-addressed module path, [`module_path`].
+pub const MODULE_DIR: &str = "/v1/filter/";
+
+/// The content-addressed path of the module whose SHA-256 is `sha256_hex`
+/// (`/v1/filter/<hex>.wasm`). A controller answers it only for the module
+/// it serves (404 otherwise), so during a rolling upgrade a replica of
+/// another version never hands a gateway bytes that mismatch the
+/// WasmPlugin's `sha256`: the fetch fails, and is retried, instead.
+pub fn module_path(sha256_hex: &str) -> String {
+    format!("{MODULE_DIR}{sha256_hex}.wasm")
+}
 /// Where the filter posts its reports (defined with the report protocol).
 pub use crate::report::REPORT_PATH;

@@ -1,114 +1,215 @@
-//! Pods that stay silent. A live gateway pod that has not reported within
-//! the heartbeat window is `Unknown` for every publication, and the ladder
-//! cannot help it (pushes do not make a filter load). It deserves one
-//! `PodNotReporting` Warning when it falls silent, none while it stays so,
+//! Pods that stay silent. A live gateway pod without a report within the
+//! heartbeat window is `Unknown` for every publication; *why* it is silent
+//! decides what can help:
+//!
+//! ```text
+//!  Ready pod ──report within window──▶ Reporting
+//!     │  (none yet, window not over)  ▶ Awaiting
+//!     ├─never reported, window over──▶ FilterNotLoaded ─▶ re-apply WasmPlugin (backoff) ─▶ Event
+//!     └─reported, then silent────────▶ NotReporting    ─▶ Event
+//! ```
+//!
+//! A pod that never reported most likely runs without the filter: istio-agent
+//! gives up on a module after ~4 s of retries and, with `FAIL_OPEN`, installs
+//! an allow-all filter in its place and ACKs (istio 1.28 `pkg/wasm/convert.go`,
+//! `pkg/wasm/options.go`). It fetches again only when istiod pushes the
+//! WasmPlugin again, which a change to a WasmPlugin does
+//! (`pilot/pkg/xds/ecds.go`), so re-applying ours is the one thing that
+//! helps. Re-applies push to every gateway pod, so they back off: one at
+//! once, then after 2, 4, 8… windows, at most [`MAX_REAPPLY_INTERVAL_MS`]
+//! apart. A pod still silent a window after a re-apply (or at once when the
+//! controller cannot re-apply) gets one `FilterNotLoaded` Warning.
+//!
+//! A pod that reported and then stopped is wedged or cut off from the
+//! controller; pushes do not help. It gets one `PodNotReporting` Warning,
 //! and another if it falls silent again after reporting.
 
 use super::{LivePod, Observation};
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 
-/// The pods already told to be silent.
+/// Re-applies for pods without the filter are at least this far apart once
+/// the backoff has grown.
+pub const MAX_REAPPLY_INTERVAL_MS: i64 = 15 * 60 * 1000;
+
+/// How a live pod reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Reporting {
+    /// Reported within the heartbeat window.
+    Reporting,
+    /// No report yet, but its first window is not over.
+    Awaiting,
+    /// Never reported within a window of being Ready: the filter is not
+    /// loaded there.
+    FilterNotLoaded,
+    /// Reported before, silent past the window since.
+    NotReporting,
+}
+
+impl Reporting {
+    pub const ALL: [Reporting; 4] = [
+        Self::Reporting,
+        Self::Awaiting,
+        Self::FilterNotLoaded,
+        Self::NotReporting,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Reporting => "Reporting",
+            Self::Awaiting => "Awaiting",
+            Self::FilterNotLoaded => "FilterNotLoaded",
+            Self::NotReporting => "NotReporting",
+        }
+    }
+}
+
+impl fmt::Display for Reporting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the runtime must do about silent pods.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SilenceAction {
+    /// Re-apply the gateway-side objects so istiod pushes the WasmPlugin
+    /// again (the `attempt`-th time this episode) for these pods.
+    ReapplyForFilter { pods: Vec<String>, attempt: u32 },
+    /// Tell once: the filter is not loaded on `pod` (`reapplied` times tried).
+    FilterNotLoaded { pod: String, reapplied: u32 },
+    /// Tell once: `pod` reported before and fell silent.
+    NotReporting { pod: String },
+}
+
+/// Silence across steps: when each pod was first seen live, which pods were
+/// told about, and the re-apply backoff.
 #[derive(Debug, Default)]
 pub struct Silence {
-    /// First pass: no pod is called silent before it had a window to report
+    /// First step: no pod is called silent before it had a window to report
     /// (a restarted controller has seen no report yet).
     started_ms: Option<i64>,
-    silent: BTreeSet<String>,
+    first_live_ms: BTreeMap<String, i64>,
+    states: BTreeMap<String, Reporting>,
+    told: BTreeSet<String>,
+    reapplies: u32,
+    last_reapply_ms: Option<i64>,
 }
 
 impl Silence {
-    /// The live pods that fell silent since the last call: no report for
-    /// longer than `window_ms` (counting from the first call for pods that
-    /// never reported).
+    /// Classifies the live pods and says what to do. `can_reapply`: the
+    /// controller manages the gateway-side objects.
     pub fn step(
         &mut self,
         live: &[LivePod],
         observations: &BTreeMap<String, Observation>,
         now_ms: i64,
         window_ms: i64,
-    ) -> Vec<String> {
+        can_reapply: bool,
+    ) -> Vec<SilenceAction> {
         let started = *self.started_ms.get_or_insert(now_ms);
-        let silent: BTreeSet<String> = live
+        let names: BTreeSet<&str> = live.iter().map(|p| p.name.as_str()).collect();
+        self.first_live_ms.retain(|p, _| names.contains(p.as_str()));
+        self.told.retain(|p| names.contains(p.as_str()));
+        let mut states = BTreeMap::new();
+        for pod in live {
+            let first = *self.first_live_ms.entry(pod.name.clone()).or_insert(now_ms);
+            let state = classify(
+                observations.get(&pod.name).map(|o| o.received_at_ms),
+                first.max(started),
+                now_ms,
+                window_ms,
+            );
+            if matches!(state, Reporting::Reporting | Reporting::Awaiting) {
+                self.told.remove(&pod.name);
+            }
+            states.insert(pod.name.clone(), state);
+        }
+        self.states = states;
+
+        let mut actions = Vec::new();
+        let without_filter: Vec<String> = self.pods_in(Reporting::FilterNotLoaded);
+        if without_filter.is_empty() {
+            self.reapplies = 0;
+            self.last_reapply_ms = None;
+        } else if can_reapply && self.reapply_due(now_ms, window_ms) {
+            self.reapplies += 1;
+            self.last_reapply_ms = Some(now_ms);
+            actions.push(SilenceAction::ReapplyForFilter {
+                pods: without_filter.clone(),
+                attempt: self.reapplies,
+            });
+        }
+        // Tell once a re-apply had a window to work, or at once without one.
+        let reapply_had_a_window = self
+            .last_reapply_ms
+            .is_some_and(|at| now_ms - at > window_ms);
+        if !can_reapply || reapply_had_a_window {
+            for pod in without_filter {
+                if self.told.insert(pod.clone()) {
+                    actions.push(SilenceAction::FilterNotLoaded {
+                        pod,
+                        reapplied: self.reapplies,
+                    });
+                }
+            }
+        }
+        for pod in self.pods_in(Reporting::NotReporting) {
+            if self.told.insert(pod.clone()) {
+                actions.push(SilenceAction::NotReporting { pod });
+            }
+        }
+        actions
+    }
+
+    /// Forgets what was told and re-applied: a standby replica acts on
+    /// nothing, so on taking the lead it tells and re-applies afresh.
+    pub fn forget_actions(&mut self) {
+        self.told.clear();
+        self.reapplies = 0;
+        self.last_reapply_ms = None;
+    }
+
+    /// How each live pod reported, as of the last step.
+    pub fn states(&self) -> &BTreeMap<String, Reporting> {
+        &self.states
+    }
+
+    fn pods_in(&self, state: Reporting) -> Vec<String> {
+        self.states
             .iter()
-            .filter(|p| {
-                let last = observations
-                    .get(&p.name)
-                    .map_or(started, |o| o.received_at_ms);
-                now_ms - last.max(started) > window_ms
-            })
-            .map(|p| p.name.clone())
-            .collect();
-        let new = silent.difference(&self.silent).cloned().collect();
-        self.silent = silent;
-        new
+            .filter(|(_, s)| **s == state)
+            .map(|(p, _)| p.clone())
+            .collect()
+    }
+
+    /// The first re-apply at once; the n-th 2^(n-1) windows after the one
+    /// before, capped.
+    fn reapply_due(&self, now_ms: i64, window_ms: i64) -> bool {
+        let Some(last) = self.last_reapply_ms else {
+            return true;
+        };
+        let factor = 1_i64 << self.reapplies.min(20);
+        let interval = window_ms
+            .saturating_mul(factor)
+            .min(MAX_REAPPLY_INTERVAL_MS);
+        now_ms - last >= interval
+    }
+}
+
+/// One pod's state from its last report (if any) and the start of its first
+/// window (`since_ms`: when it was first seen live, or the controller
+/// started, whichever is later).
+fn classify(last_report_ms: Option<i64>, since_ms: i64, now_ms: i64, window_ms: i64) -> Reporting {
+    match last_report_ms {
+        Some(at) if now_ms - at.max(since_ms) <= window_ms => Reporting::Reporting,
+        Some(_) => Reporting::NotReporting,
+        None if now_ms - since_ms <= window_ms => Reporting::Awaiting,
+        None => Reporting::FilterNotLoaded,
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const WINDOW: i64 = 35_000;
-
-    fn mk_pod(name: &str) -> LivePod {
-        LivePod {
-            name: name.to_owned(),
-            ips: Vec::new(),
-        }
-    }
-
-    fn mk_observation(at_ms: i64) -> Observation {
-        Observation {
-            received_at_ms: at_ms,
-            ..Observation::default()
-        }
-    }
-
-    #[test]
-    fn a_pod_is_not_silent_before_it_had_a_window_to_report() {
-        let mut s = Silence::default();
-        let pods = [mk_pod("gw-a")];
-        assert!(s.step(&pods, &BTreeMap::new(), 1_000, WINDOW).is_empty());
-        assert!(s
-            .step(&pods, &BTreeMap::new(), 1_000 + WINDOW, WINDOW)
-            .is_empty());
-        assert_eq!(
-            s.step(&pods, &BTreeMap::new(), 1_001 + WINDOW, WINDOW),
-            vec!["gw-a".to_owned()]
-        );
-    }
-
-    #[test]
-    fn a_silent_pod_is_told_once_and_again_after_it_reported() {
-        let mut s = Silence::default();
-        let pods = [mk_pod("gw-a"), mk_pod("gw-b")];
-        let mut obs = BTreeMap::from([("gw-b".to_owned(), mk_observation(50_000))]);
-        s.step(&pods, &obs, 0, WINDOW);
-        assert_eq!(s.step(&pods, &obs, 40_000, WINDOW), vec!["gw-a".to_owned()]);
-        assert!(s.step(&pods, &obs, 41_000, WINDOW).is_empty());
-        // gw-a reports, then falls silent again; gw-b's last report ages out.
-        obs.insert("gw-a".to_owned(), mk_observation(42_000));
-        assert!(s.step(&pods, &obs, 43_000, WINDOW).is_empty());
-        assert_eq!(
-            s.step(&pods, &obs, 90_000, WINDOW),
-            vec!["gw-a".to_owned(), "gw-b".to_owned()]
-        );
-    }
-
-    #[test]
-    fn a_pod_that_is_gone_is_forgotten() {
-        let mut s = Silence::default();
-        s.step(&[mk_pod("gw-a")], &BTreeMap::new(), 0, WINDOW);
-        assert_eq!(
-            s.step(&[mk_pod("gw-a")], &BTreeMap::new(), 40_000, WINDOW)
-                .len(),
-            1
-        );
-        assert!(s.step(&[], &BTreeMap::new(), 41_000, WINDOW).is_empty());
-        assert_eq!(
-            s.step(&[mk_pod("gw-a")], &BTreeMap::new(), 42_000, WINDOW)
-                .len(),
-            1
-        );
-    }
-}
+#[path = "silence_tests.rs"]
+mod tests;

@@ -1,13 +1,17 @@
 //! The gateway-side Istio objects (EnvoyFilter, status Gateway, WasmPlugin),
 //! rendered by `certsync-wasmplugin` and server-side applied with the one
 //! field manager. Re-applied only when the rendering changes (or when a
-//! re-trigger asks), so a quiet controller writes nothing.
+//! re-trigger asks), so a quiet controller writes nothing. Before any write
+//! the module the WasmPlugin names is fetched and checked through the URL
+//! the gateways use ([`ModuleProbe`]), and an object of the same name that
+//! cert-sync does not manage is left alone (the apply fails instead).
 
 // The annotation a re-apply stamps on every gateway-side object: identical
 // objects would be a no-op for the API server and for istiod.
+use super::module::{ModuleError, ModuleProbe};
 use crate::core::model::keys::REAPPLIED_AT;
 use crate::runtime::kube::cluster::FIELD_MANAGER;
-use certsync_wasmplugin::{render, GatewaySettings, SettingsError};
+use certsync_wasmplugin::{render, GatewaySettings, SettingsError, LABEL_MANAGED_BY, LABEL_VALUE};
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
 use kube::core::GroupVersionKind;
 use kube::{Api, Client};
@@ -20,6 +24,10 @@ pub enum GatewayConfigError {
     Settings(#[from] SettingsError),
     #[error("rendered object lacks {0}")]
     Malformed(&'static str),
+    #[error("{0}; the WasmPlugin is left as it was")]
+    ModuleUnavailable(#[from] ModuleError),
+    #[error("{kind} {name} exists without {LABEL_MANAGED_BY}={LABEL_VALUE}: cert-sync does not write over objects it does not manage (delete it, or label it to hand it over)")]
+    NotOurs { kind: String, name: String },
     #[error("applying {kind} {name}: {source}")]
     Apply {
         kind: String,
@@ -32,6 +40,8 @@ pub enum GatewayConfigError {
 /// Applies the rendered objects when they differ from the last applied set.
 pub struct GatewayConfig {
     settings: GatewaySettings,
+    /// Checks the controller-served module before a write.
+    probe: Option<ModuleProbe>,
     applied: Option<Vec<Value>>,
     /// Set by [`GatewayConfig::reapply`]; kept in every later rendering so a
     /// normal apply does not take the annotation away again.
@@ -41,6 +51,7 @@ pub struct GatewayConfig {
 impl GatewayConfig {
     pub fn new(settings: GatewaySettings) -> Self {
         GatewayConfig {
+            probe: ModuleProbe::for_settings(&settings),
             settings,
             applied: None,
             reapplied_at: None,
@@ -57,6 +68,9 @@ impl GatewayConfig {
         }
         if self.applied.as_ref() == Some(&objects) {
             return Ok(0);
+        }
+        if let Some(probe) = &self.probe {
+            probe.check().await?;
         }
         for object in &objects {
             apply_object(client, object).await?;
@@ -100,6 +114,25 @@ async fn apply_object(client: &Client, object: &Value) -> Result<(), GatewayConf
     let gvk = GroupVersionKind::gvk(group, version, &kind);
     let resource = ApiResource::from_gvk(&gvk);
     let api = Api::<DynamicObject>::namespaced_with(client.clone(), &namespace, &resource);
+    let existing = api
+        .get_opt(&name)
+        .await
+        .map_err(|source| GatewayConfigError::Apply {
+            kind: kind.clone(),
+            name: name.clone(),
+            source,
+        })?;
+    if let Some(existing) = existing {
+        let ours = existing
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(LABEL_MANAGED_BY))
+            .is_some_and(|v| v == LABEL_VALUE);
+        if !ours {
+            return Err(GatewayConfigError::NotOurs { kind, name });
+        }
+    }
     api.patch(
         &name,
         &PatchParams::apply(FIELD_MANAGER).force(),

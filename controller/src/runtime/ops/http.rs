@@ -6,12 +6,19 @@
 //! | `GET /healthz` | 200 `ok` while the process serves at all (liveness) |
 //! | `GET /readyz` | 200 once the caches are synced, else 503 with a reason (readiness) |
 //! | `GET /metrics` | Prometheus text 0.0.4, or OpenMetrics if the scraper asks for it |
-//! | `GET /v1/filter.wasm` | the proxy-wasm module with `ETag: "sha256:<hex>"`; 304 on a matching `If-None-Match`; 503 when started without a module |
+//! | `GET /v1/filter/<sha256>.wasm` | the proxy-wasm module if its SHA-256 is `<sha256>`, else 404 naming the one served |
+//! | `GET /v1/filter.wasm` | the module whatever its digest (for the static manifest), `ETag: "sha256:<hex>"`, 304 on a matching `If-None-Match`; 503 when started without a module |
 //!
 //! Istio's WasmPlugin fetches the module over plain HTTP from this server,
 //! pinned by the `sha256` the controller writes into the WasmPlugin, so no
-//! OCI registry is needed. The ETag is that same digest, which lets a
-//! fetcher revalidate cheaply.
+//! OCI registry is needed. The controller's WasmPlugin uses the
+//! content-addressed path: while replicas of two versions sit behind the
+//! Service (a rolling upgrade), a fetch that lands on the other version gets
+//! a 404, which istio-agent retries, never bytes whose digest mismatches
+//! (which it would not retry: it falls back to `FAIL_OPEN`). The module is
+//! served from process start, before `/readyz` passes, and the leader checks
+//! it through the Service before pointing a WasmPlugin at it
+//! (`runtime::gateway::module`).
 //!
 //! More routes (reports, status) are added by merging into [`router`] and
 //! serving the result with [`serve_router`], which bounds every request body
@@ -24,7 +31,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::header::{ACCEPT, CACHE_CONTROL, CONTENT_TYPE, ETAG, IF_NONE_MATCH};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -122,6 +129,7 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route(certsync_contract::wire::MODULE_PATH, get(filter_wasm))
+        .route("/v1/filter/{file}", get(filter_wasm_by_digest))
         .with_state(state)
 }
 
@@ -222,6 +230,30 @@ async fn filter_wasm(State(state): State<Arc<HttpState>>, headers: HeaderMap) ->
         module.bytes.clone(),
     )
         .into_response()
+}
+
+async fn filter_wasm_by_digest(
+    State(state): State<Arc<HttpState>>,
+    Path(file): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let asked = file.strip_suffix(".wasm").unwrap_or_default();
+    match &state.filter {
+        Some(module) if asked == module.sha256_hex => filter_wasm(State(state), headers).await,
+        Some(module) => (
+            StatusCode::NOT_FOUND,
+            format!(
+                "this controller serves the filter module sha256 {}, not {asked:?}\n",
+                module.sha256_hex
+            ),
+        )
+            .into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            "no filter module: the controller was started without one\n",
+        )
+            .into_response(),
+    }
 }
 
 /// `If-None-Match` uses the weak comparison (RFC 9110 §13.1.2): `*`, or any

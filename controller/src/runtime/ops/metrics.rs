@@ -19,6 +19,7 @@
 //! underlying `prometheus-client` crate speaks natively, for scrapers that
 //! ask for it.
 
+use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +33,7 @@ use prometheus_client::registry::Registry;
 
 use crate::core::model::ObjectRef;
 use crate::core::reasons;
+use crate::core::rollout::Reporting;
 
 /// Every metric family, as named in the Prometheus text format.
 pub const FAMILIES: [&str; 13] = [
@@ -152,6 +154,7 @@ struct Inner {
     pod_state: Family<PodStateLabels, Gauge>,
     served_not_after: Family<SourcePodLabels, Gauge>,
     publications: Family<StateLabels, Gauge>,
+    gateway_pods: Family<StateLabels, Gauge>,
     converge: Histogram,
 }
 
@@ -253,6 +256,17 @@ impl Metrics {
             "Publications by rollout state (Converged, Progressing, NoPods)",
             publications.clone(),
         );
+        let gateway_pods = Family::<StateLabels, Gauge>::default();
+        registry.register(
+            "certsync_gateway_pods",
+            "Live gateway pods by how they report (Reporting, Awaiting, FilterNotLoaded, NotReporting)",
+            gateway_pods.clone(),
+        );
+        for state in Reporting::ALL {
+            drop(gateway_pods.get_or_create(&StateLabels {
+                state: state.as_str(),
+            }));
+        }
         let converge = Histogram::new(CONVERGE_BUCKETS);
         registry.register(
             "certsync_rollout_converge_seconds",
@@ -292,6 +306,7 @@ impl Metrics {
                 pod_state,
                 served_not_after,
                 publications,
+                gateway_pods,
                 converge,
             }),
         }
@@ -416,6 +431,22 @@ impl Metrics {
         {
             self.inner
                 .publications
+                .get_or_create(&StateLabels {
+                    state: state.as_str(),
+                })
+                .set(n);
+        }
+    }
+
+    /// How many live gateway pods are in each [`Reporting`] state.
+    pub fn set_gateway_pods<'a>(&self, states: impl IntoIterator<Item = &'a Reporting>) {
+        let mut counts: BTreeMap<Reporting, i64> = Reporting::ALL.iter().map(|s| (*s, 0)).collect();
+        for state in states {
+            *counts.entry(*state).or_default() += 1;
+        }
+        for (state, n) in counts {
+            self.inner
+                .gateway_pods
                 .get_or_create(&StateLabels {
                     state: state.as_str(),
                 })

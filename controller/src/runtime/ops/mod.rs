@@ -4,4 +4,5 @@
 pub mod alloc_stats;
 pub mod heap;
 pub mod http;
+pub mod http_get;
 pub mod metrics;

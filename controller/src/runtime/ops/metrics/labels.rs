@@ -169,14 +169,21 @@ pub enum LadderStep {
     RePush,
     ReapplyGatewayConfig,
     Evict,
+    /// Re-applied the gateway-side objects for pods that never reported
+    /// (the filter is not loaded there).
+    ReapplyForFilter,
+    /// Told that the filter is not loaded on a pod (after re-applies).
+    FilterNotLoaded,
 }
 
 impl LadderStep {
-    pub const ALL: [LadderStep; 4] = [
+    pub const ALL: [LadderStep; 6] = [
         Self::Stalled,
         Self::RePush,
         Self::ReapplyGatewayConfig,
         Self::Evict,
+        Self::ReapplyForFilter,
+        Self::FilterNotLoaded,
     ];
 
     /// The label value.
@@ -186,6 +193,8 @@ impl LadderStep {
             Self::RePush => "repush",
             Self::ReapplyGatewayConfig => "reapply_gateway_config",
             Self::Evict => "evict",
+            Self::ReapplyForFilter => "reapply_for_filter",
+            Self::FilterNotLoaded => "filter_not_loaded",
         }
     }
 }
