@@ -1,4 +1,4 @@
-//! `deploy/rbac.yaml` is sufficient: every request the controller makes in
+//! `deploy/base/rbac.yaml` is sufficient: every request the controller makes in
 //! a full scenario against the fake API server (watches, reads, publication,
 //! deletion, Events, manifest, Lease, gateway-side Istio objects) is allowed
 //! by exactly those rules, evaluated as the API server does. And it stays
@@ -35,7 +35,7 @@ fn strings(v: &Value) -> Vec<String> {
 }
 
 fn rules() -> Vec<Rule> {
-    let text = include_str!("../deploy/rbac.yaml");
+    let text = include_str!("../deploy/base/rbac.yaml");
     let mut out = Vec::new();
     for doc in serde_norway::Deserializer::from_str(text) {
         let doc: Value = serde::Deserialize::deserialize(doc).unwrap();
@@ -204,7 +204,10 @@ async fn every_request_of_a_full_scenario_is_allowed() {
         .filter(|r| !allowed(&rules, r))
         .map(|r| format!("{:?} {} {:?}/{:?}", r.verb, r.path, r.resource, r.name))
         .collect();
-    assert!(denied.is_empty(), "deploy/rbac.yaml denies: {denied:#?}");
+    assert!(
+        denied.is_empty(),
+        "deploy/base/rbac.yaml denies: {denied:#?}"
+    );
     // And the scenario exercised the writes the rules grant.
     for (verb, resource) in [
         (Verb::Apply, "secrets"),

@@ -508,7 +508,7 @@ publish_source "$work/leaf1.crt" "$work/leaf1.key"
 k -n "$APP_NAMESPACE" rollout status deployment/echo --timeout="${TIMEOUT}s"
 ok "source $APP_NAMESPACE/$SOURCE_SECRET, leaf sha256 $fp1"
 
-step "cert-sync: report token, CRD, RBAC, Deployment (controller/deploy as checked in)"
+step "cert-sync: report token, then the credential overlay (CRD, RBAC, Deployment, Service, PDB)"
 if k -n "$GATEWAY_NAMESPACE" get secret "$TOKEN_SECRET" >/dev/null 2>&1; then
   info "report token Secret exists; kept"
 else
@@ -519,7 +519,7 @@ k apply -f "$root/controller/crds/certmerge.yaml"
 k wait --for=condition=Established crd/certmerges.certsync.istio.io --timeout="${TIMEOUT}s"
 existed=false
 k -n "$GATEWAY_NAMESPACE" get deployment "$CONTROLLER_DEPLOYMENT" >/dev/null 2>&1 && existed=true
-k apply -f "$root/controller/deploy/rbac.yaml" -f "$root/controller/deploy/deployment.yaml"
+k apply -k "$root/controller/deploy/overlays/credential"
 if [ "$existed" = true ]; then
   info "restarting the controller to pick up the reloaded image"
   k -n "$GATEWAY_NAMESPACE" rollout restart deployment/"$CONTROLLER_DEPLOYMENT"

@@ -3,8 +3,10 @@
 //! applies is checked here instead, so a broken manifest fails `cargo test`
 //! rather than a user's first run:
 //!
-//! * every YAML document in `e2e/kind/manifests/`, `controller/deploy/` and
-//!   `controller/crds/` parses, and has a check of its own (a kind nobody
+//! * every YAML document in `e2e/kind/manifests/` and `controller/crds/`,
+//!   and the controller install run.sh applies (`kubectl kustomize` of
+//!   `controller/deploy/overlays/credential`; `install.rs` checks every
+//!   overlay), parses, and has a check of its own (a kind nobody
 //!   checks is an error);
 //! * Kubernetes objects (core, apps, rbac, apiextensions) decode into
 //!   k8s-openapi types *strictly*: re-encoded, they must equal the input, so
@@ -32,69 +34,24 @@
 //! controller's Service as deployed.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is a failed assertion
 
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+mod manifests;
+
+use manifests::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::Command;
 
-fn root() -> PathBuf {
-    certsync_testkit::workspace_root()
-}
-
-fn read(rel: &str) -> String {
-    let path = root().join(rel);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
-}
-
-// ---------------------------------------------------------------- documents
-
-/// One YAML document of one file.
-#[derive(Clone)]
-struct Doc {
-    file: String,
-    index: usize,
-    value: Value,
-}
-
-impl Doc {
-    fn str(&self, pointer: &str) -> &str {
-        self.value
-            .pointer(pointer)
-            .and_then(Value::as_str)
-            .unwrap_or("")
-    }
-    fn api_version(&self) -> &str {
-        self.str("/apiVersion")
-    }
-    fn kind(&self) -> &str {
-        self.str("/kind")
-    }
-    fn name(&self) -> &str {
-        self.str("/metadata/name")
-    }
-    fn namespace(&self) -> &str {
-        self.str("/metadata/namespace")
-    }
-    fn label(&self) -> String {
-        format!(
-            "{} (document {}): {} {}",
-            self.file,
-            self.index,
-            self.kind(),
-            self.name()
-        )
-    }
-}
-
-const MANIFEST_DIRS: [&str; 3] = ["e2e/kind/manifests", "controller/deploy", "controller/crds"];
+const MANIFEST_DIRS: [&str; 2] = ["e2e/kind/manifests", "controller/crds"];
+/// What run.sh applies for the controller (`kubectl apply -k`).
+const OVERLAY: &str = "controller/deploy/overlays/credential";
 
 fn yaml_files(dir: &str) -> Vec<String> {
     let mut files: Vec<String> = std::fs::read_dir(root().join(dir))
         .unwrap_or_else(|e| panic!("listing {dir}: {e}"))
         .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|name| name.ends_with(".yaml") || name.ends_with(".yml"))
+        // Kustomizations are rendered, not applied: install.rs checks them.
+        .filter(|name| name != "kustomization.yaml")
         .map(|name| format!("{dir}/{name}"))
         .collect();
     files.sort();
@@ -102,107 +59,20 @@ fn yaml_files(dir: &str) -> Vec<String> {
     files
 }
 
-fn parse_docs(file: &str, text: &str) -> Vec<Doc> {
-    serde_norway::Deserializer::from_str(text)
-        .enumerate()
-        .map(|(index, de)| {
-            let value = Value::deserialize(de)
-                .unwrap_or_else(|e| panic!("{file}: document {index} is not valid YAML: {e}"));
-            Doc {
-                file: file.to_owned(),
-                index,
-                value,
-            }
-        })
-        // A leading comment block before the first `---` is an empty document.
-        .filter(|doc| !doc.value.is_null())
-        .collect()
-}
-
+/// The kind e2e's own manifests, the CRDs, and the controller install as
+/// run.sh applies it (the overlay, rendered).
 fn all_docs() -> Vec<Doc> {
-    MANIFEST_DIRS
+    let mut docs: Vec<Doc> = MANIFEST_DIRS
         .iter()
         .flat_map(|dir| yaml_files(dir))
         .flat_map(|file| parse_docs(&file, &read(&file)))
-        .collect()
+        .collect();
+    docs.extend(kustomize(OVERLAY));
+    docs
 }
 
 fn docs_of(file: &str) -> Vec<Doc> {
     parse_docs(file, &read(file))
-}
-
-fn find<'a>(docs: &'a [Doc], kind: &str, name: &str) -> &'a Doc {
-    docs.iter()
-        .find(|d| d.kind() == kind && d.name() == name)
-        .unwrap_or_else(|| panic!("no {kind} {name}"))
-}
-
-// ------------------------------------------------------- strict k8s decoding
-
-/// Decodes into `T` and re-encodes; every difference from the input is a
-/// field the typed decoder dropped, added or changed.
-fn strict<T: DeserializeOwned + Serialize>(value: &Value) -> Result<(), String> {
-    let typed: T = serde_json::from_value(value.clone()).map_err(|e| format!("decode: {e}"))?;
-    let back = serde_json::to_value(&typed).map_err(|e| format!("re-encode: {e}"))?;
-    let mut problems = Vec::new();
-    diff("", value, &back, &mut problems);
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(problems.join("\n"))
-    }
-}
-
-fn diff(path: &str, input: &Value, back: &Value, out: &mut Vec<String>) {
-    match (input, back) {
-        (Value::Object(a), Value::Object(b)) => {
-            for (key, va) in a {
-                let here = format!("{path}/{key}");
-                match b.get(key) {
-                    Some(vb) => diff(&here, va, vb, out),
-                    None if va.is_null() => {}
-                    None => out.push(format!("{here}: unknown field (a strict decoder refuses it; the API server would drop it)")),
-                }
-            }
-            for key in b.keys().filter(|k| !a.contains_key(*k)) {
-                out.push(format!("{path}/{key}: added by the decoder"));
-            }
-        }
-        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
-            for (i, (va, vb)) in a.iter().zip(b).enumerate() {
-                diff(&format!("{path}/{i}"), va, vb, out);
-            }
-        }
-        (Value::Number(a), Value::Number(b)) if a.as_f64() == b.as_f64() => {}
-        _ if input == back => {}
-        _ => out.push(format!("{path}: {input} decodes as {back}")),
-    }
-}
-
-/// The strict check for a Kubernetes built-in kind; `None` for other kinds.
-fn check_kubernetes(api_version: &str, kind: &str, value: &Value) -> Option<Result<(), String>> {
-    use k8s_openapi::api::apps::v1 as apps;
-    use k8s_openapi::api::core::v1 as core;
-    use k8s_openapi::api::rbac::v1 as rbac;
-    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiext;
-    Some(match (api_version, kind) {
-        ("v1", "Namespace") => strict::<core::Namespace>(value),
-        ("v1", "Service") => strict::<core::Service>(value),
-        ("v1", "ServiceAccount") => strict::<core::ServiceAccount>(value),
-        ("v1", "Secret") => strict::<core::Secret>(value),
-        ("v1", "ConfigMap") => strict::<core::ConfigMap>(value),
-        ("apps/v1", "Deployment") => strict::<apps::Deployment>(value),
-        ("rbac.authorization.k8s.io/v1", "ClusterRole") => strict::<rbac::ClusterRole>(value),
-        ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
-            strict::<rbac::ClusterRoleBinding>(value)
-        }
-        ("rbac.authorization.k8s.io/v1", "Role") => strict::<rbac::Role>(value),
-        ("rbac.authorization.k8s.io/v1", "RoleBinding") => strict::<rbac::RoleBinding>(value),
-        ("apiextensions.k8s.io/v1", "CustomResourceDefinition") => {
-            strict::<apiext::CustomResourceDefinition>(value)
-        }
-        _ => return None,
-    })
 }
 
 fn is_istio_routing(doc: &Doc) -> bool {
@@ -216,64 +86,6 @@ fn is_istio_operator(doc: &Doc) -> bool {
 
 fn is_kind_cluster(doc: &Doc) -> bool {
     doc.api_version() == "kind.x-k8s.io/v1alpha4" && doc.kind() == "Cluster"
-}
-
-// ------------------------------------------------- Istio schema (node script)
-
-struct SchemaVerdict {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs `wasmplugin/schema/validate.mjs` (as wasmplugin's own tests do) on
-/// the objects, given as a JSON-lines file. A missing Node or schema package
-/// fails with the command that installs it; nothing is skipped.
-fn istio_schema(objects: &[Value], tag: &str) -> SchemaVerdict {
-    let node_modules = std::env::var_os("CERTSYNC_SCHEMA_NODE_MODULES")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join(".tools/npm-schema/node_modules"));
-    assert!(
-        node_modules
-            .join("@kubernetes-models/istio/package.json")
-            .is_file(),
-        "Istio schema package not found under {}: run `bash .ci/bootstrap` (or set CERTSYNC_SCHEMA_NODE_MODULES)",
-        node_modules.display()
-    );
-    let lines: String = objects
-        .iter()
-        .map(|o| serde_json::to_string(o).unwrap() + "\n")
-        .collect();
-    let input = std::env::temp_dir().join(format!(
-        "certsync-kind-manifests-{}-{tag}.jsonl",
-        std::process::id()
-    ));
-    std::fs::write(&input, lines).unwrap();
-    let node = std::env::var_os("NODE")
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| "node".into());
-    let output = Command::new(node)
-        .arg(root().join("wasmplugin/schema/validate.mjs"))
-        .arg("--node-modules")
-        .arg(&node_modules)
-        .arg(&input)
-        .output()
-        .expect("running node (is Node.js installed? `bash .ci/bootstrap` needs it too)");
-    let _ = std::fs::remove_file(&input);
-    let verdict = SchemaVerdict {
-        ok: output.status.success(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    };
-    // 2 is a usage or setup problem, never a verdict on the objects.
-    assert!(
-        matches!(output.status.code(), Some(0 | 1)),
-        "validate.mjs could not run ({:?}): {}",
-        output.status.code(),
-        verdict.stderr
-    );
-    verdict
 }
 
 // ------------------------------------------------------------------ run.sh
@@ -471,14 +283,14 @@ fn kubernetes_objects_decode_strictly() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
-    // Namespace, Deployment, Service (app.yaml); ServiceAccount, 4 RBAC
-    // objects (rbac.yaml); Deployment, Service; the CRD.
-    assert!(checked >= 11, "only {checked} Kubernetes objects checked");
+    // Namespace, Deployment, Service (app.yaml); the CRD; the overlay:
+    // ServiceAccount, 4 RBAC objects, Deployment, Service, PDB, the CRD.
+    assert!(checked >= 13, "only {checked} Kubernetes objects checked");
 }
 
 #[test]
 fn the_strict_decoder_catches_a_misspelled_or_misplaced_field() {
-    let docs = docs_of("controller/deploy/deployment.yaml");
+    let docs = kustomize(OVERLAY);
     let deployment = &find(&docs, "Deployment", "cert-sync").value;
     let check = |value: &Value| check_kubernetes("apps/v1", "Deployment", value).unwrap();
     check(deployment).unwrap();
@@ -716,7 +528,7 @@ fn the_pieces_fit_together() {
         .expect("GATEWAY_SELECTOR is key=value");
 
     // -- the controller as deployed
-    let deploy = docs_of("controller/deploy/deployment.yaml");
+    let deploy = kustomize(OVERLAY);
     let deployment = find(&deploy, "Deployment", &var(&vars, "CONTROLLER_DEPLOYMENT"));
     assert_eq!(deployment.namespace(), gw_ns);
     let pod = &deployment.value["spec"]["template"]["spec"];
@@ -974,8 +786,7 @@ fn run_sh_applies_only_checked_files_and_every_manifest() {
     for required in [
         "controller/Dockerfile",
         "controller/crds/certmerge.yaml",
-        "controller/deploy/rbac.yaml",
-        "controller/deploy/deployment.yaml",
+        OVERLAY,
     ] {
         assert!(
             paths.iter().any(|p| p == required),
