@@ -146,13 +146,13 @@ async fn the_wasmplugin_waits_for_a_module_server_that_fails_the_first_fetches()
 async fn a_module_of_another_digest_is_never_pinned() {
     let rig = Rig::new(credential_policy(), None).await;
     let client = rig.server.client().unwrap();
-    // A replica of another version answers the content-addressed path 404.
+    // A replica of another version answers the content-addressed path 503.
     let (addr, _) = module_server(b"another build", 0).await;
     let err = GatewayConfig::new(settings(addr, &hex(MODULE)))
         .apply(&client)
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("404"), "{err}");
+    assert!(err.to_string().contains("503"), "{err}");
     // A server that ignores the path (a misrouted Service) hands over other
     // bytes: the digest is checked, not trusted.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

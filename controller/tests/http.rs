@@ -332,18 +332,23 @@ async fn the_content_addressed_path_serves_only_its_own_digest() {
     assert_eq!(r.status, 200);
     assert_eq!(r.body, MODULE);
     assert_eq!(r.header("content-type"), Some("application/wasm"));
-    // Another build's digest (a replica of another version answering): 404,
-    // which istio-agent retries, never bytes that mismatch the WasmPlugin.
+    // Another build's digest (a replica of another version answering): 503,
+    // which istio-agent retries (a 4xx it would not), never bytes that
+    // mismatch the WasmPlugin.
     let other = certsync_contract::wire::module_path(&"0".repeat(64));
     let r = get(server.addr, &other).await;
-    assert_eq!(r.status, 404);
+    assert_eq!(r.status, 503);
     assert!(r.text().contains(&hex), "{}", r.text());
-    assert_eq!(get(server.addr, "/v1/filter/x").await.status, 404);
+    for malformed in ["/v1/filter/x", "/v1/filter/x.wasm"] {
+        assert_eq!(get(server.addr, malformed).await.status, 404, "{malformed}");
+    }
+    let upper = certsync_contract::wire::module_path(&hex.to_uppercase());
+    assert_eq!(get(server.addr, &upper).await.status, 404);
     server.stop().await.expect("serve result");
 
     let (_ready_tx, ready) = watch::channel(true);
     let server = start(state(ready, None)).await;
-    assert_eq!(get(server.addr, &path).await.status, 404);
+    assert_eq!(get(server.addr, &path).await.status, 503);
     server.stop().await.expect("serve result");
 }
 

@@ -18,14 +18,26 @@ pub const MATCH_MODE: &str = "CLIENT";
 pub const PLUGIN_NAME: &str = "cert-sync";
 
 /// The WasmPlugin: HTTP filter, `FAIL_OPEN` (a module that cannot be fetched
-/// or started is skipped and the gateway keeps serving), `IfNotPresent`
-/// (fetched once per sha256/url), matched to the status port only.
+/// or started is skipped and the gateway keeps serving), matched to the
+/// status port only.
+///
+/// istio-agent caches an `http(s)://` module by URL and `sha256` (istio
+/// 1.28.10 `pkg/wasm/cache.go:82-88,164-209`). Pinned, `IfNotPresent` is
+/// exact: a new module has a new digest (and, from the controller, a new
+/// content-addressed URL), which misses the cache. Unpinned (the static
+/// manifest), `IfNotPresent` would keep the first module fetched for as long
+/// as the agent runs; `Always` fetches again whenever the WasmPlugin's
+/// resourceVersion changes (`cache.go:174-186,380-389`).
 pub fn wasm_plugin(settings: &GatewaySettings) -> Result<Value, SettingsError> {
     settings.validate()?;
+    let pull_policy = match settings.module_sha256() {
+        Some(_) => "IfNotPresent",
+        None => "Always",
+    };
     let mut spec = json!({
         "selector": { "matchLabels": selector(settings) },
         "url": settings.module_url(),
-        "imagePullPolicy": "IfNotPresent",
+        "imagePullPolicy": pull_policy,
         "pluginName": PLUGIN_NAME,
         "type": "HTTP",
         "failStrategy": "FAIL_OPEN",

@@ -171,6 +171,25 @@ fn every_object_is_labelled_and_namespaced() {
 }
 
 #[test]
+fn a_pinned_module_is_content_addressed_and_fetched_once() {
+    let sha = "ab".repeat(32);
+    let settings = GatewaySettings {
+        module: certsync_wasmplugin::ModuleSource::Controller {
+            sha256: Some(sha.clone()),
+        },
+        ..GatewaySettings::default()
+    };
+    let spec = &wasm_plugin(&settings).unwrap()["spec"];
+    assert_eq!(
+        spec["url"],
+        format!("http://cert-sync.istio-system.svc.cluster.local:8080/v1/filter/{sha}.wasm")
+            .as_str()
+    );
+    assert_eq!(spec["sha256"], sha.as_str());
+    assert_eq!(spec["imagePullPolicy"], "IfNotPresent");
+}
+
+#[test]
 fn default_objects_have_the_documented_shape() {
     let settings = GatewaySettings::default();
     let plugin = wasm_plugin(&settings).unwrap();
@@ -185,7 +204,8 @@ fn default_objects_have_the_documented_shape() {
         "http://cert-sync.istio-system.svc.cluster.local:8080/v1/filter.wasm"
     );
     assert!(spec.get("sha256").is_none());
-    assert_eq!(spec["imagePullPolicy"], "IfNotPresent");
+    // Unpinned: fetched again on every change of the WasmPlugin.
+    assert_eq!(spec["imagePullPolicy"], "Always");
     assert_eq!(spec["type"], "HTTP");
     assert_eq!(spec["failStrategy"], "FAIL_OPEN");
     // CLIENT: Istio classes gateway listeners as CLIENT; SERVER never matches.

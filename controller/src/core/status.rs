@@ -374,6 +374,45 @@ mod tests {
     }
 
     #[test]
+    fn silent_pods_are_listed_with_what_it_means() {
+        let mut view = mk_view();
+        let pod = |name: &str, reporting| PodSummary {
+            name: name.to_owned(),
+            ip: None,
+            last_report: None,
+            seq: None,
+            certificates: 0,
+            reporting: Some(reporting),
+        };
+        view.pods = vec![
+            pod("gw-0", Reporting::Reporting),
+            pod("gw-1", Reporting::FilterNotLoaded),
+            pod("gw-2", Reporting::NotReporting),
+            pod("gw-3", Reporting::Awaiting),
+        ];
+        let table = render_table(&view, TableWidth::Normal, 1_893_456_000);
+        let section = table
+            .split("SILENT GATEWAY PODS\n")
+            .nth(1)
+            .unwrap_or_default();
+        let listed: Vec<&str> = section
+            .lines()
+            .take_while(|l| l.starts_with("  "))
+            .collect();
+        assert_eq!(listed.len(), 2, "{table}");
+        assert!(listed[0].starts_with("  gw-1: FilterNotLoaded"), "{table}");
+        assert!(listed[1].starts_with("  gw-2: NotReporting"), "{table}");
+        // Everyone reporting: no section at all.
+        view.pods.truncate(1);
+        let table = render_table(&view, TableWidth::Normal, 1_893_456_000);
+        assert!(!table.contains("SILENT"), "{table}");
+        // JSON names the state.
+        let json =
+            serde_json::to_value(pod("gw-1", Reporting::FilterNotLoaded)).unwrap_or_default();
+        assert_eq!(json["reporting"], "FilterNotLoaded");
+    }
+
+    #[test]
     fn the_table_reads_at_a_glance() {
         let now = 1_893_456_000 + 3 * 3600; // 3 h after publishing
         let table = render_table(&mk_view(), TableWidth::Normal, now);

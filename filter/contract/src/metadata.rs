@@ -16,6 +16,10 @@ pub const SOURCE_SHA256: &str = "certsync.istio.io/source-sha256";
 pub const REPUSHED_AT: &str = "certsync.istio.io/repushed-at";
 /// On every gateway-side object: when the rollout ladder last re-applied
 /// them (identical objects would be a no-op for the API server and istiod).
+/// The key must contain `istio.io`: istiod pushes a change that leaves the
+/// spec alone only when a label or annotation key does (istio 1.28.10
+/// `pilot/pkg/bootstrap/config_compare.go:38-58`); any other annotation
+/// would change nothing for the gateways.
 pub const REAPPLIED_AT: &str = "certsync.istio.io/reapplied-at";
 /// Label on everything cert-sync writes, with value [`MANAGED_BY_VALUE`]:
 /// the controller selects what it owns by it and never touches an object
@@ -25,3 +29,15 @@ pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const PART_OF: &str = "app.kubernetes.io/part-of";
 /// The value of [`MANAGED_BY`] and [`PART_OF`].
 pub const MANAGED_BY_VALUE: &str = "cert-sync";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reapply_stamp_is_one_istiod_pushes() {
+        // Else a re-apply would be a no-op for the gateways (see REAPPLIED_AT).
+        assert!(REAPPLIED_AT.contains("istio.io"));
+        assert!(REPUSHED_AT.starts_with("certsync.istio.io/"));
+    }
+}

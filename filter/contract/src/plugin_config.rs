@@ -81,7 +81,8 @@ pub struct PluginConfig {
         deserialize_with = "not_null"
     )]
     pub heartbeat_ms: Option<u64>,
-    /// How often the full secret index is re-read although nothing moved.
+    /// How often `/certs` (what every TLS context serves) is re-read although
+    /// no counter moved: the safety net for changes Envoy signals nowhere.
     /// Default [`DEFAULT_RESYNC_MS`], at least `interval_ms`.
     #[serde(
         default,

@@ -18,9 +18,9 @@ pub const MODULE_DIR: &str = "/v1/filter/";
 
 /// The content-addressed path of the module whose SHA-256 is `sha256_hex`
 /// (`/v1/filter/<hex>.wasm`). A controller answers it only for the module
-/// it serves (404 otherwise), so during a rolling upgrade a replica of
-/// another version never hands a gateway bytes that mismatch the
-/// WasmPlugin's `sha256`: the fetch fails, and is retried, instead.
+/// it serves (503 otherwise, which istio-agent retries), so during a rolling
+/// upgrade a replica of another version never hands a gateway bytes that
+/// mismatch the WasmPlugin's `sha256`.
 pub fn module_path(sha256_hex: &str) -> String {
     format!("{MODULE_DIR}{sha256_hex}.wasm")
 }

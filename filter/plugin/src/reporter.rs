@@ -1,7 +1,7 @@
 //! The reporting cycle, run each interval by the worker holding the lease:
 //!
 //! ```text
-//!  tick ─▶ lease? ─▶ GET tripwire ─moved/resync─▶ GET index ─▶ GET /certs ─suspects─▶ GET secrets ─┐
+//!  tick ─▶ lease? ─▶ GET tripwire ─moved/heartbeat─▶ GET index ─▶ GET /certs ─suspects─▶ GET secrets ─┐
 //!                        │ still                    │ nothing to look at  │ none                     ▼
 //!                        └──────────────────────────┴─────────────────────┴──▶ change unsent or heartbeat due? ─▶ POST report
 //! ```
@@ -9,7 +9,7 @@
 //! The *tripwire* (`tripwire`) is a few Envoy counters that move whenever an
 //! SDS update reaches a TLS context or is refused; reading it costs a
 //! fraction of the index (which builds every secret's proto). So the index is
-//! read when the tripwire moves, once per `resync` (secrets added or removed
+//! read when the tripwire moves, once per heartbeat (secrets added or removed
 //! without an update), or every interval where Envoy does not expose the
 //! counters.
 //!
@@ -18,8 +18,8 @@
 //! the table in `tripwire`). So the PEM of a secret is read when it is a
 //! *suspect*: its stamp moved, its failure counter moved, or fewer TLS
 //! contexts hold the certificate it was last seen serving (`/certs`, read
-//! whenever the tripwire moved, at each resync and before any PEM). The cost
-//! stays in proportion to what changed.
+//! whenever the tripwire moved, once per `resync` and before any PEM). The
+//! cost stays in proportion to what changed.
 //!
 //! One HTTP call is in flight at a time. Any failure ends the cycle and backs
 //! off exponentially (capped); the next cycle starts again from the tripwire,
@@ -96,8 +96,10 @@ pub struct Reporter<H: Host> {
     /// What the TLS contexts served then.
     served: Option<Served>,
     cycle: Option<Cycle>,
-    /// When a completed cycle last read `/certs` (the resync clock).
-    last_full_look_at: Option<u64>,
+    /// When a cycle last completed (it read the index): the heartbeat clock.
+    last_index_at: Option<u64>,
+    /// When a completed cycle last read `/certs`: the `resync` clock.
+    last_served_at: Option<u64>,
     warned_no_tripwire: bool,
 }
 
@@ -123,7 +125,8 @@ impl<H: Host> Reporter<H> {
             tripwire: None,
             served: None,
             cycle: None,
-            last_full_look_at: None,
+            last_index_at: None,
+            last_served_at: None,
             warned_no_tripwire: false,
         }
     }
@@ -215,16 +218,21 @@ impl<H: Host> Reporter<H> {
                  ssl_context_update_by_sds) to make idle polls cheap",
             );
         }
-        let heartbeat = self.config.heartbeat.as_millis() as u64;
         let slack = interval_ms(&self.config) / 4;
+        let due = |last: Option<u64>, every: std::time::Duration| {
+            last.is_none_or(|at| now + slack >= at.saturating_add(every.as_millis() as u64))
+        };
         let moved = self.tripwire.as_ref() != Some(&tripwire);
-        let resync = self
-            .last_full_look_at
-            .is_none_or(|at| now + slack >= at.saturating_add(heartbeat));
-        if moved || resync || blind {
+        // The index (secrets added or removed without an update) every
+        // heartbeat; `/certs` (every TLS context's chain, the costliest read
+        // at a thousand certificates) only when the counters moved or once
+        // per `resync`, as a safety net.
+        let index_due = due(self.last_index_at, self.config.heartbeat);
+        let served_due = due(self.last_served_at, self.config.resync);
+        if moved || index_due || blind {
             self.cycle = Some(Cycle {
                 tripwire,
-                read_served: moved || resync,
+                read_served: moved || served_due,
                 served: None,
             });
             self.get_admin(admin::INDEX_PATH, Step::Index);
@@ -237,9 +245,11 @@ impl<H: Host> Reporter<H> {
     fn up_to_date(&mut self) {
         if let Some(cycle) = self.cycle.take() {
             self.tripwire = Some(cycle.tripwire);
+            let now = self.host.now_ms();
+            self.last_index_at = Some(now);
             if cycle.served.is_some() {
                 self.served = cycle.served;
-                self.last_full_look_at = Some(self.host.now_ms());
+                self.last_served_at = Some(now);
             }
         }
         self.report_if_due();
@@ -498,7 +508,8 @@ impl<H: Host> Reporter<H> {
         self.tripwire = None;
         self.served = None;
         self.cycle = None;
-        self.last_full_look_at = None;
+        self.last_index_at = None;
+        self.last_served_at = None;
     }
 
     /// Per-pod sequence number, shared by all workers so it keeps increasing

@@ -10,12 +10,15 @@
 //! ```
 //!
 //! A pod that never reported most likely runs without the filter: istio-agent
-//! gives up on a module after ~4 s of retries and, with `FAIL_OPEN`, installs
-//! an allow-all filter in its place and ACKs (istio 1.28 `pkg/wasm/convert.go`,
-//! `pkg/wasm/options.go`). It fetches again only when istiod pushes the
-//! WasmPlugin again, which a change to a WasmPlugin does
-//! (`pilot/pkg/xds/ecds.go`), so re-applying ours is the one thing that
-//! helps. Re-applies push to every gateway pod, so they back off: one at
+//! gives up on a module after five attempts (3–10 s) and, with `FAIL_OPEN`,
+//! installs an allow-all filter in its place and ACKs (istio 1.28.10
+//! `pkg/wasm/httpfetcher.go:65-140`, `pkg/wasm/convert.go:132-151`). It
+//! remembers no failure and fetches again on the next ECDS push
+//! (`pkg/wasm/cache.go:295`), which re-applying ours with a new
+//! `certsync.istio.io/reapplied-at` causes (`pilot/pkg/xds/ecds.go`; istiod
+//! pushes a metadata-only change because the key contains `istio.io`,
+//! `pilot/pkg/bootstrap/config_compare.go:38-58`), so that is the one thing
+//! that helps. Re-applies push to every gateway pod, so they back off: one at
 //! once, then after 2, 4, 8… windows, at most [`MAX_REAPPLY_INTERVAL_MS`]
 //! apart. A pod still silent a window after a re-apply (or at once when the
 //! controller cannot re-apply) gets one `FilterNotLoaded` Warning.

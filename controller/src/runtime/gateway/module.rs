@@ -10,9 +10,10 @@
 //! ```
 //!
 //! Why: istio-agent gives up on an `http://` module after five attempts
-//! about 4 s apart in total, then with `FAIL_OPEN` serves an allow-all filter
-//! in its place and never fetches again until istiod pushes the WasmPlugin
-//! anew (istio 1.28 `pkg/wasm/options.go`, `pkg/wasm/convert.go`). Applying
+//! (3–10 s in all; at once on a 4xx), then with `FAIL_OPEN` serves an
+//! allow-all filter in its place and never fetches again until istiod
+//! pushes the WasmPlugin anew (istio 1.28.10 `pkg/wasm/httpfetcher.go:65-140`,
+//! `pkg/wasm/convert.go:132-151`). Applying
 //! the WasmPlugin while the controller's own Service has no Ready endpoint —
 //! the leader's first pass, right after its caches sync — would leave every
 //! gateway pod without the filter, silently.

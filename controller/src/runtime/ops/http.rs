@@ -6,7 +6,7 @@
 //! | `GET /healthz` | 200 `ok` while the process serves at all (liveness) |
 //! | `GET /readyz` | 200 once the caches are synced, else 503 with a reason (readiness) |
 //! | `GET /metrics` | Prometheus text 0.0.4, or OpenMetrics if the scraper asks for it |
-//! | `GET /v1/filter/<sha256>.wasm` | the proxy-wasm module if its SHA-256 is `<sha256>`, else 404 naming the one served |
+//! | `GET /v1/filter/<sha256>.wasm` | the proxy-wasm module if its SHA-256 is `<sha256>`; 503 naming the one served for another digest; 404 for a malformed name |
 //! | `GET /v1/filter.wasm` | the module whatever its digest (for the static manifest), `ETag: "sha256:<hex>"`, 304 on a matching `If-None-Match`; 503 when started without a module |
 //!
 //! Istio's WasmPlugin fetches the module over plain HTTP from this server,
@@ -14,8 +14,10 @@
 //! OCI registry is needed. The controller's WasmPlugin uses the
 //! content-addressed path: while replicas of two versions sit behind the
 //! Service (a rolling upgrade), a fetch that lands on the other version gets
-//! a 404, which istio-agent retries, never bytes whose digest mismatches
-//! (which it would not retry: it falls back to `FAIL_OPEN`). The module is
+//! a 503, which istio-agent retries (it retries 5xx but 501/505/511, and
+//! gives up at once on a 4xx: istio 1.28.10 `pkg/wasm/httpfetcher.go:112-140`),
+//! never bytes whose digest mismatches (not retried: it falls back to
+//! `FAIL_OPEN`, `pkg/wasm/cache.go:275`, `pkg/wasm/convert.go:132-151`). The module is
 //! served from process start, before `/readyz` passes, and the leader checks
 //! it through the Service before pointing a WasmPlugin at it
 //! (`runtime::gateway::module`).
@@ -238,19 +240,30 @@ async fn filter_wasm_by_digest(
     headers: HeaderMap,
 ) -> Response {
     let asked = file.strip_suffix(".wasm").unwrap_or_default();
+    let is_digest = asked.len() == 64
+        && asked
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
     match &state.filter {
-        Some(module) if asked == module.sha256_hex => filter_wasm(State(state), headers).await,
-        Some(module) => (
+        _ if !is_digest => (
             StatusCode::NOT_FOUND,
+            "not a module: /v1/filter/<sha256 in lowercase hex>.wasm\n",
+        )
+            .into_response(),
+        Some(module) if asked == module.sha256_hex => filter_wasm(State(state), headers).await,
+        // Another version's replica (or one without a module): retryable,
+        // so istio-agent's next attempt may reach one that has it.
+        Some(module) => (
+            StatusCode::SERVICE_UNAVAILABLE,
             format!(
-                "this controller serves the filter module sha256 {}, not {asked:?}\n",
+                "this replica serves the filter module sha256 {}, not {asked}\n",
                 module.sha256_hex
             ),
         )
             .into_response(),
         None => (
-            StatusCode::NOT_FOUND,
-            "no filter module: the controller was started without one\n",
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no filter module: this replica was started without one\n",
         )
             .into_response(),
     }

@@ -42,7 +42,7 @@ fn first_report_lists_every_loaded_certificate_with_its_fingerprint() {
 }
 
 #[test]
-fn an_idle_poll_reads_only_the_tripwire_and_the_index_once_per_resync() {
+fn an_idle_poll_reads_the_index_per_heartbeat_and_certs_per_resync() {
     let mut rig = Rig::new(mk_config(""));
     rig.load("kubernetes://shop.tls", "1", RSA);
     rig.load("kubernetes://blog.tls", "1", P256);
@@ -62,10 +62,20 @@ fn an_idle_poll_reads_only_the_tripwire_and_the_index_once_per_resync() {
     assert_eq!(report.trigger, Trigger::Heartbeat);
     assert_eq!(
         kinds(&rig.paths),
-        ["tripwire", "index", "certs"],
-        "the heartbeat re-reads the index and what the contexts serve"
+        ["tripwire", "index"],
+        "the heartbeat re-reads the index, not every context's chain"
     );
     assert!(report.seq > 1);
+    for _ in 0..2 {
+        assert!(rig.cycle().is_none());
+        assert_eq!(kinds(&rig.paths), ["tripwire"]);
+    }
+    rig.cycle_and_ack().expect("heartbeat after 6 s");
+    assert_eq!(
+        kinds(&rig.paths),
+        ["tripwire", "index", "certs"],
+        "the 6 s resync also reads what the contexts serve"
+    );
 }
 
 #[test]

@@ -21,9 +21,14 @@ pub fn mk_config(extra: &str) -> PluginConfig {
     } else {
         r#","heartbeat_ms":3000"#
     };
+    let resync = if extra.contains("resync_ms") {
+        ""
+    } else {
+        r#","resync_ms":6000"#
+    };
     let json = format!(
         r#"{{"report_cluster":"cert-sync","interval_ms":1000,"max_backoff_ms":8000,
-            "report_token":"t0ken"{heartbeat}{extra}}}"#
+            "report_token":"t0ken"{heartbeat}{resync}{extra}}}"#
     );
     PluginConfig::parse(json.as_bytes()).unwrap()
 }
