@@ -35,7 +35,10 @@ fn strings(v: &Value) -> Vec<String> {
 }
 
 fn rules() -> Vec<Rule> {
-    let text = include_str!("../deploy/base/rbac.yaml");
+    rules_of(include_str!("../deploy/base/rbac.yaml"))
+}
+
+fn rules_of(text: &str) -> Vec<Rule> {
     let mut out = Vec::new();
     for doc in serde_norway::Deserializer::from_str(text) {
         let doc: Value = serde::Deserialize::deserialize(doc).unwrap();
@@ -223,5 +226,87 @@ async fn every_request_of_a_full_scenario_is_allowed() {
                 .any(|r| r.verb == verb && r.resource.as_deref() == Some(resource)),
             "{verb:?} {resource}"
         );
+    }
+}
+
+/// The directory overlay's per-pod writer (`cert-sync --mode directory`,
+/// the binary as the gateway pod runs it): everything it asks of the API
+/// server in a publish-rotate-refuse scenario is allowed by the read-only
+/// `cert-sync-writer` ClusterRole alone.
+#[tokio::test]
+async fn every_request_of_a_directory_writer_is_allowed_by_its_own_role() {
+    let rules = rules_of(include_str!(
+        "../deploy/overlays/directory/writer-rbac.yaml"
+    ));
+    for rule in &rules {
+        let writes = rule
+            .verbs
+            .iter()
+            .any(|v| ["create", "update", "patch", "delete"].contains(&v.as_str()));
+        assert!(!writes || rule.resources == ["events"], "{rule:?}");
+    }
+    let server = FakeApiServer::start().await.unwrap();
+    server.put(mk_pair("shop", "a", P256, true)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig).unwrap();
+    let certs = dir.path().join("certs");
+    let mut writer = tokio::process::Command::new(env!("CARGO_BIN_EXE_cert-sync"))
+        .env_remove("RUST_LOG")
+        .env("KUBECONFIG", &kubeconfig)
+        .args(["--mode", "directory", "--pod-name", "gw-0-writer"])
+        .args(["--http-addr", "127.0.0.1:0", "--cert-dir"])
+        .arg(&certs)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let crt = certs.join("shop/a.crt");
+    wait_for("published", || crt.exists()).await;
+    // Rotation, then a source whose key is in the certificate slot.
+    server.put(mk_pair("shop", "a", P384, true)).unwrap();
+    server
+        .put(mk_secret(
+            "shop",
+            "swapped",
+            fixture!("rsa.pkcs8.key"),
+            fixture!("rsa.chain.pem"),
+            true,
+        ))
+        .unwrap();
+    let want = fixture!("p384.chain.pem");
+    wait_for("rotated", || {
+        std::fs::read_to_string(&crt).is_ok_and(|t| t == want)
+    })
+    .await;
+    wait_for("refused", || {
+        let mut all = server.list("events.events.k8s.io", None);
+        all.extend(server.list("events", None));
+        all.iter().any(|e| e["reason"] == "MalformedCertificate")
+    })
+    .await;
+    writer.kill().await.unwrap();
+
+    let requests = server.requests();
+    let denied: Vec<String> = requests
+        .iter()
+        .filter(|r| !allowed(&rules, r))
+        .map(|r| format!("{:?} {} {:?}/{:?}", r.verb, r.path, r.resource, r.name))
+        .collect();
+    assert!(denied.is_empty(), "writer-rbac.yaml denies: {denied:#?}");
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.verb == Verb::Watch && r.resource.as_deref() == Some("secrets")),
+        "the writer watched Secrets"
+    );
+}
+
+async fn wait_for(what: &str, done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "never {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

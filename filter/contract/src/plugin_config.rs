@@ -81,8 +81,9 @@ pub struct PluginConfig {
         deserialize_with = "not_null"
     )]
     pub heartbeat_ms: Option<u64>,
-    /// How often `/certs` (what every TLS context serves) is re-read although
-    /// no counter moved: the safety net for changes Envoy signals nowhere.
+    /// How often the secret index and `/certs` (what every TLS context
+    /// serves) are re-read although no counter moved: secrets added or
+    /// removed, and changes Envoy signals nowhere.
     /// Default [`DEFAULT_RESYNC_MS`], at least `interval_ms`.
     #[serde(
         default,
