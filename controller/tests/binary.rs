@@ -94,15 +94,7 @@ async fn a_running_controller_publishes_refuses_and_never_logs_key_bytes() {
     let server = FakeApiServer::start().await.unwrap();
     server.put(mk_pair("shop", "good", P256, true)).unwrap();
     // Key in the certificate slot: the refusal must not quote it.
-    server
-        .put(mk_secret(
-            "shop",
-            "swapped",
-            fixture!("rsa.pkcs8.key"),
-            fixture!("rsa.chain.pem"),
-            true,
-        ))
-        .unwrap();
+    server.put(mk_swapped("shop", "swapped")).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
     server.write_kubeconfig(&kubeconfig).unwrap();

@@ -266,15 +266,7 @@ async fn every_request_of_a_directory_writer_is_allowed_by_its_own_role() {
     wait_for("published", || crt.exists()).await;
     // Rotation, then a source whose key is in the certificate slot.
     server.put(mk_pair("shop", "a", P384, true)).unwrap();
-    server
-        .put(mk_secret(
-            "shop",
-            "swapped",
-            fixture!("rsa.pkcs8.key"),
-            fixture!("rsa.chain.pem"),
-            true,
-        ))
-        .unwrap();
+    server.put(mk_swapped("shop", "swapped")).unwrap();
     let want = fixture!("p384.chain.pem");
     wait_for("rotated", || {
         std::fs::read_to_string(&crt).is_ok_and(|t| t == want)

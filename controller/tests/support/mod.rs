@@ -75,6 +75,18 @@ pub const ED25519: Pair = Pair {
 };
 
 /// A TLS Secret holding `pair`.
+/// A TLS Secret with its key in the certificate slot (and the chain in the
+/// key's): refused as malformed, and the refusal must never quote the key.
+pub fn mk_swapped(ns: &str, name: &str) -> Value {
+    mk_secret(
+        ns,
+        name,
+        fixture!("rsa.pkcs8.key"),
+        fixture!("rsa.chain.pem"),
+        true,
+    )
+}
+
 pub fn mk_pair(ns: &str, name: &str, pair: Pair, autosync: bool) -> Value {
     mk_secret(ns, name, pair.cert, pair.key, autosync)
 }
