@@ -20,6 +20,7 @@
 //!                         manifest::build ─▶ manifest::render (ConfigMap data)
 //! ```
 //!
+//! `hosts` decides whether a certificate covers the hosts it is served for;
 //! `naming` derives every published name and SDS resource name, `labels`
 //! evaluates Kubernetes label selectors, `reasons` holds every Event reason
 //! (refusals and rollout), `conditions` every CertMerge condition and member
@@ -31,6 +32,7 @@ pub mod desired;
 pub mod error;
 pub mod flat_map;
 pub mod freshness;
+pub mod hosts;
 pub mod labels;
 pub mod manifest;
 pub mod merge_status;
