@@ -20,7 +20,8 @@
 //!                         manifest::build ─▶ manifest::render (ConfigMap data)
 //! ```
 //!
-//! `hosts` decides whether a certificate covers the hosts it is served for;
+//! `hosts` decides whether a certificate covers the hosts it is served for,
+//! `served` what an Istio Gateway server makes its gateway load;
 //! `naming` derives every published name and SDS resource name, `labels`
 //! evaluates Kubernetes label selectors, `reasons` holds every Event reason
 //! (refusals and rollout), `conditions` every CertMerge condition and member
@@ -41,6 +42,7 @@ pub mod naming;
 pub mod reasons;
 pub mod rollout;
 pub mod selection;
+pub mod served;
 pub mod status;
 #[cfg(test)]
 pub(crate) mod testing;
