@@ -17,7 +17,10 @@
 //!   `configmap://`), else prefixed `kubernetes://`
 //!   (`pilot/pkg/model/credentials/resource.go:79-95`);
 //! * `kubernetes://<name>` is read from the *proxy's* namespace,
-//!   `kubernetes://<namespace>/<name>` from that namespace (`resource.go:101-119`);
+//!   `kubernetes://<namespace>/<name>` names that namespace
+//!   (`resource.go:101-119`), but istiod serves a `kubernetes://` Secret only
+//!   from the proxy's own namespace, ReferenceGrant or not: any other is
+//!   denied, and the server has no certificate (`pilot/pkg/xds/sds.go:291-317`);
 //! * `credentialNames` (one RSA and one ECDSA certificate) win over
 //!   `credentialName`; the CA for MUTUAL and OPTIONAL_MUTUAL is
 //!   `caCertCredentialName`, else the first credential plus `-cacert`
@@ -99,7 +102,13 @@ pub struct ExpectedResource {
     pub secret: Option<ObjectRef>,
     /// The hosts the certificate must cover (empty for a CA).
     pub hosts: Vec<String>,
+    /// Why Istio will not serve it, when it will not.
+    pub refused: Option<&'static str>,
 }
+
+/// [`ExpectedResource::refused`]: a `kubernetes://` Secret outside the
+/// gateway's namespace.
+pub const CROSS_NAMESPACE_CREDENTIAL: &str = "istiod serves a credentialName Secret only from the gateway's own namespace (a ReferenceGrant does not apply to Istio Gateways)";
 
 /// The SDS resources a server makes its gateway load. `proxy_namespace` is
 /// the gateway pods' namespace (where a bare credential name is read).
@@ -138,6 +147,7 @@ pub fn expected(proxy_namespace: &str, tls: &ServerTls, hosts: &[String]) -> Vec
             holds: Holds::Certificate,
             secret: None,
             hosts: hosts.to_vec(),
+            refused: None,
         });
         if let (true, Some(ca)) = (tls.mode.verifies_clients(), &tls.ca_certificates) {
             out.push(ExpectedResource {
@@ -145,6 +155,7 @@ pub fn expected(proxy_namespace: &str, tls: &ServerTls, hosts: &[String]) -> Vec
                 holds: Holds::ClientCa,
                 secret: None,
                 hosts: Vec::new(),
+                refused: None,
             });
         }
     }
@@ -181,7 +192,12 @@ fn from_credential(
             .and_then(|rest| rest.split_once('/'))
             .map(|(namespace, name)| ObjectRef::new(namespace, name))
     };
+    let cross_namespace = resource.starts_with(sds::KUBERNETES_PREFIX)
+        && secret
+            .as_ref()
+            .is_some_and(|s| s.namespace != proxy_namespace);
     ExpectedResource {
+        refused: cross_namespace.then_some(CROSS_NAMESPACE_CREDENTIAL),
         sds: resource,
         holds,
         secret,

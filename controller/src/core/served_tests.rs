@@ -40,6 +40,7 @@ fn a_simple_credential_is_read_from_the_proxys_namespace() {
     assert_eq!(got[0].holds, Holds::Certificate);
     assert_eq!(got[0].secret, Some(ObjectRef::new(GW, "shop-tls")));
     assert_eq!(got[0].hosts, ["shop.example.com"]);
+    assert_eq!(got[0].refused, None);
 }
 
 #[test]
@@ -47,6 +48,17 @@ fn a_namespaced_credential_is_read_from_its_namespace() {
     let got = expected(GW, &mk_credential(TlsMode::Simple, "shop/shop-tls"), &[]);
     assert_eq!(names(&got), ["kubernetes://shop/shop-tls"]);
     assert_eq!(got[0].secret, Some(ObjectRef::new("shop", "shop-tls")));
+    assert_eq!(
+        got[0].refused,
+        Some(CROSS_NAMESPACE_CREDENTIAL),
+        "istiod denies it"
+    );
+    let own = expected(
+        GW,
+        &mk_credential(TlsMode::Simple, "istio-system/shop-tls"),
+        &[],
+    );
+    assert_eq!(own[0].refused, None, "its own namespace, spelled out");
 }
 
 #[test]
