@@ -297,6 +297,10 @@ fn the_directory_patches_share_the_certificate_directory_with_the_proxy() {
             // istio-proxy (uid 1337) must read the key files it writes.
             assert_eq!(writer["securityContext"]["runAsUser"], 1337);
             assert_eq!(writer["securityContext"]["readOnlyRootFilesystem"], true);
+            assert_eq!(
+                writer["securityContext"]["seccompProfile"]["type"], "RuntimeDefault",
+                "Pod Security restricted"
+            );
             if role.long_running() {
                 // Not the gateway's HTTP(S) ports, not Istio's, not the
                 // filter's status listener.

@@ -274,6 +274,7 @@ impl App {
     ) {
         let mut backoff = Duration::from_millis(200);
         let mut config_backoff = CONFIG_RETRY;
+        let mut config_retry_at: Option<tokio::time::Instant> = None;
         let mut retry_at: Option<tokio::time::Instant> = None;
         let mut resync = tokio::time::interval(RESYNC);
         let mut tick = tokio::time::interval(ROLLOUT_TICK);
@@ -289,19 +290,6 @@ impl App {
                 tokio::time::sleep(triggers.debounce).await;
                 if leads {
                     retry_at = None;
-                    if let Some(config) = gateway_config.as_deref_mut() {
-                        match config.apply(&self.ctx.client).await {
-                            Ok(_) => config_backoff = CONFIG_RETRY,
-                            Err(e) => {
-                                // Typically the module is not yet fetchable
-                                // through the Service (no Ready endpoint):
-                                // seconds, not the next resync.
-                                tracing::warn!(error = %e, retry_in = ?config_backoff, "applying the gateway-side Istio objects failed");
-                                retry_at = Some(tokio::time::Instant::now() + config_backoff);
-                                config_backoff = (config_backoff * 2).min(MAX_BACKOFF);
-                            }
-                        }
-                    }
                     match self.publisher.pass(&self.ctx, unix_now()).await {
                         Ok(outcome) => {
                             self.ctx.metrics.reconciled(ReconcileOutcome::Ok);
@@ -324,7 +312,34 @@ impl App {
                             backoff = (backoff * 2).min(MAX_BACKOFF);
                         }
                     }
+                    // After publishing, so a module that cannot be fetched
+                    // (the probe waits up to its timeout) never delays a
+                    // certificate; while it fails, only at its own retry time.
+                    let now = tokio::time::Instant::now();
+                    if let Some(config) = gateway_config
+                        .as_deref_mut()
+                        .filter(|_| config_retry_at.is_none_or(|at| now >= at))
+                    {
+                        config_retry_at = None;
+                        if let Err(e) = config.apply(&self.ctx.client).await {
+                            // Typically the module is not yet fetchable
+                            // through the Service (no Ready endpoint yet):
+                            // seconds, not the next resync.
+                            tracing::warn!(error = %e, retry_in = ?config_backoff, "applying the gateway-side Istio objects failed");
+                            let at = tokio::time::Instant::now() + config_backoff;
+                            config_retry_at = Some(at);
+                            retry_at = earliest(retry_at, at);
+                            config_backoff = (config_backoff * 2).min(MAX_BACKOFF);
+                        } else {
+                            config_backoff = CONFIG_RETRY;
+                        }
+                    }
                 }
+            }
+            if !leads {
+                // A retry is the leader's; a demoted replica must not wake
+                // for it (a past instant would fire on every turn).
+                retry_at = None;
             }
             if let Some(v) = self.verifier.as_mut() {
                 let now_ms = jiff::Timestamp::now().as_millisecond();
@@ -341,9 +356,11 @@ impl App {
                 // After verification saw the new publications: one write per
                 // change, rollout included.
                 if let Err(e) = self.record().await {
-                    tracing::warn!(error = %e, "writing the manifest or CertMerge status failed; retrying");
-                    publish_due = true;
-                    continue;
+                    tracing::warn!(error = %e, retry_in = ?backoff, "writing the manifest or CertMerge status failed");
+                    // The next pass records again; on the same doubling
+                    // timer as a failed pass, never in a tight loop.
+                    retry_at = earliest(retry_at, tokio::time::Instant::now() + backoff);
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             }
             if passed {

@@ -181,24 +181,29 @@ impl Verifier {
         );
         ctx.metrics.set_rollout(&views);
 
+        let mut reapplied = false;
         if leading {
-            self.act(ctx, &actions, manifest, gateway_config.as_deref_mut())
+            reapplied = self
+                .act(ctx, &actions, manifest, gateway_config.as_deref_mut())
                 .await;
             self.warn(ctx, &warnings, manifest).await;
         }
-        let silence = self.silence.step(
-            &live,
-            &observations,
-            now_ms,
-            window,
-            self.ladder.can_reapply,
-        );
-        ctx.metrics.set_gateway_pods(self.silence.states().values());
         if leading {
-            self.tell_silence(ctx, &silence, gateway_config).await;
+            let silence = self.silence.step(
+                &live,
+                &observations,
+                now_ms,
+                window,
+                self.ladder.can_reapply,
+            );
+            ctx.metrics.set_gateway_pods(self.silence.states().values());
+            self.tell_silence(ctx, &silence, gateway_config, reapplied)
+                .await;
         } else {
-            // A standby tells nothing; should it lead, it starts afresh.
-            self.silence.forget_actions();
+            // A standby takes no reports, so it cannot tell who is silent;
+            // should it lead, every pod gets a fresh window from then.
+            self.silence = Silence::default();
+            ctx.metrics.set_gateway_pods(std::iter::empty());
         }
 
         let notes: BTreeMap<PublicationKey, RolloutNote> = views
@@ -253,8 +258,9 @@ impl Verifier {
         actions: &[Action],
         manifest: &Manifest,
         mut gateway_config: Option<&mut GatewayConfig>,
-    ) {
+    ) -> bool {
         let stamp = jiff::Timestamp::now().to_string();
+        let mut reapplied = false;
         for action in actions {
             match action {
                 Action::Converged {
@@ -333,6 +339,7 @@ impl Verifier {
                     ctx.metrics.ladder_step(LadderStep::ReapplyGatewayConfig);
                     self.reapply(ctx, config, &stamp, "rollouts are stuck")
                         .await;
+                    reapplied = true;
                 }
                 Action::Evict { pod, source } => {
                     ctx.metrics.ladder_step(LadderStep::Evict);
@@ -360,6 +367,7 @@ impl Verifier {
                 }
             }
         }
+        reapplied
     }
 
     /// Events for warnings that are new; nothing repeats while they persist.

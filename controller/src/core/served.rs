@@ -29,10 +29,15 @@
 //!   `file-cert:<cert>~<key>` and `caCertificates` as `file-root:<ca>`
 //!   (`authentication_test.go:228,252`);
 //! * PASSTHROUGH, AUTO_PASSTHROUGH and ISTIO_MUTUAL servers serve no
-//!   certificate of their own (ISTIO_MUTUAL serves the mesh identity).
+//!   certificate of their own (ISTIO_MUTUAL serves the mesh identity), nor
+//!   does a `builtin://` credential (the pod's own `default`/`ROOTCA`,
+//!   `authentication.go:71-76`): nothing to expect for them.
 
 use super::model::ObjectRef;
 use certsync_contract::sds;
+
+/// Istio's `builtin://`: the gateway's own mesh identity.
+const BUILTIN_PREFIX: &str = "builtin://";
 
 /// `tls.mode` of a Gateway server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +105,10 @@ pub struct ExpectedResource {
     pub holds: Holds,
     /// The Secret Istio reads it from; `None` for files in the pod.
     pub secret: Option<ObjectRef>,
+    /// For a `<name>-cacert` CA: the Secret `<name>`, whose `ca.crt`/`cacert`
+    /// Istio reads when no `<name>-cacert` Secret exists (cert-manager's
+    /// layout; `pilot/pkg/credentials/kube/secrets.go:228-240`).
+    pub fallback_secret: Option<ObjectRef>,
     /// The hosts the certificate must cover (empty for a CA).
     pub hosts: Vec<String>,
     /// Why Istio will not serve it, when it will not.
@@ -121,7 +130,10 @@ pub fn expected(proxy_namespace: &str, tls: &ServerTls, hosts: &[String]) -> Vec
     } else {
         tls.credential_names.iter().map(String::as_str).collect()
     };
-    let credentials: Vec<&str> = credentials.into_iter().filter(|c| !c.is_empty()).collect();
+    let credentials: Vec<&str> = credentials
+        .into_iter()
+        .filter(|c| !c.is_empty() && !c.starts_with(BUILTIN_PREFIX))
+        .collect();
     let mut out = Vec::new();
     if let Some(first) = credentials.first() {
         for name in &credentials {
@@ -146,6 +158,7 @@ pub fn expected(proxy_namespace: &str, tls: &ServerTls, hosts: &[String]) -> Vec
             sds: sds::file_cert(cert, key),
             holds: Holds::Certificate,
             secret: None,
+            fallback_secret: None,
             hosts: hosts.to_vec(),
             refused: None,
         });
@@ -154,6 +167,7 @@ pub fn expected(proxy_namespace: &str, tls: &ServerTls, hosts: &[String]) -> Vec
                 sds: sds::file_root(ca),
                 holds: Holds::ClientCa,
                 secret: None,
+                fallback_secret: None,
                 hosts: Vec::new(),
                 refused: None,
             });
@@ -196,8 +210,17 @@ fn from_credential(
         && secret
             .as_ref()
             .is_some_and(|s| s.namespace != proxy_namespace);
+    let fallback_secret = match holds {
+        Holds::ClientCa => secret.as_ref().and_then(|s| {
+            s.name
+                .strip_suffix(sds::CA_SUFFIX)
+                .map(|base| ObjectRef::new(s.namespace.clone(), base))
+        }),
+        Holds::Certificate => None,
+    };
     ExpectedResource {
         refused: cross_namespace.then_some(CROSS_NAMESPACE_CREDENTIAL),
+        fallback_secret,
         sds: resource,
         holds,
         secret,

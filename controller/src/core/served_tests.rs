@@ -89,6 +89,12 @@ fn mutual_modes_add_the_cacert_companion_without_hosts() {
         );
         assert_eq!(got[1].holds, Holds::ClientCa);
         assert_eq!(got[1].secret, Some(ObjectRef::new(GW, "shop-tls-cacert")));
+        assert_eq!(
+            got[1].fallback_secret,
+            Some(ObjectRef::new(GW, "shop-tls")),
+            "ca.crt of the certificate's own Secret when no -cacert Secret exists"
+        );
+        assert_eq!(got[0].fallback_secret, None);
         assert!(got[1].hosts.is_empty());
     }
     let mut tls = mk_credential(TlsMode::Mutual, "shop-tls");

@@ -22,14 +22,19 @@ pub use certsync_contract::sds::stat_name;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
-/// Counters that move whenever an SDS update reaches a TLS context, and the
-/// per-secret counters of updates Envoy refused. `usedonly` skips counters
-/// that never moved, which keeps the scan cheap (3 ms vs 14 ms for the index
-/// with 1,000 secrets, measured with Envoy 1.40).
+/// Counters that move whenever an SDS update reaches a TLS context, the
+/// per-secret counters of updates Envoy refused, and the listener manager's
+/// counters of listener changes — a new TLS server (and with it a new
+/// secret) arrives as a listener update that moves no TLS context counter;
+/// Envoy updates a listener only once its secrets are warm. `usedonly` skips
+/// counters that never moved. At 1,000 secrets the call is ~8 ms of Envoy's
+/// main thread, against ~32 ms for the index (Envoy 1.40).
 pub const PATH: &str = "/stats?format=json&type=Counters&usedonly&filter=\
-    (ssl_context_update_by_sds|%5Esds%5C..*%5C.(key_rotation_failed|update_rejected))%24";
+    (ssl_context_update_by_sds|%5Esds%5C..*%5C.(key_rotation_failed|update_rejected)|\
+    %5Elistener_manager%5C.listener_(added|modified|removed|in_place_updated))%24";
 
 const CONTEXT_SUFFIX: &str = "ssl_context_update_by_sds";
+const LISTENER_PREFIX: &str = "listener_manager.listener_";
 const FAILURE_SUFFIXES: [&str; 2] = [".key_rotation_failed", ".update_rejected"];
 
 /// One reading of the counters.
@@ -41,6 +46,9 @@ pub struct Tripwire {
     /// Refused updates per secret, keyed by the secret's *stat name*
     /// ([`stat_name`]): Envoy's scope is `sds.<stat name>.`.
     pub failures: BTreeMap<String, u64>,
+    /// Sum of the listener manager's added/modified/removed/in-place-updated
+    /// counters: secrets come and go with listener changes.
+    pub listeners: u64,
 }
 
 impl Tripwire {
@@ -77,6 +85,8 @@ pub fn parse(body: &[u8]) -> Result<Tripwire, String> {
         if counter.name.ends_with(CONTEXT_SUFFIX) {
             let sum = tripwire.contexts.unwrap_or(0).wrapping_add(value);
             tripwire.contexts = Some(sum);
+        } else if counter.name.starts_with(LISTENER_PREFIX) {
+            tripwire.listeners = tripwire.listeners.wrapping_add(value);
         } else if let Some(secret) = failed_secret(&counter.name) {
             *tripwire.failures.entry(secret.to_owned()).or_default() += value;
         }
@@ -105,9 +115,12 @@ mod tests {
           {"name":"sds.kubernetes_shop.tls.key_rotation_failed","value":1},
           {"name":"sds.kubernetes_shop.tls.update_rejected","value":2},
           {"name":"sds.file-cert_/c.crt~/c.key.update_rejected","value":1},
-          {"name":"listener_manager.lds.update_rejected","value":5}]}"#;
+          {"name":"listener_manager.lds.update_rejected","value":5},
+          {"name":"listener_manager.listener_added","value":3},
+          {"name":"listener_manager.listener_in_place_updated","value":4}]}"#;
         let t = parse(body).unwrap();
         assert_eq!(t.contexts, Some(9));
+        assert_eq!(t.listeners, 7);
         assert_eq!(t.failures.len(), 2, "{t:?}");
         assert_eq!(t.failures["kubernetes_shop.tls"], 3);
         assert_eq!(t.failures["file-cert_/c.crt~/c.key"], 1);

@@ -16,12 +16,18 @@ impl Verifier {
         ctx: &Context,
         silence: &[SilenceAction],
         mut gateway_config: Option<&mut GatewayConfig>,
+        reapplied_this_step: bool,
     ) {
         let window = self.settings.heartbeat_window.as_secs();
         for action in silence {
             match action {
                 SilenceAction::ReapplyForFilter { pods, attempt } => {
-                    let Some(config) = gateway_config.as_deref_mut() else {
+                    // The rollout ladder's re-apply this step already made
+                    // istiod push: one push serves both.
+                    let Some(config) = gateway_config
+                        .as_deref_mut()
+                        .filter(|_| !reapplied_this_step)
+                    else {
                         continue;
                     };
                     ctx.metrics.ladder_step(LadderStep::ReapplyForFilter);

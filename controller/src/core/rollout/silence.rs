@@ -166,14 +166,6 @@ impl Silence {
         actions
     }
 
-    /// Forgets what was told and re-applied: a standby replica acts on
-    /// nothing, so on taking the lead it tells and re-applies afresh.
-    pub fn forget_actions(&mut self) {
-        self.told.clear();
-        self.reapplies = 0;
-        self.last_reapply_ms = None;
-    }
-
     /// How each live pod reported, as of the last step.
     pub fn states(&self) -> &BTreeMap<String, Reporting> {
         &self.states

@@ -179,6 +179,21 @@ fn a_rejected_chain_seen_at_startup_is_never_claimed_as_served() {
 }
 
 #[test]
+fn a_tls_server_added_or_removed_is_reported_at_the_next_poll() {
+    let mut rig = Rig::new(mk_config(""));
+    rig.load("kubernetes://a.tls", "1", RSA);
+    rig.cycle_and_ack().unwrap();
+    // A new server arrives as a listener update; no TLS context counter moves.
+    rig.add_server("kubernetes://b.tls", "1", P256);
+    let report = rig.cycle_and_ack().expect("the listener counter moved");
+    assert_eq!(report.certificates.len(), 2);
+    assert_eq!(kinds(&rig.paths)[..2], ["tripwire", "index"]);
+    rig.remove_server("kubernetes://b.tls");
+    let report = rig.cycle_and_ack().expect("the listener counter moved");
+    assert_eq!(report.certificates.len(), 1);
+}
+
+#[test]
 fn a_removed_secret_leaves_the_report_within_a_resync_and_zeroes_its_gauge() {
     let mut rig = Rig::new(mk_config(""));
     rig.load("kubernetes://a.tls", "1", RSA);

@@ -84,6 +84,8 @@ pub struct Rig {
     /// when `failure_counters` is false.
     failures: BTreeMap<String, u64>,
     pub failure_counters: bool,
+    /// Sum of the listener manager's listener change counters.
+    pub listeners: u64,
     /// Answer requests of this kind (see [`kinds`]) with HTTP 503.
     pub failing: Option<&'static str>,
     /// Admin paths requested during the last `cycle`.
@@ -107,6 +109,7 @@ impl Rig {
             tripwire: Some(0),
             failures: BTreeMap::new(),
             failure_counters: true,
+            listeners: 0,
             failing: None,
             paths: vec![],
         };
@@ -121,6 +124,21 @@ impl Rig {
         self.loaded.push((name, stamp.to_owned(), pem));
         self.accepted.insert(name, pem);
         self.tripwire = self.tripwire.map(|t| t + 1);
+    }
+
+    /// A new TLS server with its secret: a listener update (Envoy updates
+    /// the listener once the secret is warm); no TLS context counter moves.
+    pub fn add_server(&mut self, name: &'static str, stamp: &str, pem: &'static str) {
+        self.loaded.push((name, stamp.to_owned(), pem));
+        self.accepted.insert(name, pem);
+        self.listeners += 1;
+    }
+
+    /// A TLS server removed with its secret: a listener update.
+    pub fn remove_server(&mut self, name: &'static str) {
+        self.loaded.retain(|(n, _, _)| *n != name);
+        self.accepted.remove(name);
+        self.listeners += 1;
     }
 
     /// A `watched_directory` rotation on Envoy 1.36: the context counter
@@ -194,7 +212,10 @@ impl Rig {
         let failures = self.failures.iter().map(|(name, v)| {
             serde_json::json!({"name": format!("sds.{name}.key_rotation_failed"), "value": v})
         });
-        let stats: Vec<serde_json::Value> = contexts.chain(failures).collect();
+        let listeners = (self.listeners > 0).then(|| {
+            serde_json::json!({"name": "listener_manager.listener_in_place_updated", "value": self.listeners})
+        });
+        let stats: Vec<serde_json::Value> = contexts.chain(failures).chain(listeners).collect();
         serde_json::to_vec(&serde_json::json!({ "stats": stats })).unwrap()
     }
 
