@@ -41,7 +41,7 @@ impl Verifier {
                 SilenceAction::FilterNotLoaded { pod, reapplied } => {
                     ctx.metrics.ladder_step(LadderStep::FilterNotLoaded);
                     let message = format!(
-                        "gateway pod {pod} has never reported ({window}s heartbeat window; WasmPlugin re-applied {reapplied}×): the cert-sync filter is not loaded there. Check istio-agent's log for the module fetch and the controller's Service endpoints; its rollouts are Unknown"
+                        "gateway pod {pod} has never reported ({window}s heartbeat window; WasmPlugin re-applied {reapplied}×): the cert-sync filter is not loaded there, or its reports are refused. Check istio-agent's log for the module fetch, the controller's Service endpoints, and certsync_reports_total by outcome (a wrong token or source address); its rollouts are Unknown"
                     );
                     tracing::warn!(%pod, "{message}");
                     ctx.emit_action(
