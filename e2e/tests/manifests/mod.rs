@@ -6,6 +6,7 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -212,6 +213,80 @@ pub fn istio_schema(objects: &[Value], tag: &str) -> SchemaVerdict {
         verdict.stderr
     );
     verdict
+}
+
+// --------------------------------------------------------- the kind e2e
+
+/// What run.sh applies for the controller (`kubectl apply -k`).
+pub const OVERLAY: &str = "controller/deploy/overlays/credential";
+
+/// The YAML files of `dir` (not its kustomization, which is rendered).
+pub fn yaml_files(dir: &str) -> Vec<String> {
+    let mut files: Vec<String> = std::fs::read_dir(root().join(dir))
+        .unwrap_or_else(|e| panic!("listing {dir}: {e}"))
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".yaml") || name.ends_with(".yml"))
+        // Kustomizations are rendered, not applied: install.rs checks them.
+        .filter(|name| name != "kustomization.yaml")
+        .map(|name| format!("{dir}/{name}"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no YAML files in {dir}");
+    files
+}
+
+/// `NAME=value` assignments at the top level of run.sh (the fixed names the
+/// manifests must agree with). Overridable ones (`${NAME:-…}`) keep the
+/// default.
+pub fn run_sh_vars() -> BTreeMap<String, String> {
+    let mut vars = BTreeMap::new();
+    for line in read("e2e/kind/run.sh").lines() {
+        let Some((name, value)) = line.split_once('=') else {
+            continue;
+        };
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_uppercase() || c == '_') {
+            continue;
+        }
+        let value = value.trim_matches('"');
+        let value = match value
+            .strip_prefix(&format!("${{{name}:-"))
+            .and_then(|v| v.strip_suffix('}'))
+        {
+            Some(default) => default,
+            None => value,
+        };
+        vars.insert(name.to_owned(), value.to_owned());
+    }
+    vars
+}
+
+pub fn var(vars: &BTreeMap<String, String>, name: &str) -> String {
+    vars.get(name)
+        .cloned()
+        .unwrap_or_else(|| panic!("run.sh does not set {name}"))
+}
+
+/// Dockerfile instructions with continuation lines joined and comments dropped.
+pub fn dockerfile_instructions(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if current.is_empty() && (trimmed.is_empty() || trimmed.starts_with('#')) {
+            continue;
+        }
+        match trimmed.strip_suffix('\\') {
+            Some(head) => {
+                current.push_str(head);
+                current.push(' ');
+            }
+            None => {
+                current.push_str(trimmed);
+                out.push(std::mem::take(&mut current));
+            }
+        }
+    }
+    out
 }
 
 // ----------------------------------------------------------------- kustomize
