@@ -420,6 +420,7 @@ impl Publisher {
                     .filter(|e| matches!(&e.target, Target::Credential(name) if *name == t.name))
                     .map(|e| events::secret_reference(&e.source))
                     .collect(),
+                Subject::Gateway(g) => vec![events::gateway_reference(g)],
             };
             for about in about {
                 ctx.emit(about, true, refusal.reason, &refusal.message)

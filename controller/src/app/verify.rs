@@ -414,7 +414,7 @@ impl Verifier {
 fn published_secret(target: &TargetRef) -> Option<&str> {
     match target {
         TargetRef::Credential { secret } | TargetRef::Merged { secret, .. } => Some(secret),
-        TargetRef::Directory { .. } => None,
+        TargetRef::Directory { .. } | TargetRef::Referenced { .. } => None,
     }
 }
 

@@ -116,6 +116,7 @@ pub fn subject_key(subject: &Subject) -> String {
         Subject::CertMerge(m) => format!("certmerge {m}"),
         Subject::Member { merge, source } => format!("certmerge {merge} member {source}"),
         Subject::Target(t) => format!("target {t}"),
+        Subject::Gateway(g) => format!("{} {}", g.kind.label(), g.key),
     }
 }
 

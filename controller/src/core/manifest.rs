@@ -109,6 +109,20 @@ pub enum TargetRef {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         ca: Option<String>,
     },
+    /// Not published by cert-sync: gateways reference the Secret natively
+    /// (`core::referenced`), and only the pods with these labels load it.
+    Referenced {
+        /// `<gateway> <server>` for every server or listener that references it.
+        by: Vec<String>,
+        pods: BTreeMap<String, String>,
+    },
+}
+
+impl TargetRef {
+    /// Whether cert-sync writes this target (so the ladder may touch it).
+    pub fn is_published(&self) -> bool {
+        !matches!(self, TargetRef::Referenced { .. })
+    }
 }
 
 /// The manifest for `desired` once `plan` is applied: entries whose target

@@ -9,6 +9,7 @@
 //! its message is for people and names objects, fields and dates, never key
 //! bytes. The others report publication and rollout verification.
 
+use super::gateways::GatewayRef;
 use super::model::ObjectRef;
 use certsync_contract::InvalidKind;
 use std::fmt;
@@ -67,6 +68,20 @@ pub const MALFORMED_CA: &str = "MalformedCA";
 /// reason, keeps the same series.
 pub const INVALID_CERTIFICATE: &str = "InvalidCertificate";
 
+// Pre-flight checks of certificates a gateway references natively
+// (`core::referenced`): told on the Gateway. cert-sync writes nothing for
+// them, so these warn before (and while) Istio serves them; the
+// validation reasons above are used too (Expired, KeyMismatch, ...).
+/// The certificate does not name a host its server or listener serves:
+/// every TLS client of that host fails the handshake.
+pub const HOST_NOT_COVERED: &str = "HostNotCovered";
+/// A reference Istio will not serve: a Gateway API `certificateRef` to
+/// another namespace without a `ReferenceGrant`, or an Istio Gateway
+/// `credentialName` outside the gateway pods' namespace.
+pub const REF_NOT_PERMITTED: &str = "RefNotPermitted";
+/// A `certificateRef` Istio cannot use (not a Secret, too many refs).
+pub const INVALID_REFERENCE: &str = "InvalidReference";
+
 /// Every refusal reason, e.g. to pre-register metric label values. The
 /// publication and rollout reasons below are not refusals.
 pub const REFUSALS: &[&str] = &[
@@ -92,6 +107,9 @@ pub const REFUSALS: &[&str] = &[
     CHAIN_ORDER,
     MALFORMED_CA,
     INVALID_CERTIFICATE,
+    HOST_NOT_COVERED,
+    REF_NOT_PERMITTED,
+    INVALID_REFERENCE,
 ];
 
 // Publication (Normal, on the source).
@@ -191,6 +209,9 @@ pub enum Subject {
     Member { merge: ObjectRef, source: ObjectRef },
     /// A target object in the gateway namespace.
     Target(ObjectRef),
+    /// A gateway whose configuration references a certificate natively
+    /// (pre-flight findings, `core::referenced`).
+    Gateway(GatewayRef),
 }
 
 impl fmt::Display for Subject {
@@ -200,6 +221,7 @@ impl fmt::Display for Subject {
             Subject::CertMerge(m) => write!(f, "CertMerge {m}"),
             Subject::Member { merge, source } => write!(f, "CertMerge {merge} member {source}"),
             Subject::Target(t) => write!(f, "target {t}"),
+            Subject::Gateway(g) => write!(f, "{g}"),
         }
     }
 }
@@ -227,7 +249,7 @@ impl Refusal {
     pub fn source(&self) -> Option<&ObjectRef> {
         match &self.subject {
             Subject::Source(s) | Subject::Member { source: s, .. } => Some(s),
-            Subject::CertMerge(_) | Subject::Target(_) => None,
+            Subject::CertMerge(_) | Subject::Target(_) | Subject::Gateway(_) => None,
         }
     }
 
@@ -235,7 +257,7 @@ impl Refusal {
     pub fn cert_merge(&self) -> Option<&ObjectRef> {
         match &self.subject {
             Subject::CertMerge(m) | Subject::Member { merge: m, .. } => Some(m),
-            Subject::Source(_) | Subject::Target(_) => None,
+            Subject::Source(_) | Subject::Target(_) | Subject::Gateway(_) => None,
         }
     }
 }

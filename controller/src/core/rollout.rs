@@ -97,6 +97,9 @@ pub struct LivePod {
     /// controller through a STRICT_DNS cluster whose default `AUTO` lookup
     /// prefers IPv6, so a report may leave from either family.
     pub ips: Vec<std::net::IpAddr>,
+    /// Its labels: a natively referenced certificate is expected only on
+    /// the pods its gateway selects.
+    pub labels: BTreeMap<String, String>,
 }
 
 /// One certificate a pod serves, as its filter reported it.
@@ -190,23 +193,45 @@ impl PublicationKey {
     pub fn of(entry: &ManifestEntry) -> Self {
         PublicationKey {
             source: entry.source.clone(),
-            target: target_name(entry).to_owned(),
+            target: target_name(entry).into_owned(),
         }
     }
 
-    /// Whether `entry` is this publication (compared in place, no copies).
+    /// Whether `entry` is this publication (compared in place, no copies
+    /// but for a referenced one's).
     pub fn is(&self, entry: &ManifestEntry) -> bool {
         self.source == entry.source && self.target == target_name(entry)
     }
 }
 
-/// The published Secret's name, or the certificate path in directory mode.
-fn target_name(entry: &ManifestEntry) -> &str {
+/// The published Secret's name, the certificate path in directory mode, or
+/// for a referenced certificate its SDS name and pod labels (two Gateway API
+/// Gateways may load one Secret under one name, each on its own pods).
+fn target_name(entry: &ManifestEntry) -> std::borrow::Cow<'_, str> {
     use super::manifest::TargetRef;
     match &entry.target {
-        TargetRef::Credential { secret } | TargetRef::Merged { secret, .. } => secret,
-        TargetRef::Directory { cert, .. } => cert,
+        TargetRef::Credential { secret } | TargetRef::Merged { secret, .. } => secret.into(),
+        TargetRef::Directory { cert, .. } => cert.into(),
+        TargetRef::Referenced { pods, .. } => {
+            let labels: Vec<String> = pods.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            format!("{}@{}", entry.sds_resource, labels.join(",")).into()
+        }
     }
+}
+
+/// The live pods expected to load `entry`.
+fn expected_on<'a>(
+    entry: &'a ManifestEntry,
+    pods: &'a [LivePod],
+) -> impl Iterator<Item = &'a LivePod> + 'a {
+    use super::manifest::TargetRef;
+    let selector = match &entry.target {
+        TargetRef::Referenced { pods, .. } => Some(pods),
+        _ => None,
+    };
+    pods.iter().filter(move |pod| {
+        selector.is_none_or(|s| s.iter().all(|(k, v)| pod.labels.get(k) == Some(v)))
+    })
 }
 
 /// One publication across the live pods.
@@ -218,6 +243,9 @@ pub struct PublicationView {
     pub sha256: Fingerprint,
     pub state: RolloutState,
     pub pods: BTreeMap<String, PodView>,
+    /// cert-sync wrote the object (a re-push can touch it); false for a
+    /// natively referenced certificate.
+    pub published: bool,
 }
 
 impl PublicationView {
@@ -290,8 +318,7 @@ pub fn assess<E: Borrow<ManifestEntry>>(
         .iter()
         .map(|entry| {
             let entry = entry.borrow();
-            let views: BTreeMap<String, PodView> = pods
-                .iter()
+            let views: BTreeMap<String, PodView> = expected_on(entry, pods)
                 .map(|pod| {
                     let view = pod_state(
                         observations.get(&pod.name),
@@ -317,6 +344,7 @@ pub fn assess<E: Borrow<ManifestEntry>>(
                 sha256: entry.sha256,
                 state,
                 pods: views,
+                published: entry.target.is_published(),
             }
         })
         .collect()

@@ -35,6 +35,7 @@ fn mk_pods(names: &[&str]) -> Vec<LivePod> {
         .map(|n| LivePod {
             name: (*n).to_owned(),
             ips: Vec::new(),
+            labels: BTreeMap::new(),
         })
         .collect()
 }
@@ -244,6 +245,7 @@ fn mk_view(source: &str, sha: u8, pods: &[(&str, PodState)]) -> PublicationView 
         sha256: fp(sha),
         state,
         pods,
+        published: true,
     }
 }
 

@@ -261,6 +261,8 @@ fn target(t: &TargetRef) -> String {
             secret, cert_key, ..
         } => format!("secret/{secret}[{cert_key}]"),
         TargetRef::Directory { cert, .. } => cert.clone(),
+        // Natively placed: the SDS name column says which; name the gateways.
+        TargetRef::Referenced { by, .. } => format!("referenced by {}", by.join("; ")),
     }
 }
 

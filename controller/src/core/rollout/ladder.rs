@@ -176,7 +176,7 @@ impl Tracker {
                             pods: view.lagging().map(|(p, v)| (p.clone(), v.state)).collect(),
                         });
                     }
-                    let Some(rung) = next_rung(&episode.taken, ladder) else {
+                    let Some(rung) = next_rung(&episode.taken, ladder, view.published) else {
                         continue;
                     };
                     if rung == Rung::Evict {
@@ -234,9 +234,11 @@ impl Episode {
     }
 }
 
-fn next_rung(taken: &BTreeSet<Rung>, ladder: &LadderConfig) -> Option<Rung> {
+/// `published`: cert-sync wrote the object; a natively referenced
+/// certificate's Secret is never touched (it is not ours).
+fn next_rung(taken: &BTreeSet<Rung>, ladder: &LadderConfig, published: bool) -> Option<Rung> {
     [
-        (Rung::RePush, ladder.can_repush),
+        (Rung::RePush, ladder.can_repush && published),
         (Rung::Reapply, ladder.can_reapply),
         (Rung::Evict, ladder.can_evict),
     ]

@@ -6,6 +6,7 @@ fn mk_pod(name: &str) -> LivePod {
     LivePod {
         name: name.to_owned(),
         ips: Vec::new(),
+        labels: BTreeMap::new(),
     }
 }
 

@@ -62,6 +62,7 @@ impl GatewayPods {
             .map(|p| LivePod {
                 name: p.name_any(),
                 ips: pod_ips(p),
+                labels: p.labels().clone(),
             })
             .collect();
         pods.sort_by(|a, b| a.name.cmp(&b.name));

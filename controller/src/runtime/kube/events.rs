@@ -208,6 +208,17 @@ pub fn secret_reference(source: &ObjectRef) -> ObjectReference {
     }
 }
 
+/// An ObjectReference to an Istio or Gateway API Gateway.
+pub fn gateway_reference(gateway: &crate::core::gateways::GatewayRef) -> ObjectReference {
+    ObjectReference {
+        api_version: Some(gateway.kind.api_version().into()),
+        kind: Some("Gateway".into()),
+        namespace: Some(gateway.key.namespace.clone()),
+        name: Some(gateway.key.name.clone()),
+        ..ObjectReference::default()
+    }
+}
+
 /// An ObjectReference to a CertMerge.
 pub fn certmerge_reference(merge: &ObjectRef) -> ObjectReference {
     ObjectReference {

@@ -27,6 +27,7 @@ fn busy() -> Metrics {
         sds_resource: "kubernetes://shop.shop-tls".into(),
         sha256: certsync_contract::Fingerprint([1; 32]),
         state: crate::core::rollout::RolloutState::Converged,
+        published: true,
         pods: std::collections::BTreeMap::from([(
             "gw-0".to_owned(),
             crate::core::rollout::PodView {
