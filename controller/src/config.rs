@@ -98,6 +98,27 @@ pub struct Args {
     )]
     pub namespace_selector: Option<String>,
 
+    /// Copy annotated Secrets (and CertMerge members) to the gateway. False
+    /// is the verify-only install: nothing is published, natively
+    /// referenced certificates are verified (see `--verify-referenced`).
+    #[arg(long, env = "CERTSYNC_PUBLISH", default_value_t = true, action = clap::ArgAction::Set)]
+    pub publish: bool,
+
+    /// Verify the certificates Istio Gateways and Gateway API Gateways
+    /// reference natively (`credentialName`, `certificateRefs`), per pod,
+    /// with pre-flight checks; nothing is written for them.
+    #[arg(long, env = "CERTSYNC_VERIFY_REFERENCED", default_value_t = true, action = clap::ArgAction::Set)]
+    pub verify_referenced: bool,
+
+    /// `gatewayClassName`s of Gateway API Gateways Istio implements.
+    #[arg(
+        long,
+        env = "CERTSYNC_GATEWAY_CLASSES",
+        default_value = "istio",
+        value_delimiter = ','
+    )]
+    pub gateway_classes: Vec<String>,
+
     /// Serve CertMerge resources (needs the CRD installed).
     #[arg(long, env = "CERTSYNC_CERTMERGE", default_value_t = true, action = clap::ArgAction::Set)]
     pub certmerge: bool,

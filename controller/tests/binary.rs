@@ -113,6 +113,19 @@ async fn a_running_controller_publishes_refuses_and_never_logs_key_bytes() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // Drained as it runs: a debug log fills a pipe's 64 KiB long before the
+    // test ends, and a blocked write would stall the controller.
+    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut out = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut out);
+            }
+            out
+        })
+    };
+    let stdout_task = drain(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr_task = drain(child.stderr.take().map(|p| Box::new(p) as _));
     let deadline = Instant::now() + Duration::from_secs(20);
     while server.get("secrets", GW, "shop.good").is_none() {
         assert!(Instant::now() < deadline, "never published");
@@ -223,11 +236,11 @@ async fn a_running_controller_publishes_refuses_and_never_logs_key_bytes() {
         assert!(!json.contains(line), "private key bytes in the status");
     }
     child.kill().unwrap();
-    let output = child.wait_with_output().unwrap();
+    child.wait().unwrap();
     let log = format!(
         "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
+        String::from_utf8_lossy(&stdout_task.join().unwrap()),
+        String::from_utf8_lossy(&stderr_task.join().unwrap())
     );
     assert!(
         log.contains("MalformedCertificate"),

@@ -31,10 +31,12 @@ pub use context::Context;
 
 use crate::config::{Args, Role};
 use crate::core::model::NamespacePolicy;
+use crate::core::referenced::Scope;
 use crate::runtime::gateway::config::GatewayConfig;
 use crate::runtime::gateway::files::{DirectoryPublisher, FilesError};
 use crate::runtime::gateway::pods::GatewayPods;
 use crate::runtime::gateway::reports::{self, ReportAuth, ReportSink};
+use crate::runtime::kube::gateways::GatewayStores;
 use crate::runtime::kube::leader::LeaderElector;
 use crate::runtime::kube::{cluster, sweep};
 use crate::runtime::ops::heap;
@@ -214,7 +216,22 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
     } else {
         None
     };
-    let publisher = publish::Publisher::new(stores, files, &args.cert_dir);
+    let mut publisher = publish::Publisher::new(stores, files, &args.cert_dir);
+    if !args.publish {
+        publisher = publisher.verify_only();
+    }
+    let mut _gateway_watches = Vec::new();
+    if args.verify_referenced && role.verifies() {
+        let (gateways, tasks) = GatewayStores::watch(&ctx.client, &changed).await;
+        _gateway_watches = tasks;
+        publisher = publisher.with_referenced(publish::Referenced::new(
+            gateways,
+            Scope {
+                gateway_namespace: ctx.policy.gateway_namespace.clone(),
+                classes: args.gateway_classes.clone(),
+            },
+        ));
+    }
     let mut app = App {
         ctx,
         role,

@@ -12,7 +12,10 @@
 //! Between passes the controller holds metadata and digests, not PEM: its
 //! memory does not grow with certificate sizes (see `core::model::Blob`).
 
+mod referenced;
 mod write;
+
+pub use referenced::Referenced;
 
 use super::{Context, Error};
 use crate::core::announce::{self, Announcer};
@@ -85,6 +88,11 @@ pub struct Publisher {
     decided_files: BTreeMap<String, Vec<u8>>,
     /// The last pass found a target blocked ([`Publisher::blocked`]).
     blocked: bool,
+    /// Certificates gateways reference natively (verified, never written).
+    referenced: Option<Referenced>,
+    /// Copy annotated Secrets; false for a verify-only install, which
+    /// selects nothing and so never writes or deletes a Secret.
+    publish: bool,
 }
 
 impl Publisher {
@@ -101,7 +109,21 @@ impl Publisher {
             merges: Arc::new(Vec::new()),
             decided_files: BTreeMap::new(),
             blocked: false,
+            referenced: None,
+            publish: true,
         }
+    }
+
+    /// Also verify what gateways reference natively.
+    pub fn with_referenced(mut self, referenced: Referenced) -> Self {
+        self.referenced = Some(referenced);
+        self
+    }
+
+    /// Verify only: publish nothing (see [`Publisher::publish`]).
+    pub fn verify_only(mut self) -> Self {
+        self.publish = false;
+        self
     }
 
     /// What the last pass published and refused.
@@ -131,8 +153,13 @@ impl Publisher {
             return Ok(outcome);
         }
         let gateway = ctx.policy.gateway_namespace.clone();
-        let merges = self.stores.cert_merges(&gateway);
-        let sources = self.sources(ctx, &merges, &mut outcome).await?;
+        let (merges, sources) = if self.publish {
+            let merges = self.stores.cert_merges(&gateway);
+            let sources = self.sources(ctx, &merges, &mut outcome).await?;
+            (merges, sources)
+        } else {
+            (Vec::new(), Vec::new())
+        };
         let selection = selection::select(
             &ctx.policy,
             &sources,
@@ -156,7 +183,13 @@ impl Publisher {
         }
 
         let mut current = Published {
-            secrets: self.stores.managed_secrets(),
+            // Verify-only: nothing is published, so nothing is "current"
+            // either (a leftover of a copying install is left alone).
+            secrets: if self.publish {
+                self.stores.managed_secrets()
+            } else {
+                BTreeMap::new()
+            },
             files: BTreeMap::new(),
         };
         let central = matches!(ctx.policy.mode, Mode::Directory);
@@ -198,11 +231,33 @@ impl Publisher {
         }
         let written_at = started.elapsed();
 
+        // Most passes change nothing published: keep the manifest (and what
+        // verification holds of it). A changed one shares its unchanged
+        // entries with the last.
+        let mut built = match &self.built {
+            Some(b) => manifest::rebuild(b, &ctx.policy, &desired, &plan, &self.cert_dir),
+            None => manifest::build(&ctx.policy, &desired, &plan, &self.cert_dir),
+        };
+        let found = match self.referenced.as_mut() {
+            Some(r) => {
+                let copied: BTreeSet<&str> = built
+                    .publications
+                    .iter()
+                    .map(|p| p.sds_resource.as_str())
+                    .collect();
+                r.pass(ctx, &self.stores, &copied, now).await?
+            }
+            None => referenced::Found::default(),
+        };
+        outcome.reads += found.reads;
+        add_referenced(&mut built, self.built.as_deref(), found.entries);
+
         let refusals: Vec<Refusal> = selection
             .refusals
             .iter()
             .chain(self.validations.refusals())
             .chain(plan.refusals.iter())
+            .chain(found.refusals.iter())
             .cloned()
             .collect();
         outcome.refusals = refusals.len();
@@ -221,13 +276,6 @@ impl Publisher {
                 message: r.message.clone(),
             })
             .collect();
-        // Most passes change nothing published: keep the manifest (and what
-        // verification holds of it). A changed one shares its unchanged
-        // entries with the last.
-        let mut built = match &self.built {
-            Some(b) => manifest::rebuild(b, &ctx.policy, &desired, &plan, &self.cert_dir),
-            None => manifest::build(&ctx.policy, &desired, &plan, &self.cert_dir),
-        };
         built.refusals = refusal_views;
         if self.built.as_deref() != Some(&built) {
             self.built = Some(Arc::new(built));
@@ -454,6 +502,40 @@ impl Publisher {
             ctx.metrics.forget_source(source);
         }
     }
+}
+
+/// Adds the natively referenced rows to `built`, each the allocation the
+/// previous manifest had when it did not change, keeping the order by
+/// source then SDS name.
+fn add_referenced(
+    built: &mut manifest::Manifest,
+    previous: Option<&manifest::Manifest>,
+    entries: Vec<manifest::ManifestEntry>,
+) {
+    if entries.is_empty() {
+        return;
+    }
+    let earlier: BTreeMap<(&str, &str), &Arc<manifest::ManifestEntry>> = previous
+        .iter()
+        .flat_map(|m| m.publications.iter())
+        .filter(|p| !p.target.is_published())
+        .map(|p| ((p.source.as_str(), p.sds_resource.as_str()), p))
+        .collect();
+    let mut added: Vec<Arc<manifest::ManifestEntry>> = entries
+        .into_iter()
+        .map(
+            |e| match earlier.get(&(e.source.as_str(), e.sds_resource.as_str())) {
+                Some(p) if ***p == e => Arc::clone(p),
+                _ => Arc::new(e),
+            },
+        )
+        .collect();
+    drop(earlier);
+    built.publications.append(&mut added);
+    built.publications.sort_by(|a, b| {
+        (a.source.as_str(), a.sds_resource.as_str())
+            .cmp(&(b.source.as_str(), b.sds_resource.as_str()))
+    });
 }
 
 /// Publications that are in place: a blocked target publishes nothing.

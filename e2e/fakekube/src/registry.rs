@@ -189,7 +189,8 @@ impl Registry {
     /// pods, namespaces, services; events.k8s.io/v1 events;
     /// coordination.k8s.io/v1 leases; policy/v1 poddisruptionbudgets (pod
     /// evictions are the `pods/eviction` subresource); Istio envoyfilters,
-    /// gateways, wasmplugins; and cert-sync's certmerges.
+    /// gateways, wasmplugins; Gateway API gateways and referencegrants;
+    /// and cert-sync's certmerges.
     pub fn kubernetes() -> Self {
         let mut r = Self::empty();
         r.register(ResourceType::new("", "v1", "Secret", "secrets").with_fields(&["type"]));
@@ -268,6 +269,21 @@ impl Registry {
             "Gateway",
             "gateways",
         ));
+        r.register(ResourceType::custom(
+            "gateway.networking.k8s.io",
+            "v1",
+            "Gateway",
+            "gateways",
+        ));
+        r.register(
+            ResourceType::new(
+                "gateway.networking.k8s.io",
+                "v1beta1",
+                "ReferenceGrant",
+                "referencegrants",
+            )
+            .with_generation(),
+        );
         r.register(ResourceType::custom(
             "extensions.istio.io",
             "v1alpha1",

@@ -309,6 +309,26 @@ pub async fn read_source(
     )))
 }
 
+/// A Secret's resourceVersion and every data value by key (`None` when it
+/// is gone): a natively referenced Secret, whose keys are chosen the way
+/// istiod chooses them (`core::referenced::istio_layout`).
+pub async fn read_secret_data(
+    client: &Client,
+    key: &ObjectRef,
+) -> Result<Option<(String, BTreeMap<String, Blob>)>, kube::Error> {
+    let api = Api::<Secret>::namespaced(client.clone(), &key.namespace);
+    let Some(mut secret) = api.get_opt(&key.name).await? else {
+        return Ok(None);
+    };
+    let data = secret.data.take().unwrap_or_default();
+    Ok(Some((
+        secret.resource_version().unwrap_or_default(),
+        data.into_iter()
+            .map(|(k, v)| (k, Blob::from(v.0)))
+            .collect(),
+    )))
+}
+
 /// The data values of a Secret, with their bytes (empty when it is gone).
 pub async fn read_secret_values(
     client: &Client,

@@ -4,6 +4,7 @@
 pub mod backoff;
 pub mod cluster;
 pub mod events;
+pub mod gateways;
 pub mod leader;
 pub mod store;
 pub mod sweep;

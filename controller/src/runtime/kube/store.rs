@@ -434,6 +434,17 @@ impl CompactStore<SourceRecord> {
         out
     }
 
+    /// The resourceVersion of one TLS Secret; `None` when the watch has
+    /// no such Secret.
+    pub fn resource_version_of(&self, key: &ObjectRef) -> Option<String> {
+        let state = self.read();
+        state
+            .live
+            .get(key.namespace.as_str())
+            .and_then(|m| m.get(key.name.as_str()))
+            .map(|r| r.resource_version.to_string())
+    }
+
     /// The kube-shaped view (name, namespace, uid, resourceVersion,
     /// creationTimestamp, labels, the autosync annotation).
     pub fn state(&self) -> Vec<Arc<PartialObjectMeta<Secret>>> {
