@@ -13,7 +13,7 @@ use clap::Parser;
 use manifests::*;
 use serde_json::{json, Value};
 
-const OVERLAYS: [&str; 3] = ["credential", "merged", "directory"];
+const OVERLAYS: [&str; 4] = ["credential", "merged", "directory", "verify"];
 const GW: &str = "istio-system";
 
 fn overlay(mode: &str) -> Vec<Doc> {
@@ -131,10 +131,35 @@ fn each_overlay_runs_the_controller_in_its_mode() {
             policy.mode
         );
         assert!(args.manage_gateway_config && args.leader_election, "{mode}");
+        assert!(args.publish && args.verify_referenced, "{mode}");
         // Gateway config management needs a module to serve.
         assert!(args.filter_wasm.is_some(), "{mode}");
         args.gateway_settings(Some("ab".repeat(32)), Some("token"))
             .unwrap();
+    }
+}
+
+/// The verify-only overlay publishes nothing and may write no Secret.
+#[test]
+fn the_verify_overlay_publishes_nothing_and_writes_no_secret() {
+    let docs = overlay("verify");
+    let args = parse_args(&controller_container(&docs));
+    assert!(!args.publish && args.verify_referenced);
+    assert_eq!(args.role(), Role::Full);
+    for doc in docs.iter().filter(|d| d.kind() == "Role" || d.kind() == "ClusterRole") {
+        for rule in doc.value["rules"].as_array().into_iter().flatten() {
+            let on_secrets = rule["resources"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|r| r == "secrets");
+            let writes = rule["verbs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|v| ["create", "update", "patch", "delete"].contains(&v.as_str().unwrap_or("")));
+            assert!(!(on_secrets && writes), "{}: {rule}", doc.label());
+        }
     }
 }
 
