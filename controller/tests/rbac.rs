@@ -14,87 +14,12 @@ use certsync_fakekube::Verb;
 use std::time::Duration;
 use support::*;
 
-#[derive(Debug)]
-struct Rule {
-    groups: Vec<String>,
-    resources: Vec<String>,
-    names: Vec<String>,
-    verbs: Vec<String>,
-    /// `None` for a ClusterRole (every namespace).
-    namespace: Option<String>,
-}
-
-fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|x| x.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
-}
+#[path = "support/rbac_rules.rs"]
+mod rbac_rules;
+use rbac_rules::{allowed, rules_of, Rule};
 
 fn rules() -> Vec<Rule> {
     rules_of(include_str!("../deploy/base/rbac.yaml"))
-}
-
-fn rules_of(text: &str) -> Vec<Rule> {
-    let mut out = Vec::new();
-    for doc in serde_norway::Deserializer::from_str(text) {
-        let doc: Value = serde::Deserialize::deserialize(doc).unwrap();
-        let namespace = match doc["kind"].as_str() {
-            Some("ClusterRole") => None,
-            Some("Role") => Some(doc["metadata"]["namespace"].as_str().unwrap().to_owned()),
-            _ => continue,
-        };
-        for rule in doc["rules"].as_array().unwrap() {
-            out.push(Rule {
-                groups: strings(&rule["apiGroups"]),
-                resources: strings(&rule["resources"]),
-                names: strings(&rule["resourceNames"]),
-                verbs: strings(&rule["verbs"]),
-                namespace: namespace.clone(),
-            });
-        }
-    }
-    out
-}
-
-fn rbac_verb(verb: Verb) -> Option<&'static str> {
-    Some(match verb {
-        Verb::Get => "get",
-        Verb::List => "list",
-        Verb::Watch => "watch",
-        Verb::Create => "create",
-        Verb::Update => "update",
-        Verb::Patch | Verb::Apply => "patch",
-        Verb::Delete => "delete",
-        _ => return None,
-    })
-}
-
-fn allowed(rules: &[Rule], r: &certsync_fakekube::RequestRecord) -> bool {
-    let Some(verb) = rbac_verb(r.verb) else {
-        return true;
-    };
-    let Some(resource) = &r.resource else {
-        return true;
-    };
-    let (plural, group) = resource.split_once('.').unwrap_or((resource.as_str(), ""));
-    let plural = match &r.subresource {
-        Some(sub) => format!("{plural}/{sub}"),
-        None => plural.to_owned(),
-    };
-    rules.iter().any(|rule| {
-        rule.groups.iter().any(|g| g == group)
-            && rule.resources.contains(&plural)
-            && rule.verbs.iter().any(|v| v == verb)
-            && (rule.names.is_empty() || r.name.as_ref().is_some_and(|n| rule.names.contains(n)))
-            && rule
-                .namespace
-                .as_ref()
-                .is_none_or(|ns| r.namespace.as_deref() == Some(ns))
-    })
 }
 
 #[test]

@@ -146,18 +146,19 @@ fn the_verify_overlay_publishes_nothing_and_writes_no_secret() {
     let args = parse_args(&controller_container(&docs));
     assert!(!args.publish && args.verify_referenced);
     assert_eq!(args.role(), Role::Full);
-    for doc in docs.iter().filter(|d| d.kind() == "Role" || d.kind() == "ClusterRole") {
+    for doc in docs
+        .iter()
+        .filter(|d| d.kind() == "Role" || d.kind() == "ClusterRole")
+    {
         for rule in doc.value["rules"].as_array().into_iter().flatten() {
             let on_secrets = rule["resources"]
                 .as_array()
                 .into_iter()
                 .flatten()
                 .any(|r| r == "secrets");
-            let writes = rule["verbs"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|v| ["create", "update", "patch", "delete"].contains(&v.as_str().unwrap_or("")));
+            let writes = rule["verbs"].as_array().into_iter().flatten().any(|v| {
+                ["create", "update", "patch", "delete"].contains(&v.as_str().unwrap_or(""))
+            });
             assert!(!(on_secrets && writes), "{}: {rule}", doc.label());
         }
     }

@@ -220,13 +220,13 @@ fn a_gateway_api_listener_is_expected_on_its_own_deployment() {
             name: None,
         }],
     };
-    let (refs, refused) = references(&scope(), &[], &[gw.clone()], &[grant]);
+    let (refs, refused) = references(&scope(), &[], std::slice::from_ref(&gw), &[grant]);
     assert!(refused.is_empty());
     assert_eq!(refs.len(), 1);
     assert_eq!(refs[0].resource.sds, "kubernetes-gateway://shop/shop-tls");
     assert_eq!(refs[0].pods, map(&[(gateways::GATEWAY_NAME_LABEL, "web")]));
 
-    let (refs, refused) = references(&scope(), &[], &[gw.clone()], &[]);
+    let (refs, refused) = references(&scope(), &[], std::slice::from_ref(&gw), &[]);
     assert!(refs.is_empty());
     assert_eq!(refused[0].reason, reasons::REF_NOT_PERMITTED);
 
