@@ -33,6 +33,32 @@ pub struct ControllerSettings {
     pub rollout_timeout: Duration,
     pub heartbeat_window: Duration,
     pub log: PathBuf,
+    /// How it publishes: [`ControllerSettings::directory_central`] (the
+    /// local cluster's) or [`ControllerSettings::verify_only`].
+    pub mode_args: Vec<String>,
+}
+
+impl ControllerSettings {
+    /// Directory mode's central instance: no files, manifest and reports.
+    pub fn directory_central() -> Vec<String> {
+        [
+            "--mode",
+            "directory",
+            "--publish-files=false",
+            "--cert-dir",
+            super::agent::MOUNT_PATH,
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    }
+
+    /// The verify-only install: nothing copied, natively referenced
+    /// certificates verified.
+    pub fn verify_only() -> Vec<String> {
+        ["--mode", "credential", "--publish=false"]
+            .map(str::to_owned)
+            .to_vec()
+    }
 }
 
 /// The central controller process.
@@ -57,8 +83,7 @@ impl Controller {
         let mut cmd = Command::new(s.bins.join("cert-sync"));
         cmd.env("KUBECONFIG", &s.kubeconfig)
             .env("RUST_LOG", "info")
-            .args(["--mode", "directory", "--publish-files=false"])
-            .args(["--cert-dir", super::agent::MOUNT_PATH])
+            .args(&s.mode_args)
             .args(["--gateway-namespace", GATEWAY_NS])
             .arg("--http-addr")
             .arg(s.addr.to_string())
@@ -124,6 +149,30 @@ impl Controller {
         Ok(Status(
             serde_json::from_str(&response.text()).context("parsing /v1/status")?,
         ))
+    }
+
+    /// Polls `/v1/status` until `check` holds, up to `timeout`; the error
+    /// carries the last status seen and the controller's log tail.
+    pub fn wait_status(
+        &self,
+        what: &str,
+        timeout: Duration,
+        check: impl Fn(&Status) -> bool,
+    ) -> Result<Status> {
+        let mut last = None;
+        let outcome = crate::poll(what, timeout, || {
+            let status = self.status()?;
+            let done = check(&status);
+            last = Some(status.clone());
+            Ok(done.then_some(status))
+        });
+        outcome.map_err(|e| {
+            e.context(format!(
+                "last /v1/status: {:?}{}",
+                last.map_or(serde_json::Value::Null, |s| s.0),
+                self.log_tail()
+            ))
+        })
     }
 
     /// `cert-sync status --server <this controller> [-o wide]`: the table a

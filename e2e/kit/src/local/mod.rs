@@ -30,6 +30,7 @@
 pub mod agent;
 pub mod controller;
 pub mod fake;
+pub mod native;
 pub mod pod;
 pub mod status;
 
@@ -165,6 +166,7 @@ impl LocalCluster {
             rollout_timeout: options.rollout_timeout,
             heartbeat_window: options.heartbeat_window,
             log: root.join("controller.log"),
+            mode_args: ControllerSettings::directory_central(),
         })?;
 
         let ca = TestCa::new()?;
@@ -288,20 +290,7 @@ impl LocalCluster {
         timeout: Duration,
         check: impl Fn(&Status) -> bool,
     ) -> Result<Status> {
-        let mut last = None;
-        let outcome = crate::poll(what, timeout, || {
-            let status = self.status()?;
-            let done = check(&status);
-            last = Some(status.clone());
-            Ok(done.then_some(status))
-        });
-        outcome.map_err(|e| {
-            e.context(format!(
-                "last /v1/status: {:?}{}",
-                last.map_or(serde_json::Value::Null, |s| s.0),
-                self.controller.log_tail()
-            ))
-        })
+        self.controller.wait_status(what, timeout, check)
     }
 
     /// Waits until `site` is Converged on `cert` with every pod Verified.
@@ -436,7 +425,7 @@ pub fn pod_name(i: usize) -> String {
 }
 
 /// 32 random bytes as hex, from the kernel.
-fn random_token() -> Result<String> {
+pub(crate) fn random_token() -> Result<String> {
     use std::io::Read;
     let mut bytes = [0u8; 32];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
