@@ -25,6 +25,7 @@
 
 mod envoy_filter;
 mod gateway;
+mod gateway_api;
 mod meta;
 mod plugin_config;
 mod rules;
@@ -35,6 +36,9 @@ mod wasm_plugin;
 pub use certsync_contract::wire::{MODULE_PATH, REPORT_PATH};
 pub use envoy_filter::{clusters, envoy_filter};
 pub use gateway::gateway;
+pub use gateway_api::{
+    gateway_api_names, render_for_gateway_api, GATEWAY_API_SUFFIX, ISTIO_MANAGED_GATEWAY,
+};
 pub use meta::{
     labels, ADMIN_CLUSTER, CONTROLLER_CLUSTER, ENVOY_FILTER_NAME, GATEWAY_NAME, LABEL_MANAGED_BY,
     LABEL_PART_OF, LABEL_VALUE, STATUS_SERVER_NAME, WASM_PLUGIN_NAME,

@@ -87,6 +87,16 @@ fn default_objects_are_valid() {
 }
 
 #[test]
+fn gateway_api_objects_are_valid() {
+    let gateways = ["web".to_owned(), "api".to_owned()];
+    let objects =
+        certsync_wasmplugin::render_for_gateway_api(&GatewaySettings::default(), &gateways)
+            .unwrap();
+    assert_eq!(objects.len(), 3);
+    assert_valid(&objects);
+}
+
+#[test]
 fn variant_objects_are_valid() {
     let mut settings = GatewaySettings {
         namespace: "istio-ingress".into(),
