@@ -119,6 +119,91 @@ async fn gateway_side_objects_are_applied_once_and_point_at_the_served_module() 
     );
 }
 
+/// Istio-deployed pods of Gateway API Gateways get the filter through a
+/// second set of objects that name the Gateways in `targetRefs`; the set
+/// goes when the last Gateway does (an empty targetRefs would select every
+/// workload of the namespace), and the pods count as gateway pods.
+#[tokio::test]
+async fn gateway_api_gateways_get_their_own_objects_until_the_last_goes() {
+    let rig = Rig::new(credential_policy(), None).await;
+    let client = rig.server.client().unwrap();
+    let (addr, _) = module_server(MODULE, 0).await;
+    let mut config = GatewayConfig::new(settings(addr, &hex(MODULE)));
+    config.set_gateway_api(vec!["web".to_owned(), "api".to_owned()]);
+    assert_eq!(config.apply(&client).await.unwrap(), 6);
+    let plugin = rig
+        .server
+        .get(WASM_PLUGINS, GW, "cert-sync-gateway-api")
+        .unwrap();
+    assert_eq!(plugin["spec"]["targetRefs"][0]["name"], "api");
+    assert_eq!(plugin["spec"]["targetRefs"][1]["name"], "web");
+    assert!(plugin["spec"].get("selector").is_none());
+    let filter = rig
+        .server
+        .get(
+            "envoyfilters.networking.istio.io",
+            GW,
+            "cert-sync-gateway-api",
+        )
+        .unwrap();
+    assert_eq!(filter["spec"]["targetRefs"][1]["name"], "web");
+    let status = rig
+        .server
+        .get(
+            "gateways.networking.istio.io",
+            GW,
+            "cert-sync-status-gateway-api",
+        )
+        .unwrap();
+    assert_eq!(
+        status["spec"]["selector"]["gateway.istio.io/managed"],
+        "istio.io-gateway-controller"
+    );
+
+    // The pods Istio deployed for `web` are gateway pods; others are not.
+    let mut web = mk_gateway_pod("web-0", "10.0.0.7", true);
+    web["metadata"]["labels"] = json!({"gateway.networking.k8s.io/gateway-name": "web"});
+    let mut other = mk_gateway_pod("other-0", "10.0.0.8", true);
+    other["metadata"]["labels"] = json!({"gateway.networking.k8s.io/gateway-name": "other"});
+    rig.server.put(web).unwrap();
+    rig.server.put(other).unwrap();
+    rig.server
+        .put(mk_gateway_pod("gw-0", "10.0.0.9", true))
+        .unwrap();
+    let (pods, _task) = certsync_controller::runtime::gateway::pods::GatewayPods::watch(
+        &client,
+        GW,
+        "istio=ingressgateway",
+        Arc::new(tokio::sync::Notify::new()),
+    );
+    pods.wait_ready().await.unwrap();
+    let names = |pods: &certsync_controller::runtime::gateway::pods::GatewayPods| -> Vec<String> {
+        pods.live().into_iter().map(|p| p.name).collect()
+    };
+    assert_eq!(names(&pods), ["gw-0"]);
+    pods.set_gateway_api(&["api".to_owned(), "web".to_owned()]);
+    assert_eq!(names(&pods), ["gw-0", "web-0"]);
+
+    config.set_gateway_api(Vec::new());
+    assert_eq!(config.apply(&client).await.unwrap(), 3);
+    assert!(rig
+        .server
+        .get(WASM_PLUGINS, GW, "cert-sync-gateway-api")
+        .is_none());
+    assert!(rig
+        .server
+        .get(
+            "gateways.networking.istio.io",
+            GW,
+            "cert-sync-status-gateway-api"
+        )
+        .is_none());
+    assert!(
+        rig.server.get(WASM_PLUGINS, GW, "cert-sync").is_some(),
+        "the classic set stays"
+    );
+}
+
 #[tokio::test]
 async fn the_wasmplugin_waits_for_a_module_server_that_fails_the_first_fetches() {
     let rig = Rig::new(credential_policy(), None).await;

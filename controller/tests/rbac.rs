@@ -82,6 +82,10 @@ async fn every_request_of_a_full_scenario_is_allowed() {
     // The gateway-side Istio objects.
     let settings = certsync_wasmplugin::GatewaySettings::default();
     let mut gateway_config = GatewayConfig::new(settings);
+    // With a Gateway API Gateway's objects, then without (deleted).
+    gateway_config.set_gateway_api(vec!["web".to_owned()]);
+    gateway_config.apply(&client).await.unwrap();
+    gateway_config.set_gateway_api(Vec::new());
     gateway_config.apply(&client).await.unwrap();
     // Rollout verification: pod discovery, reports, the whole ladder.
     rig.put(mk_pair("shop", "a", P256, true)).await;
@@ -142,6 +146,7 @@ async fn every_request_of_a_full_scenario_is_allowed() {
         (Verb::Delete, "secrets"),
         (Verb::Apply, "configmaps"),
         (Verb::Patch, "secrets"),
+        (Verb::Delete, "wasmplugins.extensions.istio.io"),
         (Verb::Watch, "pods"),
         (Verb::Create, "pods"),
     ] {

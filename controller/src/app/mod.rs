@@ -329,6 +329,15 @@ impl App {
                             backoff = (backoff * 2).min(MAX_BACKOFF);
                         }
                     }
+                    // Pods of Gateway API Gateways are gateway pods too,
+                    // and get the filter.
+                    let api_gateways = self.publisher.gateway_api_names().to_vec();
+                    if let Some(v) = self.verifier.as_ref() {
+                        v.pods().set_gateway_api(&api_gateways);
+                    }
+                    if let Some(config) = gateway_config.as_deref_mut() {
+                        config.set_gateway_api(api_gateways);
+                    }
                     // After publishing, so a module that cannot be fetched
                     // (the probe waits up to its timeout) never delays a
                     // certificate; while it fails, only at its own retry time.

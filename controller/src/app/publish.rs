@@ -114,6 +114,14 @@ impl Publisher {
         }
     }
 
+    /// The Gateway API Gateways whose pods cert-sync verifies (empty
+    /// without `--verify-referenced`).
+    pub fn gateway_api_names(&self) -> &[String] {
+        self.referenced
+            .as_ref()
+            .map_or(&[], Referenced::api_gateways)
+    }
+
     /// Also verify what gateways reference natively.
     pub fn with_referenced(mut self, referenced: Referenced) -> Self {
         self.referenced = Some(referenced);

@@ -116,6 +116,11 @@ impl Verifier {
         }
     }
 
+    /// The gateway pods verification counts.
+    pub fn pods(&self) -> &GatewayPods {
+        &self.pods
+    }
+
     /// The view `/v1/status` serves.
     pub fn status(&self) -> SharedStatus {
         Arc::clone(&self.status)

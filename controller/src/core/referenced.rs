@@ -51,6 +51,13 @@ pub struct Scope {
     pub classes: Vec<String>,
 }
 
+impl Scope {
+    /// Whether a Gateway API Gateway's pods are ones cert-sync verifies.
+    pub fn covers(&self, gateway: &ApiGateway) -> bool {
+        gateway.key.namespace == self.gateway_namespace && self.classes.contains(&gateway.class)
+    }
+}
+
 /// One certificate one server (or listener) of one gateway makes its pods load.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reference {
@@ -100,10 +107,7 @@ pub fn references(
             }
         }
     }
-    let ours = |gw: &&ApiGateway| {
-        gw.key.namespace == scope.gateway_namespace && scope.classes.contains(&gw.class)
-    };
-    for gw in api.iter().filter(ours) {
+    for gw in api.iter().filter(|gw| scope.covers(gw)) {
         let gateway = GatewayRef {
             kind: GatewayKind::GatewayApi,
             key: gw.key.clone(),

@@ -17,6 +17,8 @@ pub struct Referenced {
     scope: Scope,
     /// Per referenced Secret: the resourceVersion checked and the result.
     checked: BTreeMap<ObjectRef, (Option<String>, SecretCheck)>,
+    /// Gateway API Gateways in scope, sorted: their pods get the filter.
+    api_gateways: Vec<String>,
 }
 
 /// What the gateways reference, for this pass.
@@ -33,7 +35,14 @@ impl Referenced {
             gateways,
             scope,
             checked: BTreeMap::new(),
+            api_gateways: Vec::new(),
         }
+    }
+
+    /// The Gateway API Gateways (Istio's classes, the gateway namespace)
+    /// the last pass saw, sorted.
+    pub fn api_gateways(&self) -> &[String] {
+        &self.api_gateways
     }
 
     /// Rows and findings at `now`. `copied`: SDS names cert-sync publishes.
@@ -45,6 +54,14 @@ impl Referenced {
         now: i64,
     ) -> Result<Found, Error> {
         let config = self.gateways.snapshot();
+        let mut api_gateways: Vec<String> = config
+            .api
+            .iter()
+            .filter(|g| self.scope.covers(g))
+            .map(|g| g.key.name.clone())
+            .collect();
+        api_gateways.sort();
+        self.api_gateways = api_gateways;
         let (refs, mut refusals) =
             referenced::references(&self.scope, &config.istio, &config.api, &config.grants);
         let wanted = referenced::secrets(&refs);

@@ -11,7 +11,10 @@
 use super::module::{ModuleError, ModuleProbe};
 use crate::core::model::keys::REAPPLIED_AT;
 use crate::runtime::kube::cluster::FIELD_MANAGER;
-use certsync_wasmplugin::{render, GatewaySettings, SettingsError, LABEL_MANAGED_BY, LABEL_VALUE};
+use certsync_wasmplugin::{
+    gateway_api_names, render, render_for_gateway_api, GatewaySettings, SettingsError,
+    LABEL_MANAGED_BY, LABEL_VALUE,
+};
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
 use kube::core::GroupVersionKind;
 use kube::{Api, Client};
@@ -46,6 +49,8 @@ pub struct GatewayConfig {
     /// Set by [`GatewayConfig::reapply`]; kept in every later rendering so a
     /// normal apply does not take the annotation away again.
     reapplied_at: Option<String>,
+    /// Gateway API Gateways whose pods get the filter too (sorted).
+    gateway_api: Vec<String>,
 }
 
 impl GatewayConfig {
@@ -55,12 +60,23 @@ impl GatewayConfig {
             settings,
             applied: None,
             reapplied_at: None,
+            gateway_api: Vec::new(),
         }
+    }
+
+    /// The Gateway API Gateways (of Istio's classes, in the gateway
+    /// namespace) whose pods must load the filter; applied at the next
+    /// [`GatewayConfig::apply`] when it changed.
+    pub fn set_gateway_api(&mut self, mut gateways: Vec<String>) {
+        gateways.sort();
+        gateways.dedup();
+        self.gateway_api = gateways;
     }
 
     /// Returns how many objects were written (0 when nothing changed).
     pub async fn apply(&mut self, client: &Client) -> Result<usize, GatewayConfigError> {
         let mut objects = render(&self.settings)?;
+        objects.extend(render_for_gateway_api(&self.settings, &self.gateway_api)?);
         if let Some(stamp) = &self.reapplied_at {
             for object in &mut objects {
                 object["metadata"]["annotations"][REAPPLIED_AT] = Value::from(stamp.as_str());
@@ -74,6 +90,13 @@ impl GatewayConfig {
         }
         for object in &objects {
             apply_object(client, object).await?;
+        }
+        if self.gateway_api.is_empty() {
+            // The last Gateway API Gateway went (or never was): its objects
+            // must not stay behind with an empty target list.
+            for (kind, name) in gateway_api_names() {
+                delete_ours(client, &self.settings.namespace, kind, &name).await?;
+            }
         }
         let written = objects.len();
         self.applied = Some(objects);
@@ -97,6 +120,47 @@ impl GatewayConfig {
         self.invalidate();
         self.apply(client).await
     }
+}
+
+/// The API of a rendered kind.
+fn api_for(client: &Client, namespace: &str, kind: &str) -> Api<DynamicObject> {
+    let (group, version) = match kind {
+        "EnvoyFilter" => ("networking.istio.io", "v1alpha3"),
+        "Gateway" => ("networking.istio.io", "v1"),
+        _ => ("extensions.istio.io", "v1alpha1"),
+    };
+    let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
+    Api::namespaced_with(client.clone(), namespace, &resource)
+}
+
+/// Deletes `kind/name` when it exists and is cert-sync's.
+async fn delete_ours(
+    client: &Client,
+    namespace: &str,
+    kind: &str,
+    name: &str,
+) -> Result<(), GatewayConfigError> {
+    let api = api_for(client, namespace, kind);
+    let failed = |source| GatewayConfigError::Apply {
+        kind: kind.to_owned(),
+        name: name.to_owned(),
+        source,
+    };
+    let Some(existing) = api.get_opt(name).await.map_err(failed)? else {
+        return Ok(());
+    };
+    let ours = existing
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(LABEL_MANAGED_BY))
+        .is_some_and(|v| v == LABEL_VALUE);
+    if ours {
+        api.delete(name, &kube::api::DeleteParams::default())
+            .await
+            .map_err(failed)?;
+    }
+    Ok(())
 }
 
 async fn apply_object(client: &Client, object: &Value) -> Result<(), GatewayConfigError> {

@@ -1,6 +1,12 @@
-//! Gateway pod discovery: the Ready pods matching the gateway selector in the
-//! gateway namespace. They are who must serve every publication, and the
-//! only ones allowed to report.
+//! Gateway pod discovery: the Ready pods in the gateway namespace that match
+//! the gateway selector, or that Istio deployed for one of the Gateway API
+//! Gateways cert-sync attaches its filter to (labelled
+//! `gateway.networking.k8s.io/gateway-name`). They are who must serve, and
+//! the only ones allowed to report.
+//!
+//! The namespace's pods are watched whole and filtered here: a label
+//! selector cannot say "this selector, or that label among these values",
+//! and a gateway namespace holds few pods.
 
 use crate::core::rollout::LivePod;
 use futures::StreamExt;
@@ -8,8 +14,9 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, ResourceExt};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
@@ -17,7 +24,14 @@ use tokio::task::JoinHandle;
 #[derive(Clone)]
 pub struct GatewayPods {
     store: Store<Pod>,
+    /// `--gateway-selector` (equality terms).
+    selector: BTreeMap<String, String>,
+    /// Gateway API Gateways whose pods count too.
+    gateway_api: Arc<RwLock<BTreeSet<String>>>,
 }
+
+/// The label Istio gives the pods of a Gateway API Gateway.
+const GATEWAY_NAME_LABEL: &str = crate::core::gateways::GATEWAY_NAME_LABEL;
 
 impl GatewayPods {
     /// Watches pods in `namespace` matching `selector` (`k=v,...`); every
@@ -30,10 +44,14 @@ impl GatewayPods {
     ) -> (GatewayPods, JoinHandle<()>) {
         let (store, writer) = reflector::store();
         let api = Api::<Pod>::namespaced(client.clone(), namespace);
+        let selector = selector
+            .split(',')
+            .filter_map(|term| term.split_once('='))
+            .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+            .collect();
         let stream = reflector::reflector(
             writer,
-            watcher(api, watcher::Config::default().labels(selector))
-                .modify(|pod| pod.managed_fields_mut().clear()),
+            watcher(api, watcher::Config::default()).modify(|pod| pod.managed_fields_mut().clear()),
         )
         .backoff(crate::runtime::kube::backoff::WatchBackoff::default());
         let task = tokio::spawn(async move {
@@ -45,7 +63,37 @@ impl GatewayPods {
                 changed.notify_one();
             }
         });
-        (GatewayPods { store }, task)
+        (
+            GatewayPods {
+                store,
+                selector,
+                gateway_api: Arc::default(),
+            },
+            task,
+        )
+    }
+
+    /// The Gateway API Gateways whose pods are gateway pods too.
+    pub fn set_gateway_api(&self, gateways: &[String]) {
+        let mut set = self
+            .gateway_api
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if set.iter().ne(gateways.iter()) {
+            *set = gateways.iter().cloned().collect();
+        }
+    }
+
+    fn is_gateway(&self, pod: &Pod) -> bool {
+        let labels = pod.labels();
+        let selected = self.selector.iter().all(|(k, v)| labels.get(k) == Some(v));
+        selected
+            || labels.get(GATEWAY_NAME_LABEL).is_some_and(|name| {
+                self.gateway_api
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .contains(name)
+            })
     }
 
     pub async fn wait_ready(&self) -> Result<(), reflector::store::WriterDropped> {
@@ -58,7 +106,7 @@ impl GatewayPods {
             .store
             .state()
             .iter()
-            .filter(|p| is_live(p))
+            .filter(|p| is_live(p) && self.is_gateway(p))
             .map(|p| LivePod {
                 name: p.name_any(),
                 ips: pod_ips(p),
