@@ -80,8 +80,10 @@ fn main() -> Result<()> {
         ..LocalOptions::default()
     };
     let rig = LocalCluster::start(options)?;
-    let results = run(&rig, args.rotations, args.interval_ms)?;
+    let mut results = run(&rig, args.rotations, args.interval_ms)?;
     drop(rig);
+    log("the same rotations for a natively placed certificate (verify-only)");
+    results.native = run_native(args.rotations, args.interval_ms)?;
     let md = results.markdown();
     certsync_bench::report::write(&args.out, args.append, &md)?;
     log(results.summary());
@@ -98,6 +100,64 @@ struct Results {
     verified: Vec<Duration>,
     /// SDS file swap → TLS client served the new certificate, per pod and rotation.
     floor: Vec<Duration>,
+    /// A natively placed certificate (credentialName, verify-only): Secret
+    /// updated → Converged with every pod Verified.
+    native: Vec<Duration>,
+}
+
+/// `rotations` of a cert-manager style Secret referenced by an Istio
+/// Gateway, cert-sync verify-only, on the native rig (the harness plays
+/// istiod, pushing to every pod within 50 ms).
+fn run_native(rotations: usize, interval_ms: u64) -> Result<Vec<Duration>> {
+    use certsync_testkit::local::native::{
+        certificate_secret, NativeCluster, NativeOptions, Route,
+    };
+    const HOST: &str = "shop.example.com";
+    let rig = NativeCluster::start(NativeOptions {
+        pods: 3,
+        routes: vec![Route {
+            host: HOST.into(),
+            namespace: "istio-system".into(),
+            secret: "shop-tls".into(),
+            resource: "kubernetes://shop-tls".into(),
+        }],
+        pod_labels: Default::default(),
+        rollout_timeout: Duration::from_secs(10),
+        heartbeat_window: Duration::from_secs(6),
+    })?;
+    rig.put(&serde_json::json!({
+        "apiVersion": "networking.istio.io/v1", "kind": "Gateway",
+        "metadata": {"name": "shop", "namespace": "apps"},
+        "spec": {"selector": {"istio": "ingressgateway"}, "servers": [{
+            "port": {"number": 443, "name": "https", "protocol": "HTTPS"},
+            "hosts": [HOST], "tls": {"mode": "SIMPLE", "credentialName": "shop-tls"}}]}
+    }))?;
+    let pods = rig.pod_names();
+    let source = "istio-system/shop-tls";
+    let mut out = Vec::with_capacity(rotations);
+    for r in 0..=rotations {
+        let cert = rig.ca.leaf(&[HOST])?;
+        let sha = cert.fingerprint.to_string();
+        let sent = Instant::now();
+        rig.put(&certificate_secret("istio-system", "shop-tls", &cert))?;
+        let latency = loop {
+            let status = rig.controller().status()?;
+            if status.converged_on(source, &sha, &pods) {
+                break sent.elapsed();
+            }
+            if sent.elapsed() > TIMEOUT {
+                bail!("native rotation {r}: not Converged after {TIMEOUT:?}: {status:?}");
+            }
+            std::thread::sleep(STATUS_POLL);
+        };
+        // The first is the initial placement, not a rotation.
+        if r > 0 {
+            out.push(latency);
+        }
+        let phase = (r as f64 * 0.618_033_988_75).fract();
+        std::thread::sleep(SETTLE + Duration::from_millis(interval_ms).mul_f64(phase));
+    }
+    Ok(out)
 }
 
 fn run(rig: &LocalCluster, rotations: usize, interval_ms: u64) -> Result<Results> {
@@ -166,6 +226,7 @@ fn run(rig: &LocalCluster, rotations: usize, interval_ms: u64) -> Result<Results
         cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
         verified,
         floor,
+        native: Vec::new(),
     })
 }
 
@@ -237,20 +298,64 @@ impl Results {
 
     fn summary(&self) -> String {
         let [(v50, f50), (v99, f99), _] = self.figures();
+        let (n50, n99) = (
+            percentile(&self.native, 50.0),
+            percentile(&self.native, 99.0),
+        );
         format!(
             "Secret → Verified on all {} pods: p50 {}, p99 {} (target p99 ≤ 2 s); \
-             Envoy reload floor p50 {}, p99 {}; ratio p50 {}, p99 {}",
+             Envoy reload floor p50 {}, p99 {}; ratio p50 {}, p99 {}; \
+             natively placed: p50 {}, p99 {} ({} / {} of the copy path)",
             self.pods,
             secs(v50),
             secs(v99),
             secs(f50),
             secs(f99),
             ratio(v50, f50),
-            ratio(v99, f99)
+            ratio(v99, f99),
+            secs(n50),
+            secs(n99),
+            ratio(n50, v50),
+            ratio(n99, v99)
+        )
+    }
+
+    fn native_markdown(&self) -> String {
+        let [(v50, _), (v99, _), (vmax, _)] = self.figures();
+        let n = |p| percentile(&self.native, p);
+        format!(
+            "\n### Natively placed certificates (verify-only)\n\n\
+             The same number of rotations of a cert-manager style Secret referenced by an \
+             Istio Gateway's `credentialName`, with cert-sync verify-only \
+             (`e2e/kit/src/local/native.rs`: the harness plays istiod and pushes the Secret \
+             to every pod's Envoy as `kubernetes://shop-tls`, polling the API every 50 ms). \
+             Latency from the Secret update until `/v1/status` shows it Converged on all \
+             {pods} pods, in the same run as the copy path above.\n\n\
+             | | p50 | p99 | max |\n|---|---|---|---|\n\
+             | natively placed: Secret → Verified on all {pods} pods | {n50} | {n99} | {nmax} |\n\
+             | copy path (above) | {v50} | {v99} | {vmax} |\n\
+             | ratio | {r50} | {r99} | |\n",
+            pods = self.pods,
+            n50 = secs(n(50.0)),
+            n99 = secs(n(99.0)),
+            nmax = secs(n(100.0)),
+            v50 = secs(v50),
+            v99 = secs(v99),
+            vmax = secs(vmax),
+            r50 = ratio(n(50.0), v50),
+            r99 = ratio(n(99.0), v99),
         )
     }
 
     fn markdown(&self) -> String {
+        let mut md = self.copy_markdown();
+        if !self.native.is_empty() {
+            md.push_str(&self.native_markdown());
+        }
+        md
+    }
+
+    fn copy_markdown(&self) -> String {
         let [(v50, f50), (v99, f99), (vmax, fmax)] = self.figures();
         let verdict = if v99 <= Duration::from_secs(2) {
             "met"
