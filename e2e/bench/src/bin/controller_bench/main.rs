@@ -16,6 +16,7 @@
 
 mod fake;
 mod observer;
+mod referenced;
 mod report;
 mod seed;
 
@@ -31,11 +32,11 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// The gateway namespace cert-sync publishes into.
-const GATEWAY_NS: &str = "istio-system";
+pub(crate) const GATEWAY_NS: &str = "istio-system";
 /// cert-sync's debounce; part of every publish latency.
-const DEBOUNCE_MS: u64 = 10;
+pub(crate) const DEBOUNCE_MS: u64 = 10;
 /// Time given to a process to settle after sync before reading its memory.
-const SETTLE: Duration = Duration::from_secs(2);
+pub(crate) const SETTLE: Duration = Duration::from_secs(2);
 
 const USAGE: &str =
     "usage: controller_bench [--out FILE] [--append] [--quick] [--no-build] [--keep]";
@@ -102,7 +103,7 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
-fn log(msg: impl AsRef<str>) {
+pub(crate) fn log(msg: impl AsRef<str>) {
     eprintln!("[controller_bench] {}", msg.as_ref());
 }
 
@@ -146,6 +147,8 @@ async fn run(scale: Scale, keep: bool) -> Result<Results> {
 
     let naive = naive_phase(&scale, &bins, &kubeconfig, dir.path(), &api).await?;
     let certsync = certsync_phase(&scale, &bins, &kubeconfig, dir.path(), &api, &pki).await?;
+    let referenced =
+        referenced::referenced_phase(&scale, &bins, &kubeconfig, dir.path(), &api, &pki).await?;
     fake_proc.check_alive()?;
     Ok(Results {
         scale,
@@ -154,6 +157,7 @@ async fn run(scale: Scale, keep: bool) -> Result<Results> {
         cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
         naive,
         certsync,
+        referenced,
     })
 }
 
@@ -314,7 +318,7 @@ async fn certsync_phase(
 }
 
 /// `GET /readyz` answered 200.
-async fn readyz(addr: std::net::SocketAddr) -> bool {
+pub(crate) async fn readyz(addr: std::net::SocketAddr) -> bool {
     tokio::task::spawn_blocking(move || certsync_testkit::http1::get(addr, "/readyz"))
         .await
         .ok()

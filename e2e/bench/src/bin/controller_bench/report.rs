@@ -42,6 +42,7 @@ pub struct Results {
     pub cores: usize,
     pub naive: NaiveRun,
     pub certsync: CertSyncRun,
+    pub referenced: crate::referenced::ReferencedRun,
 }
 
 /// Nearest-rank percentile of sorted samples.
@@ -257,6 +258,70 @@ impl Results {
             );
         }
         md.push('\n');
+        md.push_str(&self.referenced_markdown());
+        md
+    }
+
+    /// The verify-only section: natively referenced certificates, against
+    /// the copy phase of the same run.
+    fn referenced_markdown(&self) -> String {
+        let r = &self.referenced;
+        let c = &self.certsync;
+        let mut lat = r.latencies.clone();
+        lat.sort_unstable();
+        let copy = self.sorted_latencies();
+        let per = |cpu: f64, n: usize| cpu * 1000.0 / n.max(1) as f64;
+        let ratio = |a: Duration, b: Duration| {
+            if b.is_zero() {
+                "n/a".to_owned()
+            } else {
+                format!("{:.2}×", a.as_secs_f64() / b.as_secs_f64())
+            }
+        };
+        let mut md = String::new();
+        let _ = writeln!(
+            md,
+            "### Verify-only: {} Istio Gateways referencing {} Secrets\n\n\
+             The same fake API server after the copy phase: one Gateway per published \
+             Secret, referencing it by `credentialName`; `cert-sync --publish=false` alone. \
+             Latency: Secret updated → the manifest expects the new SHA-256 (seen through a \
+             watch on the manifest ConfigMap). Copy-path figures are the phase above.\n\n\
+             | | verify-only | copy path | ratio |\n|---|---|---|---|\n\
+             | ready | {} | {} | {} |\n\
+             | all rows / all published | {} | {} | {} |\n\
+             | RSS after initial sync | {} | {} | {:.2}× |\n\
+             | peak RSS | {} | {} | {:.2}× |\n\
+             | CPU, initial sync | {:.2} s | {:.2} s | {:.2}× |\n\
+             | CPU per change | {:.1} ms | {:.1} ms | {:.2}× |\n\
+             | update p50 | {} | {} | {} |\n\
+             | update p99 | {} | {} | {} |\n",
+            r.gateways,
+            r.gateways,
+            secs(r.ready),
+            secs(c.ready),
+            ratio(r.ready, c.ready),
+            secs(r.all_rows),
+            secs(c.all_published),
+            ratio(r.all_rows, c.all_published),
+            mib(r.memory_synced.rss_kib),
+            mib(c.memory_synced.rss_kib),
+            r.memory_synced.rss_kib as f64 / c.memory_synced.rss_kib.max(1) as f64,
+            mib(r.memory_after_updates.peak_kib),
+            mib(c.memory_after_updates.peak_kib),
+            r.memory_after_updates.peak_kib as f64 / c.memory_after_updates.peak_kib.max(1) as f64,
+            r.cpu_sync,
+            c.cpu_sync,
+            r.cpu_sync / c.cpu_sync.max(1e-9),
+            per(r.cpu_updates, r.latencies.len()),
+            per(c.cpu_updates, c.latencies.len()),
+            per(r.cpu_updates, r.latencies.len()) / per(c.cpu_updates, c.latencies.len()).max(1e-9),
+            ms(percentile(&lat, 50.0)),
+            ms(percentile(&copy, 50.0)),
+            ratio(percentile(&lat, 50.0), percentile(&copy, 50.0)),
+            ms(percentile(&lat, 99.0)),
+            ms(percentile(&copy, 99.0)),
+            ratio(percentile(&lat, 99.0), percentile(&copy, 99.0)),
+        );
         md
     }
 }
