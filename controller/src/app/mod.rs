@@ -62,6 +62,8 @@ const ROLLOUT_TICK: Duration = Duration::from_secs(1);
 /// to [`MAX_BACKOFF`]): a new controller's Service gets its first Ready
 /// endpoint within a readiness period or two.
 const CONFIG_RETRY: Duration = Duration::from_secs(1);
+/// How long start-up waits for the Gateway and ReferenceGrant watches.
+const GATEWAYS_SYNC: Duration = Duration::from_secs(30);
 /// How soon a target blocked by an object cert-sync does not manage (and
 /// does not watch) is looked at again.
 const BLOCKED_RECHECK: Duration = Duration::from_secs(10);
@@ -224,6 +226,13 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
     if args.verify_referenced && role.verifies() {
         let (gateways, tasks) = GatewayStores::watch(&ctx.client, &changed).await;
         _gateway_watches = tasks;
+        // Bounded: without Istio's CRDs the Gateway watch never lists, and
+        // copying must not wait on verification.
+        match tokio::time::timeout(GATEWAYS_SYNC, gateways.wait_ready()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "gateway watches stopped"),
+            Err(_) => tracing::warn!(timeout = ?GATEWAYS_SYNC, "gateway watches not synced; verifying referenced certificates once they are"),
+        }
         publisher = publisher.with_referenced(publish::Referenced::new(
             gateways,
             Scope {

@@ -94,6 +94,17 @@ impl GatewayStores {
         (GatewayStores { istio, api, grants }, tasks)
     }
 
+    /// Waits until every gateway watch has listed once: a first pass
+    /// without them would drop every referenced row from the manifest, and
+    /// their return would be announced as new rollouts.
+    pub async fn wait_ready(&self) -> Result<(), reflector::store::WriterDropped> {
+        self.istio.wait_until_ready().await?;
+        for store in self.api.iter().chain(self.grants.iter()) {
+            store.wait_until_ready().await?;
+        }
+        Ok(())
+    }
+
     /// Every watched object, converted (objects that do not parse are
     /// skipped with a debug line: istiod would reject them too).
     pub fn snapshot(&self) -> GatewaySnapshot {
