@@ -231,7 +231,9 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
         match tokio::time::timeout(GATEWAYS_SYNC, gateways.wait_ready()).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "gateway watches stopped"),
-            Err(_) => tracing::warn!(timeout = ?GATEWAYS_SYNC, "gateway watches not synced; verifying referenced certificates once they are"),
+            Err(_) => {
+                tracing::warn!(timeout = ?GATEWAYS_SYNC, "gateway watches not synced; verifying referenced certificates once they are")
+            }
         }
         publisher = publisher.with_referenced(publish::Referenced::new(
             gateways,
