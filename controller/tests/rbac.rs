@@ -9,7 +9,6 @@
 mod support;
 
 use certsync_controller::runtime::gateway::config::GatewayConfig;
-use certsync_controller::runtime::kube::leader::{LeaderElector, LeaseConfig};
 use certsync_fakekube::Verb;
 use std::time::Duration;
 use support::*;
@@ -47,19 +46,7 @@ async fn every_request_of_a_full_scenario_is_allowed() {
     let mut rig = Rig::new(credential_policy(), None).await;
     let client = rig.server.client().unwrap();
     // Leadership, as a replica takes it.
-    let leading = LeaderElector::new(
-        client.clone(),
-        GW,
-        "cert-sync",
-        "replica-a",
-        LeaseConfig {
-            lease_duration: Duration::from_millis(1500),
-            renew_deadline: Duration::from_millis(1000),
-            retry_period: Duration::from_millis(200),
-        },
-    )
-    .unwrap()
-    .run(std::future::pending());
+    let leading = lead(&client, "replica-a");
     // Publication, rotation, refusal, removal, CertMerge, manifest, Events.
     rig.put(mk_pair("shop", "a", P256, true)).await;
     rig.put(mk_secret(

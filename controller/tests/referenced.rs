@@ -15,7 +15,6 @@ use certsync_controller::core::referenced::Scope;
 use certsync_controller::core::rollout::{PodState, RolloutState};
 use certsync_controller::runtime::gateway::config::GatewayConfig;
 use certsync_controller::runtime::kube::gateways::GatewayStores;
-use certsync_controller::runtime::kube::leader::{LeaderElector, LeaseConfig};
 use certsync_fakekube::Verb;
 use std::sync::Arc;
 use std::time::Duration;
@@ -335,19 +334,7 @@ async fn a_gateway_api_listener_across_namespaces_needs_a_reference_grant() {
 async fn a_verify_only_install_asks_for_nothing_its_rbac_does_not_grant() {
     let mut rig = mk_rig(false).await;
     let client = rig.server.client().unwrap();
-    let leading = LeaderElector::new(
-        client.clone(),
-        GW,
-        "cert-sync",
-        "replica-a",
-        LeaseConfig {
-            lease_duration: Duration::from_millis(1500),
-            renew_deadline: Duration::from_millis(1000),
-            retry_period: Duration::from_millis(200),
-        },
-    )
-    .unwrap()
-    .run(std::future::pending());
+    let leading = lead(&client, "replica-a");
     let mut gateway_config = GatewayConfig::new(certsync_wasmplugin::GatewaySettings::default());
     gateway_config.apply(&client).await.unwrap();
     rig.server

@@ -451,3 +451,22 @@ pub fn verify_settings(heartbeat: Duration, timeout: Duration) -> VerifySettings
         cert_dir: String::new(),
     }
 }
+
+/// Runs leader election as replica `id` (a 1.5 s Lease, as the tests pace
+/// it) until the test ends; the receiver says whether it leads.
+pub fn lead(client: &kube::Client, id: &str) -> tokio::sync::watch::Receiver<bool> {
+    use certsync_controller::runtime::kube::leader::{LeaderElector, LeaseConfig};
+    LeaderElector::new(
+        client.clone(),
+        GW,
+        "cert-sync",
+        id,
+        LeaseConfig {
+            lease_duration: Duration::from_millis(1500),
+            renew_deadline: Duration::from_millis(1000),
+            retry_period: Duration::from_millis(200),
+        },
+    )
+    .unwrap()
+    .run(std::future::pending())
+}

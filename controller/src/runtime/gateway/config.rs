@@ -133,6 +133,16 @@ fn api_for(client: &Client, namespace: &str, kind: &str) -> Api<DynamicObject> {
     Api::namespaced_with(client.clone(), namespace, &resource)
 }
 
+/// Labelled managed-by cert-sync.
+fn is_ours(object: &DynamicObject) -> bool {
+    object
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(LABEL_MANAGED_BY))
+        .is_some_and(|v| v == LABEL_VALUE)
+}
+
 /// Deletes `kind/name` when it exists and is cert-sync's.
 async fn delete_ours(
     client: &Client,
@@ -149,13 +159,7 @@ async fn delete_ours(
     let Some(existing) = api.get_opt(name).await.map_err(failed)? else {
         return Ok(());
     };
-    let ours = existing
-        .metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(LABEL_MANAGED_BY))
-        .is_some_and(|v| v == LABEL_VALUE);
-    if ours {
+    if is_ours(&existing) {
         api.delete(name, &kube::api::DeleteParams::default())
             .await
             .map_err(failed)?;
@@ -186,16 +190,8 @@ async fn apply_object(client: &Client, object: &Value) -> Result<(), GatewayConf
             name: name.clone(),
             source,
         })?;
-    if let Some(existing) = existing {
-        let ours = existing
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(LABEL_MANAGED_BY))
-            .is_some_and(|v| v == LABEL_VALUE);
-        if !ours {
-            return Err(GatewayConfigError::NotOurs { kind, name });
-        }
+    if existing.is_some_and(|e| !is_ours(&e)) {
+        return Err(GatewayConfigError::NotOurs { kind, name });
     }
     api.patch(
         &name,

@@ -61,6 +61,45 @@ impl ControllerSettings {
     }
 }
 
+/// A central controller for a rig rooted at `root`: a fresh report token
+/// (written to `root/report-token`, returned), a free loopback port, its log
+/// in `root/controller.log`.
+pub struct RigController {
+    pub controller: Controller,
+    pub token: String,
+    pub addr: SocketAddr,
+}
+
+impl RigController {
+    pub fn start(
+        bins: &Path,
+        kubeconfig: &Path,
+        root: &Path,
+        timeouts: (Duration, Duration),
+        mode_args: Vec<String>,
+    ) -> Result<RigController> {
+        let token = super::random_token()?;
+        let token_file = root.join("report-token");
+        std::fs::write(&token_file, &token)?;
+        let addr = SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, crate::ports::free_port()?));
+        let controller = Controller::start(ControllerSettings {
+            bins: bins.to_path_buf(),
+            kubeconfig: kubeconfig.to_path_buf(),
+            token_file,
+            addr,
+            rollout_timeout: timeouts.0,
+            heartbeat_window: timeouts.1,
+            log: root.join("controller.log"),
+            mode_args,
+        })?;
+        Ok(RigController {
+            controller,
+            token,
+            addr,
+        })
+    }
+}
+
 /// The central controller process.
 pub struct Controller {
     settings: ControllerSettings,

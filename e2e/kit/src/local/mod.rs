@@ -35,15 +35,13 @@ pub mod pod;
 pub mod status;
 
 use crate::pki::{TestCa, TestCert};
-use crate::ports::free_port;
 use crate::procs;
 use anyhow::{anyhow, Context, Result};
 use certsync_contract::report::{LoadedCertificate, PodRef, Report, Trigger, REPORT_VERSION};
-use controller::{Controller, ControllerSettings, GATEWAY_NS};
+use controller::{Controller, ControllerSettings, RigController, GATEWAY_NS};
 use fake::FakeApi;
 use pod::{GatewayPod, PodSpec};
 use status::Status;
-use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 use tempfile::TempDir;
@@ -154,20 +152,17 @@ impl LocalCluster {
         objects.extend((0..options.pods).map(|i| fake::gateway_pod(GATEWAY_NS, &pod_name(i))));
         fake.put(&serde_json::Value::Array(objects))?;
 
-        let token = random_token()?;
-        let token_file = root.join("report-token");
-        std::fs::write(&token_file, &token)?;
-        let controller_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
-        let controller = Controller::start(ControllerSettings {
-            bins: bins.clone(),
-            kubeconfig: fake.kubeconfig().to_path_buf(),
-            token_file,
+        let RigController {
+            controller,
+            token,
             addr: controller_addr,
-            rollout_timeout: options.rollout_timeout,
-            heartbeat_window: options.heartbeat_window,
-            log: root.join("controller.log"),
-            mode_args: ControllerSettings::directory_central(),
-        })?;
+        } = RigController::start(
+            &bins,
+            fake.kubeconfig(),
+            &root,
+            (options.rollout_timeout, options.heartbeat_window),
+            ControllerSettings::directory_central(),
+        )?;
 
         let ca = TestCa::new()?;
         let placeholder = ca.leaf(&["placeholder.invalid"])?;

@@ -19,13 +19,12 @@
 //! an SDS resource of Istio's name. A frozen pod keeps what it had — the
 //! stale-push failure cert-sync exists to catch.
 
-use super::controller::{Controller, ControllerSettings, GATEWAY_NS};
+use super::controller::{Controller, ControllerSettings, RigController, GATEWAY_NS};
 use super::fake::{self, EventSummary, FakeApi};
 use super::status::Status;
 use crate::bootstrap::{Bootstrap, PluginConfig};
 use crate::envoy::{Envoy, EnvoyOptions};
 use crate::pki::{TestCa, TestCert};
-use crate::ports::free_port;
 use crate::procs;
 use crate::sds::{SdsDir, TlsSecret};
 use crate::tls_client::probe;
@@ -33,7 +32,7 @@ use anyhow::{Context, Result};
 use certsync_contract::Fingerprint;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -106,20 +105,17 @@ impl NativeCluster {
         }
         fake.put(&Value::Array(objects))?;
 
-        let token = super::random_token()?;
-        let token_file = root.join("report-token");
-        std::fs::write(&token_file, &token)?;
-        let controller_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
-        let controller = Controller::start(ControllerSettings {
-            bins: bins.clone(),
-            kubeconfig: fake.kubeconfig().to_path_buf(),
-            token_file,
+        let RigController {
+            controller,
+            token,
             addr: controller_addr,
-            rollout_timeout: options.rollout_timeout,
-            heartbeat_window: options.heartbeat_window,
-            log: root.join("controller.log"),
-            mode_args: ControllerSettings::verify_only(),
-        })?;
+        } = RigController::start(
+            &bins,
+            fake.kubeconfig(),
+            &root,
+            (options.rollout_timeout, options.heartbeat_window),
+            ControllerSettings::verify_only(),
+        )?;
 
         let ca = TestCa::new()?;
         let placeholder = ca.leaf(&["placeholder.invalid"])?;
