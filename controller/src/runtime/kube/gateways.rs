@@ -22,24 +22,26 @@ use crate::core::model::ObjectRef;
 use crate::core::served::{ServerTls, TlsMode};
 use futures::StreamExt;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
-use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, ResourceExt};
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use tokio::sync::Notify;
+use std::sync::{Arc, PoisonError, RwLock};
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
-/// Watched gateway configuration.
+/// Watched gateway configuration, held converted: the core's few fields per
+/// object, not the objects (at 1,000 Gateways the JSON objects were most of
+/// the verify-only controller's extra memory, and were converted again on
+/// every pass).
 #[derive(Clone)]
 pub struct GatewayStores {
-    istio: Store<DynamicObject>,
-    api: Option<Store<DynamicObject>>,
-    grants: Option<Store<DynamicObject>>,
+    istio: Converted<IstioGateway>,
+    api: Option<Converted<ApiGateway>>,
+    grants: Option<Converted<ReferenceGrant>>,
 }
 
-/// What the stores hold, converted.
+/// What the stores hold.
 #[derive(Debug, Clone, Default)]
 pub struct GatewaySnapshot {
     pub istio: Vec<IstioGateway>,
@@ -54,35 +56,34 @@ fn resource(group: &str, version: &str, kind: &str, plural: &str) -> ApiResource
 impl GatewayStores {
     /// Starts the watches; every event pokes `changed`.
     pub async fn watch(client: &Client, changed: &Arc<Notify>) -> (Self, Vec<JoinHandle<()>>) {
+        use crate::core::gateways::GATEWAY_API_GROUP;
         let mut tasks = Vec::new();
         let istio = spawn(
             client,
             resource("networking.istio.io", "v1", "Gateway", "gateways"),
+            istio_gateway,
             changed,
             &mut tasks,
         );
         let (mut api, mut grants) = (None, None);
-        match kube::discovery::group(client, crate::core::gateways::GATEWAY_API_GROUP).await {
+        match kube::discovery::group(client, GATEWAY_API_GROUP).await {
             Ok(_) => {
                 api = Some(spawn(
                     client,
-                    resource(
-                        crate::core::gateways::GATEWAY_API_GROUP,
-                        "v1",
-                        "Gateway",
-                        "gateways",
-                    ),
+                    resource(GATEWAY_API_GROUP, "v1", "Gateway", "gateways"),
+                    api_gateway,
                     changed,
                     &mut tasks,
                 ));
                 grants = Some(spawn(
                     client,
                     resource(
-                        crate::core::gateways::GATEWAY_API_GROUP,
+                        GATEWAY_API_GROUP,
                         "v1beta1",
                         "ReferenceGrant",
                         "referencegrants",
                     ),
+                    reference_grant,
                     changed,
                     &mut tasks,
                 ));
@@ -97,57 +98,132 @@ impl GatewayStores {
     /// Waits until every gateway watch has listed once: a first pass
     /// without them would drop every referenced row from the manifest, and
     /// their return would be announced as new rollouts.
-    pub async fn wait_ready(&self) -> Result<(), reflector::store::WriterDropped> {
-        self.istio.wait_until_ready().await?;
-        for store in self.api.iter().chain(self.grants.iter()) {
-            store.wait_until_ready().await?;
+    pub async fn wait_ready(&self) -> Result<(), StoreError> {
+        self.istio.wait_ready().await?;
+        if let Some(api) = &self.api {
+            api.wait_ready().await?;
+        }
+        if let Some(grants) = &self.grants {
+            grants.wait_ready().await?;
         }
         Ok(())
     }
 
-    /// Every watched object, converted (objects that do not parse are
-    /// skipped with a debug line: istiod would reject them too).
+    /// Every watched object (objects that do not parse are left out, with a
+    /// debug line: istiod rejects them too).
     pub fn snapshot(&self) -> GatewaySnapshot {
         GatewaySnapshot {
-            istio: convert(Some(&self.istio), istio_gateway),
-            api: convert(self.api.as_ref(), api_gateway),
-            grants: convert(self.grants.as_ref(), reference_grant),
+            istio: self.istio.values(),
+            api: self.api.as_ref().map_or_else(Vec::new, Converted::values),
+            grants: self
+                .grants
+                .as_ref()
+                .map_or_else(Vec::new, Converted::values),
         }
     }
 }
 
-fn convert<T>(store: Option<&Store<DynamicObject>>, f: fn(&DynamicObject) -> Option<T>) -> Vec<T> {
-    store.map_or_else(Vec::new, |s| {
-        s.state().iter().filter_map(|o| f(o)).collect()
-    })
+/// Why the gateway watches never became ready.
+#[derive(Debug, thiserror::Error)]
+#[error("a gateway watch stopped before it listed")]
+pub struct StoreError;
+
+type Objects<T> = BTreeMap<(String, String), T>;
+/// The live objects, and a relist's objects until it completes.
+type Shared<T> = Arc<RwLock<(Objects<T>, Option<Objects<T>>)>>;
+
+/// A watch-fed map of converted objects, relisted as kube's reflector does
+/// (a relist's objects replace the old set when it is complete).
+struct Converted<T> {
+    state: Shared<T>,
+    ready: watch::Receiver<bool>,
 }
 
-fn spawn(
+impl<T> Clone for Converted<T> {
+    fn clone(&self) -> Self {
+        Converted {
+            state: Arc::clone(&self.state),
+            ready: self.ready.clone(),
+        }
+    }
+}
+
+impl<T: Clone> Converted<T> {
+    fn values(&self) -> Vec<T> {
+        let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
+        state.0.values().cloned().collect()
+    }
+
+    async fn wait_ready(&self) -> Result<(), StoreError> {
+        let mut ready = self.ready.clone();
+        ready
+            .wait_for(|r| *r)
+            .await
+            .map(|_| ())
+            .map_err(|_| StoreError)
+    }
+}
+
+/// Starts a watch of `ar` into a store of `convert`ed objects.
+fn spawn<T: Clone + Send + Sync + 'static>(
     client: &Client,
     ar: ApiResource,
+    convert: fn(&DynamicObject) -> Option<T>,
     changed: &Arc<Notify>,
     tasks: &mut Vec<JoinHandle<()>>,
-) -> Store<DynamicObject> {
-    let writer = reflector::store::Writer::new(ar.clone());
-    let store = writer.as_reader();
+) -> Converted<T> {
+    let state: Shared<T> = Arc::default();
+    let (ready_tx, ready) = watch::channel(false);
     let api = Api::<DynamicObject>::all_with(client.clone(), &ar);
-    let stream = reflector::reflector(
-        writer,
-        watcher(api, watcher::Config::default()).modify(|o| o.managed_fields_mut().clear()),
-    )
-    .backoff(WatchBackoff::default());
+    let stream = watcher(api, watcher::Config::default()).backoff(WatchBackoff::default());
     let changed = Arc::clone(changed);
     let kind = format!("{}/{}", ar.api_version, ar.kind);
+    let writer = Arc::clone(&state);
     tasks.push(tokio::spawn(async move {
         futures::pin_mut!(stream);
         while let Some(event) = stream.next().await {
-            if let Err(e) = event {
-                tracing::warn!(error = %e, %kind, "watch failed; relisting with backoff");
+            match event {
+                Ok(event) => {
+                    let mut state = writer.write().unwrap_or_else(PoisonError::into_inner);
+                    let (live, relist) = &mut *state;
+                    match event {
+                        watcher::Event::Init => *relist = Some(BTreeMap::new()),
+                        watcher::Event::InitApply(o) => {
+                            if let (Some(relist), Some(v)) = (relist.as_mut(), convert(&o)) {
+                                relist.insert(object_key(&o), v);
+                            }
+                        }
+                        watcher::Event::InitDone => {
+                            if let Some(fresh) = relist.take() {
+                                *live = fresh;
+                            }
+                            let _ = ready_tx.send(true);
+                        }
+                        watcher::Event::Apply(o) => match convert(&o) {
+                            Some(v) => {
+                                live.insert(object_key(&o), v);
+                            }
+                            None => {
+                                live.remove(&object_key(&o));
+                            }
+                        },
+                        watcher::Event::Delete(o) => {
+                            live.remove(&object_key(&o));
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, %kind, "watch failed; relisting with backoff")
+                }
             }
             changed.notify_one();
         }
     }));
-    store
+    Converted { state, ready }
+}
+
+fn object_key(o: &DynamicObject) -> (String, String) {
+    (o.namespace().unwrap_or_default(), o.name_any())
 }
 
 fn key(o: &DynamicObject) -> ObjectRef {
