@@ -222,8 +222,70 @@ pub struct Args {
     #[arg(long, env = "CERTSYNC_EXPIRY_WARNING", default_value = "14d", value_parser = parse_duration)]
     pub expiry_warning: Duration,
 
+    /// Vault (or OpenBao) address: publish the certificates
+    /// VaultCertificates name from its KV v2 engine (needs the CRD).
+    #[arg(long, env = "CERTSYNC_VAULT_ADDR")]
+    pub vault_addr: Option<String>,
+
+    /// How cert-sync logs in to Vault: `kubernetes` (its ServiceAccount
+    /// token, --vault-role) or `token` (--vault-token-file).
+    #[arg(
+        long,
+        env = "CERTSYNC_VAULT_AUTH",
+        value_enum,
+        default_value = "kubernetes"
+    )]
+    pub vault_auth: VaultAuthArg,
+
+    /// Kubernetes auth: the Vault role.
+    #[arg(long, env = "CERTSYNC_VAULT_ROLE", default_value = "cert-sync")]
+    pub vault_role: String,
+
+    /// Kubernetes auth: the auth method's mount.
+    #[arg(long, env = "CERTSYNC_VAULT_AUTH_MOUNT", default_value = "kubernetes")]
+    pub vault_auth_mount: String,
+
+    /// Kubernetes auth: the ServiceAccount token presented at login.
+    #[arg(long, env = "CERTSYNC_VAULT_JWT_FILE", default_value = crate::runtime::vault::client::SERVICE_ACCOUNT_TOKEN)]
+    pub vault_jwt_file: PathBuf,
+
+    /// Token auth: the file holding the Vault token (read before each request).
+    #[arg(long, env = "CERTSYNC_VAULT_TOKEN_FILE")]
+    pub vault_token_file: Option<PathBuf>,
+
+    /// PEM bundle of the CA that signs Vault's certificate (default: system roots).
+    #[arg(long, env = "CERTSYNC_VAULT_CA_FILE")]
+    pub vault_ca_file: Option<PathBuf>,
+
+    /// Vault Enterprise / OpenBao namespace.
+    #[arg(long, env = "CERTSYNC_VAULT_NAMESPACE")]
+    pub vault_namespace: Option<String>,
+
+    /// The KV v2 mount holding the certificates.
+    #[arg(long, env = "CERTSYNC_VAULT_KV_MOUNT", default_value = "secret")]
+    pub vault_kv_mount: String,
+
+    /// A VaultCertificate in namespace N reads `<prefix>/N/<spec.path>`:
+    /// tenants cannot name each other's secrets.
+    #[arg(long, env = "CERTSYNC_VAULT_KV_PREFIX", default_value = "cert-sync")]
+    pub vault_kv_prefix: String,
+
+    /// Each KV secret's version is looked at again after this (± 10 %).
+    #[arg(long, env = "CERTSYNC_VAULT_POLL_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub vault_poll_interval: Duration,
+
+    /// At most this many Vault requests a second for polling.
+    #[arg(long, env = "CERTSYNC_VAULT_POLL_RATE", default_value_t = 20)]
+    pub vault_poll_rate: u32,
+
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum VaultAuthArg {
+    Kubernetes,
+    Token,
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -395,6 +457,54 @@ impl Args {
             (false, false) if self.mode == ModeArg::Directory => Role::Central,
             (false, false) => Role::Full,
         }
+    }
+
+    /// Vault as a source, when `--vault-addr` is set.
+    pub fn vault(
+        &self,
+    ) -> Result<
+        Option<(
+            crate::runtime::vault::Settings,
+            crate::runtime::vault::KvSettings,
+            crate::runtime::vault::PollSettings,
+        )>,
+        String,
+    > {
+        use crate::runtime::vault::{Auth, KvSettings, PollSettings, Settings};
+        let Some(addr) = &self.vault_addr else {
+            return Ok(None);
+        };
+        let auth = match self.vault_auth {
+            VaultAuthArg::Kubernetes => Auth::Kubernetes {
+                mount: self.vault_auth_mount.clone(),
+                role: self.vault_role.clone(),
+                jwt_file: self.vault_jwt_file.clone(),
+            },
+            VaultAuthArg::Token => Auth::TokenFile(
+                self.vault_token_file
+                    .clone()
+                    .ok_or("--vault-auth=token needs --vault-token-file")?,
+            ),
+        };
+        if self.vault_poll_interval < Duration::from_millis(100) {
+            return Err("--vault-poll-interval must be at least 100ms".to_owned());
+        }
+        Ok(Some((
+            Settings {
+                addr: addr.clone(),
+                auth,
+                ca_file: self.vault_ca_file.clone(),
+                namespace: self.vault_namespace.clone(),
+            },
+            KvSettings {
+                mount: self.vault_kv_mount.trim_matches('/').to_owned(),
+                prefix: self.vault_kv_prefix.clone(),
+            },
+            PollSettings {
+                interval: self.vault_poll_interval,
+                rate: self.vault_poll_rate.max(1),
+            },
+        )))
     }
 
     /// The policy the core decides with.

@@ -4,6 +4,10 @@
 //! Its CRD is generated from these types (`crds/certmerge.yaml`, checked in;
 //! `tests/crd.rs` writes it as YAML and fails when it is stale).
 
+pub mod vault;
+
+pub use vault::VaultCertificate;
+
 use crate::core::conditions;
 use crate::core::model::{self, LabelExpression, ObjectRef};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};

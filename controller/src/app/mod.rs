@@ -42,6 +42,7 @@ use crate::runtime::kube::{cluster, sweep};
 use crate::runtime::ops::heap;
 use crate::runtime::ops::http::{self, HttpState};
 use crate::runtime::ops::metrics::{Metrics, ReconcileOutcome};
+use crate::runtime::vault::{VaultClient, VaultSources};
 use anyhow::Context as _;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -64,6 +65,8 @@ const ROLLOUT_TICK: Duration = Duration::from_secs(1);
 const CONFIG_RETRY: Duration = Duration::from_secs(1);
 /// How long start-up waits for the Gateway and ReferenceGrant watches.
 const GATEWAYS_SYNC: Duration = Duration::from_secs(30);
+/// How long start-up waits for the first look at every Vault KV secret.
+const VAULT_FIRST_POLL: Duration = Duration::from_secs(10);
 /// How soon a target blocked by an object cert-sync does not manage (and
 /// does not watch) is looked at again.
 const BLOCKED_RECHECK: Duration = Duration::from_secs(10);
@@ -221,6 +224,27 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
     let mut publisher = publish::Publisher::new(stores, files, &args.cert_dir);
     if !args.publish {
         publisher = publisher.verify_only();
+    }
+    let mut _vault_tasks = Vec::new();
+    if let Some((settings, kv, polling)) = args.vault().map_err(anyhow::Error::msg)? {
+        let client = VaultClient::new(settings).map_err(anyhow::Error::msg)?;
+        tracing::info!(addr = client.addr(), mount = %kv.mount, prefix = %kv.prefix, "Vault KV source");
+        let (vault, tasks) = VaultSources::start(&ctx.client, client, kv, polling, &changed);
+        _vault_tasks = tasks;
+        // Bounded like the gateway watches: publishing Secrets must not
+        // wait on Vault. The first pass then reads every polled version.
+        match tokio::time::timeout(GATEWAYS_SYNC, vault.wait_ready()).await {
+            Ok(Ok(())) => {
+                if !vault.wait_polled(VAULT_FIRST_POLL).await {
+                    tracing::warn!(timeout = ?VAULT_FIRST_POLL, "Vault not polled yet; publishing its certificates once it answers");
+                }
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "VaultCertificate watch stopped"),
+            Err(_) => {
+                tracing::warn!(timeout = ?GATEWAYS_SYNC, "VaultCertificate watch not synced (is the CRD installed?)")
+            }
+        }
+        publisher = publisher.with_vault(vault);
     }
     let mut _gateway_watches = Vec::new();
     if args.verify_referenced && role.verifies() {

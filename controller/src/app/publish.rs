@@ -33,6 +33,7 @@ use crate::runtime::kube::cluster::{self, Stores};
 use crate::runtime::kube::events;
 use crate::runtime::ops::heap;
 use crate::runtime::ops::metrics::PublishedKind;
+use crate::runtime::vault::VaultSources;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
@@ -93,6 +94,11 @@ pub struct Publisher {
     /// Copy annotated Secrets; false for a verify-only install, which
     /// selects nothing and so never writes or deletes a Secret.
     publish: bool,
+    /// Sources kept in Vault KV (`VaultCertificate`s), when configured.
+    vault: Option<VaultSources>,
+    /// Refusals of this pass's Vault reads (a failed read keeps the last
+    /// good certificate; the poll's own refusals come from `vault`).
+    vault_reads: Vec<Refusal>,
 }
 
 impl Publisher {
@@ -111,7 +117,15 @@ impl Publisher {
             blocked: false,
             referenced: None,
             publish: true,
+            vault: None,
+            vault_reads: Vec::new(),
         }
+    }
+
+    /// Also publish the certificates VaultCertificates name.
+    pub fn with_vault(mut self, vault: VaultSources) -> Self {
+        self.vault = Some(vault);
+        self
     }
 
     /// The Gateway API Gateways whose pods cert-sync verifies (empty
@@ -161,6 +175,7 @@ impl Publisher {
             return Ok(outcome);
         }
         let gateway = ctx.policy.gateway_namespace.clone();
+        self.vault_reads.clear();
         let (merges, sources) = if self.publish {
             let merges = self.stores.cert_merges(&gateway);
             let sources = self.sources(ctx, &merges, &mut outcome).await?;
@@ -260,13 +275,20 @@ impl Publisher {
         outcome.reads += found.reads;
         add_referenced(&mut built, self.built.as_deref(), found.entries);
 
+        let vault_refusals = self
+            .vault
+            .as_ref()
+            .map(VaultSources::refusals)
+            .unwrap_or_default();
         let refusals: Vec<Refusal> = selection
             .refusals
             .iter()
             .chain(self.validations.refusals())
             .chain(plan.refusals.iter())
             .chain(found.refusals.iter())
+            .chain(self.vault_reads.iter())
             .cloned()
+            .chain(vault_refusals)
             .collect();
         outcome.refusals = refusals.len();
         let files_written = outcome.files_swapped || (self.files.is_none() && plan.files_changed);
@@ -302,7 +324,7 @@ impl Publisher {
     /// that the watch does not hold (their type looked up), and the
     /// sweep's annotated non-TLS Secrets.
     async fn sources(
-        &self,
+        &mut self,
         ctx: &Context,
         merges: &[crate::core::model::CertMerge],
         outcome: &mut Outcome,
@@ -346,6 +368,24 @@ impl Publisher {
             drop(fresh);
             sources.extend(stale);
         }
+        if let Some(vault) = &self.vault {
+            let secrets: BTreeSet<ObjectRef> = sources.iter().map(|s| s.key.clone()).collect();
+            for meta in vault.metas() {
+                if secrets.contains(&meta.key) {
+                    // One name, one source: the Secret keeps it.
+                    self.vault_reads.push(Refusal::new(
+                        Subject::Source(meta.key.clone()),
+                        reasons::TARGET_CONFLICT,
+                        format!(
+                            "a Secret {} is a source too; rename the VaultCertificate",
+                            meta.key
+                        ),
+                    ));
+                } else {
+                    sources.push(meta);
+                }
+            }
+        }
         Ok(sources)
     }
 
@@ -362,6 +402,7 @@ impl Publisher {
     ) -> Result<(), Error> {
         // Directory mode renders files from the validated bytes.
         let keep_bytes = matches!(ctx.policy.mode, Mode::Directory);
+        let mut vault_down = self.vault.as_ref().is_some_and(VaultSources::down);
         self.freshness.retain(wanted);
         self.validations.ok.retain(|k, _| wanted.contains(k));
         self.validations.refused.retain(|k, _| wanted.contains(k));
@@ -385,7 +426,13 @@ impl Publisher {
                 Check::Read => {}
             }
             outcome.reads += 1;
-            let read = cluster::read_source(&ctx.client, source).await?;
+            let read = match self.vault.clone().filter(|v| v.contains(source)) {
+                None => cluster::read_source(&ctx.client, source).await?,
+                Some(vault) => match self.read_vault(&vault, source, &mut vault_down).await {
+                    Some(read) => read,
+                    None => continue,
+                },
+            };
             let result = match &read {
                 Some((_, data)) => validation::check(source, data, now),
                 None => Err(Refusal::new(
@@ -414,6 +461,51 @@ impl Publisher {
             self.freshness.read(source, read.map(|(rv, _)| rv), now);
         }
         Ok(())
+    }
+
+    /// A Vault source's data, or `None` when it cannot be read now: the
+    /// refusal is noted, the last good certificate stays (validation is
+    /// left as it was) and the source is read again next pass. Once Vault
+    /// is found down, the pass reads no more of it (each read would wait
+    /// for its timeout).
+    async fn read_vault(
+        &mut self,
+        vault: &VaultSources,
+        source: &ObjectRef,
+        down: &mut bool,
+    ) -> Option<Option<(String, crate::core::model::SourceData)>> {
+        if *down {
+            return None;
+        }
+        match vault.read(source).await {
+            Ok(read) => Some(read),
+            // Not polled yet: the poll's news starts the next pass.
+            Err(crate::runtime::vault::ReadError::NoVersion) => None,
+            Err(e) => {
+                *down |= e.reason() == reasons::VAULT_UNAVAILABLE;
+                let refusal = Refusal::new(
+                    Subject::Source(source.clone()),
+                    e.reason(),
+                    format!("{e}; the last good certificate stays published"),
+                );
+                if !self.validations.ok.contains_key(source) {
+                    self.validations
+                        .refused
+                        .insert(source.clone(), refusal.clone());
+                }
+                self.vault_reads.push(refusal);
+                None
+            }
+        }
+    }
+
+    /// The object a source's Events go to: its Secret, or its
+    /// VaultCertificate.
+    fn source_reference(&self, source: &ObjectRef) -> k8s_openapi::api::core::v1::ObjectReference {
+        match &self.vault {
+            Some(v) if v.contains(source) => events::vault_certificate_reference(source),
+            _ => events::secret_reference(source),
+        }
     }
 
     /// Every CertMerge's status: members with what is published for them or
@@ -464,7 +556,7 @@ impl Publisher {
             // A CertMerge's member problems are told on the CertMerge: a tenant's
             // CertMerge must not put Events on another tenant's Secrets.
             let about: Vec<_> = match &refusal.subject {
-                Subject::Source(s) => vec![events::secret_reference(s)],
+                Subject::Source(s) => vec![self.source_reference(s)],
                 Subject::CertMerge(m) | Subject::Member { merge: m, .. } => {
                     vec![events::certmerge_reference(m)]
                 }
@@ -474,7 +566,7 @@ impl Publisher {
                     .entries
                     .iter()
                     .filter(|e| matches!(&e.target, Target::Credential(name) if *name == t.name))
-                    .map(|e| events::secret_reference(&e.source))
+                    .map(|e| self.source_reference(&e.source))
                     .collect(),
                 Subject::Gateway(g) => vec![events::gateway_reference(g)],
             };
@@ -499,7 +591,7 @@ impl Publisher {
             );
             tracing::info!(source = %entry.source, "{message}");
             ctx.emit(
-                events::secret_reference(&entry.source),
+                self.source_reference(&entry.source),
                 false,
                 reasons::PUBLISHED,
                 &message,

@@ -49,3 +49,4 @@ pub mod status;
 #[cfg(test)]
 pub(crate) mod testing;
 pub mod validation;
+pub mod vault;

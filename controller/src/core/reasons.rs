@@ -82,6 +82,15 @@ pub const REF_NOT_PERMITTED: &str = "RefNotPermitted";
 /// A `certificateRef` Istio cannot use (not a Secret, too many refs).
 pub const INVALID_REFERENCE: &str = "InvalidReference";
 
+// Vault / OpenBao KV sources (`core::vault`): told on the
+// VaultCertificate; the last good certificate stays published.
+/// Vault cannot be reached, is sealed, or cert-sync cannot log in.
+pub const VAULT_UNAVAILABLE: &str = "VaultUnavailable";
+/// Vault refused cert-sync's token for the path (policy or role).
+pub const VAULT_DENIED: &str = "VaultDenied";
+/// `spec.path` could leave the namespace's prefix or is not a KV path.
+pub const INVALID_VAULT_PATH: &str = "InvalidVaultPath";
+
 /// Every refusal reason, e.g. to pre-register metric label values. The
 /// publication and rollout reasons below are not refusals.
 pub const REFUSALS: &[&str] = &[
@@ -110,6 +119,9 @@ pub const REFUSALS: &[&str] = &[
     HOST_NOT_COVERED,
     REF_NOT_PERMITTED,
     INVALID_REFERENCE,
+    VAULT_UNAVAILABLE,
+    VAULT_DENIED,
+    INVALID_VAULT_PATH,
 ];
 
 // Publication (Normal, on the source).

@@ -154,6 +154,16 @@ impl Publisher {
                 }
                 Origin::Sources => {
                     for source in &sources {
+                        if let Some(vault) = self.vault.as_ref().filter(|v| v.contains(source)) {
+                            // A failed read leaves the value unfilled: the
+                            // write waits for the next pass, as below.
+                            if let Ok(Some((_, d))) = vault.read(source).await {
+                                found.extend(
+                                    [d.cert_pem, d.key_pem, d.ca_pem].into_iter().flatten(),
+                                );
+                            }
+                            continue;
+                        }
                         let read = cluster::read_source(&ctx.client, source).await;
                         ctx.metrics.api_request(ApiVerb::Get, ApiOutcome::of(&read));
                         if let Some((_, d)) = read? {

@@ -111,7 +111,7 @@ pub fn watch(
     )
 }
 
-fn spawn_reflector<K>(
+pub(crate) fn spawn_reflector<K>(
     api: Api<K>,
     config: watcher::Config,
     changed: &Arc<Notify>,

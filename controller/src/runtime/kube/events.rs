@@ -208,6 +208,18 @@ pub fn secret_reference(source: &ObjectRef) -> ObjectReference {
     }
 }
 
+/// An ObjectReference to a VaultCertificate (a source kept in Vault).
+pub fn vault_certificate_reference(source: &ObjectRef) -> ObjectReference {
+    use crate::crd::VaultCertificate;
+    ObjectReference {
+        api_version: Some(VaultCertificate::api_version(&()).into_owned()),
+        kind: Some(VaultCertificate::kind(&()).into_owned()),
+        namespace: Some(source.namespace.clone()),
+        name: Some(source.name.clone()),
+        ..ObjectReference::default()
+    }
+}
+
 /// An ObjectReference to an Istio or Gateway API Gateway.
 pub fn gateway_reference(gateway: &crate::core::gateways::GatewayRef) -> ObjectReference {
     ObjectReference {
