@@ -38,6 +38,7 @@ pub mod hosts;
 pub mod labels;
 pub mod manifest;
 pub mod merge_status;
+pub mod mesh_ca;
 pub mod model;
 pub mod naming;
 pub mod reasons;

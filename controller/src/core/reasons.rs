@@ -91,6 +91,17 @@ pub const VAULT_DENIED: &str = "VaultDenied";
 /// `spec.path` could leave the namespace's prefix or is not a KV path.
 pub const INVALID_VAULT_PATH: &str = "InvalidVaultPath";
 
+// The mesh CA (`core::mesh_ca`): told on its source; `cacerts` keeps
+// the last good CA.
+/// The certificate is not a CA (basicConstraints CA:TRUE), or keyUsage
+/// does not allow keyCertSign.
+pub const NOT_A_CA: &str = "NotACA";
+/// The chain does not verify, signature by signature, to a self-signed
+/// root in `ca.crt`.
+pub const CHAIN_NOT_TRUSTED: &str = "ChainNotTrusted";
+/// The CA or its root has less validity left than `--mesh-ca-min-validity`.
+pub const CA_EXPIRING: &str = "CAExpiring";
+
 /// Every refusal reason, e.g. to pre-register metric label values. The
 /// publication and rollout reasons below are not refusals.
 pub const REFUSALS: &[&str] = &[
@@ -122,6 +133,9 @@ pub const REFUSALS: &[&str] = &[
     VAULT_UNAVAILABLE,
     VAULT_DENIED,
     INVALID_VAULT_PATH,
+    NOT_A_CA,
+    CHAIN_NOT_TRUSTED,
+    CA_EXPIRING,
 ];
 
 // Publication (Normal, on the source).
