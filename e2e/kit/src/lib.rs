@@ -22,6 +22,7 @@ pub mod bootstrap;
 pub mod envoy;
 pub mod http1;
 pub mod local;
+pub mod mesh_pki;
 pub mod pki;
 pub mod ports;
 pub mod procs;
