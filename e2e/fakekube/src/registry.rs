@@ -190,7 +190,7 @@ impl Registry {
     /// coordination.k8s.io/v1 leases; policy/v1 poddisruptionbudgets (pod
     /// evictions are the `pods/eviction` subresource); Istio envoyfilters,
     /// gateways, wasmplugins; Gateway API gateways and referencegrants;
-    /// and cert-sync's certmerges.
+    /// and cert-sync's certmerges and vaultcertificates.
     pub fn kubernetes() -> Self {
         let mut r = Self::empty();
         r.register(ResourceType::new("", "v1", "Secret", "secrets").with_fields(&["type"]));
@@ -295,6 +295,12 @@ impl Registry {
             "v1alpha1",
             "CertMerge",
             "certmerges",
+        ));
+        r.register(ResourceType::custom(
+            "certsync.istio.io",
+            "v1alpha1",
+            "VaultCertificate",
+            "vaultcertificates",
         ));
         r
     }
