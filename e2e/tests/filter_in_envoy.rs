@@ -1,12 +1,14 @@
 //! The filter inside a real Envoy (V8, the engine istio-proxy uses): what it
 //! reports equals what a TLS client is served, per SNI, through rotations,
-//! rejections, outages, restarts and `--concurrency 4`.
+//! rejections, outages, restarts and `--concurrency 4`; and the pod's own
+//! mesh identity (`default`, `ROOTCA`) with every certificate of its chain
+//! and root bundle.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is a failed assertion
 
 use anyhow::{ensure, Context, Result};
-use certsync_contract::report::{Report, Trigger};
-use certsync_contract::Fingerprint;
-use certsync_testkit::bootstrap::{Bootstrap, PluginConfig, HTTPS_BODY};
+use certsync_contract::report::{LoadedCertificate, Report, Trigger};
+use certsync_contract::{sds, Fingerprint};
+use certsync_testkit::bootstrap::{self, Bootstrap, PluginConfig, HTTPS_BODY};
 use certsync_testkit::pki::{self, TestCa, TestCert};
 use certsync_testkit::sds::{PemEncoding, SdsDir, TlsSecret, DEFAULT_FILE};
 use certsync_testkit::{https_get, poll, probe, Envoy, Receiver, ReceiverMode};
@@ -598,4 +600,175 @@ fn no_private_key_bytes_reach_reports_or_envoy_logs() -> Result<()> {
     }
     assert!(!haystack.contains("PRIVATE KEY"));
     Ok(())
+}
+
+/// The fingerprint of each certificate in `pem`, in order, each computed on
+/// its own (as [`TestCert`] computes a leaf's), not by the filter's code.
+fn each_fingerprint(pem: &str) -> Result<Vec<Fingerprint>> {
+    pem.split_inclusive("-----END CERTIFICATE-----\n")
+        .filter(|block| block.contains("BEGIN CERTIFICATE"))
+        .map(|block| Ok(TestCert::from_pem(block, "")?.fingerprint))
+        .collect()
+}
+
+fn loaded<'a>(report: &'a Report, resource: &str) -> Option<&'a LoadedCertificate> {
+    report.certificates.iter().find(|c| c.resource == resource)
+}
+
+/// Waits for the last report to satisfy `check` on `resource`'s entry.
+fn wait_loaded(
+    receiver: &Receiver,
+    resource: &str,
+    check: impl Fn(&LoadedCertificate) -> bool,
+) -> Result<Report> {
+    let reports = receiver
+        .wait_for(
+            |rs| {
+                rs.last()
+                    .and_then(|r| r.report.as_ref())
+                    .and_then(|r| loaded(r, resource))
+                    .is_some_and(&check)
+            },
+            WAIT,
+        )
+        .with_context(|| format!("waiting for {resource}: {:?}", receiver.last_report()))?;
+    reports
+        .last()
+        .and_then(|r| r.report.clone())
+        .context("no report")
+}
+
+/// An Istio gateway's own identity: the workload certificate `default`
+/// (leaf, issuing intermediate, root) and `ROOTCA` (during a root rotation,
+/// the old root and the new), loaded by an `ISTIO_MUTUAL`-style upstream
+/// cluster; the gateway's credential beside them. With the shipped
+/// WasmPlugin's prefixes, the report carries the fingerprint of every
+/// certificate after the first for those two and for nothing else; a new
+/// issuer behind the same leaf (Envoy moves no version then, only
+/// `last_updated`), then the end of the root rotation, are each reported.
+#[test]
+fn the_mesh_identity_is_reported_with_its_issuers_and_every_trusted_root() -> Result<()> {
+    let root = tempfile::tempdir()?;
+    let mesh = TestCa::new()?;
+    let next = TestCa::new()?;
+    let workload = mesh.leaf(&["gw-0.istio-system.svc.cluster.local"])?;
+    let chain = format!("{}{}", workload.chain_pem, mesh.root_pem());
+    let mut identity = SdsDir::single(
+        root.path().join("workload"),
+        TlsSecret::new(sds::WORKLOAD_CERT, chain.clone(), workload.key_pem.clone()),
+    )?;
+    std::fs::create_dir(root.path().join("roots"))?;
+    let roots_file = root.path().join("roots").join("rootca.json");
+    let bundle = format!("{}{}", mesh.root_pem(), next.root_pem());
+    let roots = bootstrap::write_ca_secret(&roots_file, sds::ROOT_CA, &bundle)?;
+    let credential = mesh.leaf(&["shop.example.com"])?;
+    let shop = SdsDir::single(
+        root.path().join("shop"),
+        TlsSecret::from_cert(sds::credential("shop-tls"), &credential),
+    )?;
+
+    let receiver = Receiver::start()?;
+    // The prefixes the shipped WasmPlugin carries (certsync-wasmplugin's
+    // `PluginSettings::default`).
+    let prefixes = [
+        sds::KUBERNETES_PREFIX,
+        sds::FILE_CERT_PREFIX,
+        sds::FILE_ROOT_PREFIX,
+        sds::WORKLOAD_CERT,
+        sds::ROOT_CA,
+    ];
+    let config = Bootstrap::builder()
+        .with_filter(true)
+        .plugin_config(plugin().resource_prefixes(&prefixes))
+        .receiver_port(receiver.port())
+        .host(
+            "shop.example.com",
+            shop.source(&sds::credential("shop-tls"))?,
+        )
+        .mesh_identity(identity.source(sds::WORKLOAD_CERT)?, roots)
+        .build()?;
+    let path = root.path().join("bootstrap.json");
+    config.write(&path)?;
+    Envoy::validate(&path).context("the generated bootstrap must pass --mode validate")?;
+    let _envoy = Envoy::start(&config)?;
+
+    let [intermediate, mesh_root] = each_fingerprint(&chain)?[1..] else {
+        panic!("a chain of three");
+    };
+    assert_eq!(each_fingerprint(&chain)?[0], workload.fingerprint);
+    let next_root = each_fingerprint(&next.root_pem())?[0];
+    let report = receiver
+        .wait_for(
+            |rs| {
+                rs.iter()
+                    .any(|r| r.report.as_ref().is_some_and(|r| r.certificates.len() == 3))
+            },
+            WAIT,
+        )?
+        .into_iter()
+        .find_map(|r| r.report.filter(|r| r.certificates.len() == 3))
+        .context("a report of all three")?;
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let workload_entry = loaded(&report, sds::WORKLOAD_CERT).context("default")?;
+    assert_eq!(workload_entry.cert.sha256, workload.fingerprint);
+    assert_eq!(workload_entry.cert.chain_len, 3);
+    assert_eq!(workload_entry.chain_sha256, [intermediate, mesh_root]);
+    let roots_entry = loaded(&report, sds::ROOT_CA).context("ROOTCA")?;
+    assert_eq!(roots_entry.cert.sha256, mesh_root);
+    assert_eq!(roots_entry.chain_sha256, [next_root]);
+    assert_eq!(
+        roots_entry.fingerprints().collect::<Vec<_>>(),
+        [mesh_root, next_root],
+        "both roots the pod trusts"
+    );
+    let shop_entry = loaded(&report, &sds::credential("shop-tls")).context("credential")?;
+    assert_eq!(shop_entry.cert.sha256, credential.fingerprint);
+    assert!(shop_entry.chain_sha256.is_empty(), "not the mesh identity");
+    assert_eq!(
+        probe(config.https_port, "shop.example.com")?.fingerprint,
+        credential.fingerprint
+    );
+
+    // The same leaf behind another issuer (here the next CA's intermediate
+    // and root; Envoy does not check its own chain): only the chain differs.
+    let reissued = format!(
+        "{}{}{}",
+        leaf_pem(&chain),
+        next.intermediate_pem(),
+        next.root_pem()
+    );
+    let next_intermediate = each_fingerprint(&next.intermediate_pem())?[0];
+    identity.rotate(TlsSecret::new(
+        sds::WORKLOAD_CERT,
+        reissued,
+        workload.key_pem.clone(),
+    ))?;
+    let report = wait_loaded(&receiver, sds::WORKLOAD_CERT, |c| {
+        c.chain_sha256 == [next_intermediate, next_root]
+    })?;
+    assert_eq!(report.trigger, Trigger::Change);
+    let workload_entry = loaded(&report, sds::WORKLOAD_CERT).context("default")?;
+    assert_eq!(
+        workload_entry.cert.sha256, workload.fingerprint,
+        "same leaf"
+    );
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+
+    // The root rotation ends: only the new root is trusted.
+    bootstrap::write_ca_secret(&roots_file, sds::ROOT_CA, &next.root_pem())?;
+    let report = wait_loaded(&receiver, sds::ROOT_CA, |c| {
+        c.cert.sha256 == next_root && c.chain_sha256.is_empty()
+    })?;
+    assert_eq!(report.trigger, Trigger::Change);
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    Ok(())
+}
+
+/// The first PEM block of `chain`.
+fn leaf_pem(chain: &str) -> String {
+    chain
+        .split_inclusive("-----END CERTIFICATE-----\n")
+        .next()
+        .unwrap_or_default()
+        .to_owned()
 }

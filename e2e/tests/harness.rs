@@ -246,6 +246,7 @@ fn sample_report(seq: u64) -> Result<Report> {
             resource: "kubernetes://p256-tls".into(),
             version: String::new(),
             cert: summarize_chain(cert.chain_pem.as_bytes())?,
+            chain_sha256: Vec::new(),
         }],
         errors: Vec::new(),
     })

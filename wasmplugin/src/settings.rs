@@ -120,7 +120,12 @@ pub struct PluginSettings {
     /// Only SDS resources starting with one of these are reported (all when
     /// empty). Default: Gateway credentials (`kubernetes://`), Gateway file
     /// certificates (`file-cert:`, `file-root:`), and the pod's own mesh
-    /// identity and root (`default`, `ROOTCA`), so mesh-CA rotation shows too.
+    /// identity and root (`default`, `ROOTCA`), so mesh-CA rotation shows too:
+    /// those two are reported with the SHA-256 of every certificate of their
+    /// chain or bundle (which CA issued the workload certificate, which roots
+    /// the pod trusts). Prefixes, yet `default` and `ROOTCA` select only
+    /// those two resources: every other name Istio gives an SDS resource
+    /// begins with a scheme (`kubernetes://`, `file-cert:`, ...).
     pub resource_prefixes: Vec<String>,
 }
 
@@ -370,6 +375,23 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         GatewaySettings::default().validate().unwrap();
+    }
+
+    #[test]
+    fn default_prefixes_include_the_mesh_identity_by_its_exact_names() {
+        let prefixes = PluginSettings::default().resource_prefixes;
+        let mesh: Vec<&str> = prefixes
+            .iter()
+            .map(String::as_str)
+            .filter(|p| sds::is_mesh_identity(p))
+            .collect();
+        assert_eq!(mesh, [sds::WORKLOAD_CERT, sds::ROOT_CA]);
+        // The other defaults are schemes, which neither name starts with.
+        for prefix in prefixes.iter().filter(|p| !sds::is_mesh_identity(p)) {
+            assert!(prefix.ends_with(':') || prefix.ends_with("://"), "{prefix}");
+            assert!(!sds::WORKLOAD_CERT.starts_with(prefix.as_str()));
+            assert!(!sds::ROOT_CA.starts_with(prefix.as_str()));
+        }
     }
 
     #[test]

@@ -169,6 +169,7 @@ fn mk_report(seq: u64, trigger: Trigger, node: &str) -> Report {
                 sans: vec![],
                 chain_len: 2,
             },
+            chain_sha256: Vec::new(),
         }],
         errors: vec![ResourceError {
             resource: "broken".into(),

@@ -135,6 +135,7 @@ pub fn mk_report(pod: &str, seq: u64, served: &[(&str, Pair)]) -> Vec<u8> {
                 resource: (*resource).into(),
                 version: "1".into(),
                 cert: certsync_contract::summarize_chain(pair.cert.as_bytes()).unwrap(),
+                chain_sha256: Vec::new(),
             })
             .collect(),
         errors: vec![],

@@ -8,10 +8,13 @@
 //!   cert-sync wasm filter then the router, answering 200;
 //! - optionally a plain-HTTP user listener (benchmarks), never filtered;
 //! - STATIC clusters `cert-sync-admin` (Envoy's own admin, which the filter
-//!   polls) and `cert-sync-controller` (the report receiver).
+//!   polls) and `cert-sync-controller` (the report receiver);
+//! - optionally the pod's mesh identity ([`MeshIdentity`]): an upstream
+//!   cluster whose TLS context loads SDS `default` and `ROOTCA`, as every
+//!   `ISTIO_MUTUAL` cluster of an Istio gateway does.
 
 use crate::ports::free_port;
-use crate::sds::SdsSource;
+use crate::sds::{SdsSource, SECRET_TYPE};
 use anyhow::{bail, Context, Result};
 use certsync_contract::plugin_config;
 use serde::Serialize;
@@ -27,6 +30,9 @@ pub const WASM_FILTER: &str = "envoy.filters.http.wasm";
 pub const DEFAULT_NODE_ID: &str =
     "router~127.0.0.1~gw-0.istio-system~istio-system.svc.cluster.local";
 pub const DEFAULT_NODE_CLUSTER: &str = "istio-ingressgateway.istio-system";
+/// The upstream cluster that loads the mesh identity ([`MeshIdentity`]),
+/// named as Istio names an outbound cluster.
+pub const MESH_CLUSTER: &str = "outbound|443||mesh-peer.istio-system.svc.cluster.local";
 /// Body of the direct responses, so tests can tell which listener answered.
 pub const HTTPS_BODY: &str = "cert-sync e2e https";
 pub const STATUS_BODY: &str = "cert-sync e2e status";
@@ -129,6 +135,51 @@ pub struct TlsHost {
     pub source: SdsSource,
 }
 
+/// The pod's own mesh identity, as Istio configures it on every
+/// `ISTIO_MUTUAL` upstream cluster: the workload certificate chain and key
+/// (SDS `default`) and the validation context of the mesh's roots (SDS
+/// `ROOTCA`). The sources may carry any resource names; Istio's are
+/// `certsync_contract::sds::{WORKLOAD_CERT, ROOT_CA}`. Envoy loads both with
+/// the cluster ([`MESH_CLUSTER`]), which is never connected to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeshIdentity {
+    /// A certificate secret, e.g. an [`crate::sds::SdsDir`] holding a
+    /// `TlsSecret` named `default`.
+    pub certificate: SdsSource,
+    /// A validation-context secret, e.g. from [`write_ca_secret`].
+    pub roots: SdsSource,
+}
+
+/// Writes a file-based SDS response at `path` holding one validation-context
+/// secret, `name` trusting the CA certificates of `bundle_pem` (as Istio's
+/// `ROOTCA` holds the mesh's roots), and returns where Envoy finds it.
+/// Written to a temporary file renamed over `path`: rewriting it is an
+/// update Envoy sees (it watches the file for moves).
+pub fn write_ca_secret(path: &Path, name: &str, bundle_pem: &str) -> Result<SdsSource> {
+    let response = json!({
+        "resources": [{
+            "@type": SECRET_TYPE,
+            "name": name,
+            "validation_context": { "trusted_ca": { "inline_string": bundle_pem } },
+        }],
+    });
+    let file_name = path
+        .file_name()
+        .with_context(|| format!("{} names no file", path.display()))?;
+    let mut tmp_name = file_name.to_os_string();
+    tmp_name.push(".tmp");
+    let tmp = path.with_file_name(tmp_name);
+    fs::write(&tmp, serde_json::to_string_pretty(&response)?)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} over {}", tmp.display(), path.display()))?;
+    Ok(SdsSource {
+        resource: name.to_owned(),
+        path: path.to_path_buf(),
+        watched_directory: None,
+    })
+}
+
 /// A complete bootstrap; see [`Bootstrap::builder`].
 #[derive(Debug, Clone)]
 pub struct Bootstrap {
@@ -154,6 +205,8 @@ pub struct Bootstrap {
     /// as Istio delivers listeners dynamically: one Envoy rejects (say, a
     /// plugin whose configuration is invalid) leaves the others serving.
     pub status_lds: Option<PathBuf>,
+    /// The mesh identity's upstream cluster, if asked for.
+    pub mesh_identity: Option<MeshIdentity>,
 }
 
 impl Bootstrap {
@@ -185,15 +238,19 @@ impl Bootstrap {
         if let Some(port) = self.http_port {
             listeners.push(http_listener("http", port, HTTP_BODY, vec![router()]));
         }
+        let mut clusters = vec![
+            static_cluster(ADMIN_CLUSTER, self.admin_port),
+            static_cluster(CONTROLLER_CLUSTER, self.receiver_port),
+        ];
+        if let Some(mesh) = &self.mesh_identity {
+            clusters.push(self.mesh_cluster(mesh));
+        }
         let mut bootstrap = json!({
             "node": { "id": self.node_id, "cluster": self.node_cluster },
             "admin": { "address": socket_address(self.admin_port) },
             "static_resources": {
                 "listeners": listeners,
-                "clusters": [
-                    static_cluster(ADMIN_CLUSTER, self.admin_port),
-                    static_cluster(CONTROLLER_CLUSTER, self.receiver_port),
-                ],
+                "clusters": clusters,
             },
         });
         if let Some(path) = &self.status_lds {
@@ -228,6 +285,24 @@ impl Bootstrap {
         );
         let filters = vec![wasm_filter(wasm, plugin), router()];
         Some(http_listener("status", port, STATUS_BODY, filters))
+    }
+
+    /// Pointed at the HTTPS listener's port, though nothing is sent: the
+    /// cluster exists for its TLS context.
+    fn mesh_cluster(&self, mesh: &MeshIdentity) -> Value {
+        let mut cluster = static_cluster(MESH_CLUSTER, self.https_port);
+        cluster["transport_socket"] = json!({
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                "common_tls_context": {
+                    "tls_certificate_sds_secret_configs": [mesh.certificate.to_secret_config()],
+                    "validation_context_sds_secret_config": mesh.roots.to_secret_config(),
+                },
+                "sni": "mesh-peer.istio-system.svc.cluster.local",
+            },
+        });
+        cluster
     }
 
     fn https_listener(&self) -> Value {
@@ -282,6 +357,7 @@ pub struct BootstrapBuilder {
     node_id: Option<String>,
     node_cluster: Option<String>,
     status_lds: Option<PathBuf>,
+    mesh_identity: Option<MeshIdentity>,
 }
 
 impl BootstrapBuilder {
@@ -370,6 +446,13 @@ impl BootstrapBuilder {
         self
     }
 
+    /// Loads the pod's mesh identity (SDS `default` and `ROOTCA` in an
+    /// Istio gateway) through an upstream cluster's TLS context; default none.
+    pub fn mesh_identity(mut self, certificate: SdsSource, roots: SdsSource) -> Self {
+        self.mesh_identity = Some(MeshIdentity { certificate, roots });
+        self
+    }
+
     pub fn build(self) -> Result<Bootstrap> {
         let port = |p: Option<u16>| p.map_or_else(free_port, Ok);
         let concurrency = self.concurrency.unwrap_or(1);
@@ -407,6 +490,7 @@ impl BootstrapBuilder {
                 .node_cluster
                 .unwrap_or_else(|| DEFAULT_NODE_CLUSTER.into()),
             status_lds: self.status_lds,
+            mesh_identity: self.mesh_identity,
         })
     }
 }

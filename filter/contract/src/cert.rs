@@ -53,6 +53,23 @@ pub fn summarize_chain(pem_chain: &[u8]) -> Result<CertSummary, CertError> {
     Ok(summary)
 }
 
+/// SHA-256 of each certificate after the first in a PEM chain or bundle, in
+/// order: the issuing CAs after a workload certificate's leaf, or the other
+/// roots of a trust bundle. What [`crate::report::LoadedCertificate`]
+/// carries as `chain_sha256`, so the filter reports and the controller
+/// expects with this one function. Empty for a single certificate.
+///
+/// Only the PEM framing is checked here (what [`pem::certificates`]
+/// refuses); whether each block is valid X.509 is [`summarize_chain`]'s.
+pub fn chain_fingerprints(pem_chain: &[u8]) -> Result<Vec<Fingerprint>, CertError> {
+    let ders = pem::certificates(pem_chain)?;
+    Ok(ders
+        .iter()
+        .skip(1)
+        .map(|der| Fingerprint::of_der(der))
+        .collect())
+}
+
 /// Summarizes one DER certificate (`chain_len` is 1).
 pub fn summarize_der(der: &[u8]) -> Result<CertSummary, CertError> {
     let cert = parse(der, 0)?;

@@ -111,7 +111,12 @@ pub struct PluginConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report_token: Option<String>,
     /// Only SDS resources whose names start with one of these are reported
-    /// (see [`crate::sds`] for the names). Default: all.
+    /// (see [`crate::sds`] for the names). Default: all. Plain prefixes:
+    /// `default` and `ROOTCA` select the pod's mesh identity and nothing
+    /// else Istio names, since every other resource name Istio gives a
+    /// gateway begins with a scheme (`kubernetes://`, `kubernetes-gateway://`,
+    /// `file-cert:`, `file-root:`). Those two are reported with the
+    /// fingerprints of their whole chain or bundle (`LoadedCertificate::chain_sha256`).
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",

@@ -4,6 +4,7 @@
 //! than guess. Unknown fields are ignored, so minor additions stay compatible.
 
 use crate::cert::CertSummary;
+use crate::fingerprint::Fingerprint;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -46,6 +47,24 @@ pub struct LoadedCertificate {
     pub version: String,
     #[serde(flatten)]
     pub cert: CertSummary,
+    /// SHA-256 of each certificate after the first, in order; filled for the
+    /// mesh identity resources (`default`, `ROOTCA`: [`crate::sds::is_mesh_identity`])
+    /// only. For `default` the issuing intermediate(s), then the root if the
+    /// chain carries it; for `ROOTCA` the roots after the first (more than one
+    /// during a root rotation). Computed with [`crate::cert::chain_fingerprints`].
+    /// Left out of the JSON when empty; reports without it decode as empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chain_sha256: Vec<Fingerprint>,
+}
+
+impl LoadedCertificate {
+    /// Every fingerprint known for the resource, in chain or bundle order:
+    /// the first certificate's (`cert.sha256`), then `chain_sha256`. For
+    /// `ROOTCA` these are all the roots the pod trusts; for other resources
+    /// than the mesh identity, only the first certificate's.
+    pub fn fingerprints(&self) -> impl Iterator<Item = Fingerprint> + '_ {
+        std::iter::once(self.cert.sha256).chain(self.chain_sha256.iter().copied())
+    }
 }
 
 /// A loaded SDS secret the filter could not summarize (the chain did not parse).

@@ -29,6 +29,14 @@ pub const WORKLOAD_CERT: &str = "default";
 /// The mesh's root certificate.
 pub const ROOT_CA: &str = "ROOTCA";
 
+/// Whether `resource` is the pod's own mesh identity: its workload
+/// certificate ([`WORKLOAD_CERT`]) or the mesh's root bundle ([`ROOT_CA`]),
+/// by exact name. For these the filter reports the fingerprints of the whole
+/// chain or bundle (`LoadedCertificate::chain_sha256`), not only the first.
+pub fn is_mesh_identity(resource: &str) -> bool {
+    resource == WORKLOAD_CERT || resource == ROOT_CA
+}
+
 /// `kubernetes://<secret>`: a `credentialName: <secret>` listener.
 pub fn credential(secret: &str) -> String {
     format!("{KUBERNETES_PREFIX}{secret}")

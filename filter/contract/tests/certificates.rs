@@ -9,7 +9,7 @@ use wasm_bindgen_test::wasm_bindgen_test as test;
 use certsync_contract::report::{
     LoadedCertificate, PodRef, Report, ReportError, Trigger, REPORT_VERSION,
 };
-use certsync_contract::{summarize_chain, CertError, Fingerprint, San};
+use certsync_contract::{sds, summarize_chain, CertError, Fingerprint, San};
 
 macro_rules! fixture {
     ($name:literal) => {
@@ -127,6 +127,39 @@ fn oversized_input_is_refused_before_parsing() {
 }
 
 #[test]
+fn chain_fingerprints_are_those_after_the_first_certificate_in_order() {
+    use certsync_contract::cert::chain_fingerprints;
+    let intermediate = expected("intermediate").0;
+    // openssl x509 -in root.crt -outform der | sha256sum
+    let root =
+        Fingerprint::from_hex("7f4c26c64ec3917b857dd653565dc56c54be153c32bac91ba0fa081eaeaa3bd3")
+            .unwrap();
+    assert_eq!(
+        chain_fingerprints(fixture!("rsa.chain.pem")).unwrap(),
+        [intermediate]
+    );
+    let full = [
+        fixture!("rsa.crt"),
+        fixture!("intermediate.crt"),
+        fixture!("root.crt"),
+    ]
+    .concat();
+    assert_eq!(chain_fingerprints(&full).unwrap(), [intermediate, root]);
+    // A root bundle: the roots after the first.
+    let bundle = [fixture!("root.crt"), fixture!("intermediate.crt")].concat();
+    assert_eq!(chain_fingerprints(&bundle).unwrap(), [intermediate]);
+    assert_eq!(
+        chain_fingerprints(fixture!("root.crt")).unwrap(),
+        Vec::<Fingerprint>::new()
+    );
+    assert_eq!(chain_fingerprints(b"hello"), Err(CertError::NoCertificate));
+    assert!(matches!(
+        chain_fingerprints(fixture!("p256.pkcs8.key")),
+        Err(CertError::UnexpectedBlock { .. })
+    ));
+}
+
+#[test]
 fn chain_order_is_detected() {
     use certsync_contract::cert::chain_in_order;
     assert!(chain_in_order(fixture!("p256.chain.pem")).unwrap());
@@ -169,6 +202,7 @@ fn mk_report(certs: &[&[u8]]) -> Report {
                 resource: format!("kubernetes://ns.cert{i}"),
                 version: "1".into(),
                 cert: summarize_chain(pem).unwrap(),
+                chain_sha256: Vec::new(),
             })
             .collect(),
         errors: vec![],
@@ -217,6 +251,51 @@ fn receiver_refuses_bad_reports() {
 
     let mut json: serde_json::Value = serde_json::from_slice(&mk_report(&[]).encode()).unwrap();
     json["certificates"] = serde_json::json!([{"resource": "x", "sha256": "nothex"}]);
+    assert!(Report::decode(json.to_string().as_bytes()).is_err());
+}
+
+#[test]
+fn chain_fingerprints_travel_only_when_present_and_old_reports_still_decode() {
+    let mut report = mk_report(&[fixture!("rsa.chain.pem"), fixture!("p256.chain.pem")]);
+    report.certificates[0].resource = sds::WORKLOAD_CERT.into();
+    report.certificates[0].chain_sha256 =
+        certsync_contract::cert::chain_fingerprints(fixture!("rsa.chain.pem")).unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&report.encode()).unwrap();
+    assert_eq!(
+        json["certificates"][0]["chain_sha256"],
+        serde_json::json!([expected("intermediate").0.to_string()])
+    );
+    assert!(
+        json["certificates"][1].get("chain_sha256").is_none(),
+        "left out when empty: {}",
+        json["certificates"][1]
+    );
+    assert_eq!(Report::decode(&report.encode()).unwrap(), report);
+    assert_eq!(
+        report.certificates[0].fingerprints().collect::<Vec<_>>(),
+        [expected("rsa").0, expected("intermediate").0]
+    );
+
+    // A report of a filter from before the field: still version 1, decodes
+    // with an empty list.
+    let old = r#"{"version":1,"pod":{"name":"gw-0","namespace":"istio-system"},
+        "node_id":"router~10.0.0.1~gw-0.istio-system~istio-system.svc.cluster.local",
+        "seq":3,"trigger":"heartbeat","certificates":[{"resource":"default","version":"7",
+        "sha256":"e9bbceeba1a8bfc11a5129ba593548743d2fcf4f0ecce2856d0d4e67c407ee24",
+        "serial":"63c20a0b0c","not_before":0,"not_after":4948973195,
+        "subject":"CN=rsa.example.com","issuer":"CN=cert-sync test intermediate",
+        "sans":[],"chain_len":2}]}"#;
+    let decoded = Report::decode(old.as_bytes()).unwrap();
+    assert_eq!(decoded.version, REPORT_VERSION);
+    assert_eq!(REPORT_VERSION, 1);
+    let loaded = &decoded.certificates[0];
+    assert_eq!(loaded.resource, "default");
+    assert_eq!(loaded.cert.sha256, expected("rsa").0);
+    assert!(loaded.chain_sha256.is_empty());
+
+    // A malformed fingerprint in the list fails the report, as the leaf's does.
+    let mut json: serde_json::Value = serde_json::from_slice(&report.encode()).unwrap();
+    json["certificates"][0]["chain_sha256"] = serde_json::json!(["nothex"]);
     assert!(Report::decode(json.to_string().as_bytes()).is_err());
 }
 

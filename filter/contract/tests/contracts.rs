@@ -55,6 +55,36 @@ fn sds_names_are_istios() {
 }
 
 #[test]
+fn the_mesh_identity_is_default_and_rootca_by_exact_name() {
+    assert!(sds::is_mesh_identity(sds::WORKLOAD_CERT));
+    assert!(sds::is_mesh_identity(sds::ROOT_CA));
+    for other in [
+        "default-extra",
+        "ROOTCA2",
+        "rootca",
+        "",
+        "kubernetes://default",
+        "file-root:/etc/certs/ROOTCA",
+    ] {
+        assert!(!sds::is_mesh_identity(other), "{other:?}");
+    }
+    // No other kind of Istio name starts like them, so as resource prefixes
+    // they select the mesh identity alone.
+    for name in [
+        sds::credential("default"),
+        sds::credential_ca("ROOTCA"),
+        sds::gateway_credential("default", "ROOTCA"),
+        sds::file_cert("default", "ROOTCA"),
+        sds::file_root("ROOTCA"),
+    ] {
+        assert!(
+            !name.starts_with(sds::WORKLOAD_CERT) && !name.starts_with(sds::ROOT_CA),
+            "{name}"
+        );
+    }
+}
+
+#[test]
 fn a_credential_resource_names_its_secret_but_its_ca_does_not() {
     assert_eq!(
         sds::credential_secret(&sds::credential("shop.tls")),

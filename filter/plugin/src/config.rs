@@ -37,7 +37,8 @@ pub struct PluginConfig {
     /// Bearer token presented to the controller, if any.
     pub report_token: Option<String>,
     /// Only SDS resources whose names start with one of these are reported
-    /// (all when empty).
+    /// (all when empty); `default` and `ROOTCA` as prefixes select exactly
+    /// the mesh identity (certsync-contract's `PluginConfig` says why).
     pub resource_prefixes: Vec<String>,
     /// Overrides for the pod identity; by default read from Envoy's node metadata.
     pub pod_name: Option<String>,
@@ -171,6 +172,8 @@ mod tests {
         assert_eq!(c.heartbeat, Duration::from_secs(10));
         assert_eq!(c.resync, Duration::from_secs(60));
         assert!(c.reports_resource("anything"));
+        // All, the mesh identity included.
+        assert!(c.reports_resource("default") && c.reports_resource("ROOTCA"));
     }
 
     #[test]
@@ -223,6 +226,17 @@ mod tests {
         .unwrap();
         assert!(c.reports_resource("kubernetes://shop.tls"));
         assert!(c.reports_resource("file-cert:/a.crt~/a.key"));
+        // Custom prefixes that leave out the mesh identity leave it out.
         assert!(!c.reports_resource("default"));
+        assert!(!c.reports_resource("ROOTCA"));
+
+        let c = PluginConfig::parse(
+            br#"{"report_cluster":"c","resource_prefixes":["kubernetes://","default","ROOTCA"]}"#,
+        )
+        .unwrap();
+        for name in ["default", "ROOTCA", "kubernetes://shop.tls"] {
+            assert!(c.reports_resource(name), "{name}");
+        }
+        assert!(!c.reports_resource("file-root:/etc/certs/ca.crt"));
     }
 }

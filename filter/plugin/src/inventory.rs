@@ -1,17 +1,43 @@
 //! What the reporter last saw Envoy serve, per SDS resource: the admin
 //! stamp it was read at and the certificate summary (or why it did not parse).
 //! Stamps, and the serials the TLS contexts hold, let a poll re-read only the
-//! secrets that may have changed.
+//! secrets that may have changed; what counts as a change is the content
+//! reported ([`Observed`] and the version), not the stamp.
 
 use crate::admin::{normalize_serial, IndexEntry, Served};
+use certsync_contract::cert::chain_fingerprints;
 use certsync_contract::report::{LoadedCertificate, ResourceError};
-use certsync_contract::CertSummary;
+use certsync_contract::{sds, summarize_chain, CertSummary, Fingerprint};
 use std::collections::{BTreeMap, BTreeSet};
+
+/// What Envoy holds for one resource, as reported: the first certificate's
+/// summary and, for the mesh identity (`default`, `ROOTCA`), the
+/// fingerprints of the certificates after it. A new intermediate behind the
+/// same leaf, or a root added to the bundle, is a different `Observed`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observed {
+    pub cert: CertSummary,
+    /// `LoadedCertificate::chain_sha256`: empty but for the mesh identity.
+    pub chain_sha256: Vec<Fingerprint>,
+}
+
+impl Observed {
+    /// Reads `resource`'s PEM chain or bundle (first certificate first).
+    pub fn read(resource: &str, pem: &[u8]) -> Result<Observed, String> {
+        let cert = summarize_chain(pem).map_err(|e| e.to_string())?;
+        let chain_sha256 = if sds::is_mesh_identity(resource) {
+            chain_fingerprints(pem).map_err(|e| e.to_string())?
+        } else {
+            Vec::new()
+        };
+        Ok(Observed { cert, chain_sha256 })
+    }
+}
 
 struct Entry {
     stamp: String,
     version: String,
-    observed: Result<CertSummary, String>,
+    observed: Result<Observed, String>,
     /// Why the latest update Envoy received is not what it serves.
     rejected: Option<String>,
 }
@@ -70,8 +96,8 @@ impl Inventory {
         self.entries
             .iter()
             .filter(|(_, entry)| {
-                entry.observed.as_ref().is_ok_and(|cert| {
-                    let serial = normalize_serial(&cert.serial);
+                entry.observed.as_ref().is_ok_and(|observed| {
+                    let serial = normalize_serial(&observed.cert.serial);
                     let held = now.count(&serial);
                     before.map_or(held == 0, |b| held < b.count(&serial))
                 })
@@ -80,13 +106,15 @@ impl Inventory {
             .collect()
     }
 
-    /// Records what Envoy serves for `name`; true when the report changes.
+    /// Records what Envoy serves for `name`; true when the report changes:
+    /// another version, or other content (leaf or, for the mesh identity,
+    /// any certificate of the chain or bundle), whatever the stamp did.
     pub fn record(
         &mut self,
         name: String,
         version: String,
         stamp: String,
-        observed: Result<CertSummary, String>,
+        observed: Result<Observed, String>,
     ) -> bool {
         let entry = Entry {
             stamp,
@@ -144,10 +172,11 @@ impl Inventory {
                 });
             }
             match &entry.observed {
-                Ok(cert) => certificates.push(LoadedCertificate {
+                Ok(observed) => certificates.push(LoadedCertificate {
                     resource: name.clone(),
                     version: entry.version.clone(),
-                    cert: cert.clone(),
+                    cert: observed.cert.clone(),
+                    chain_sha256: observed.chain_sha256.clone(),
                 }),
                 Err(error) => errors.push(ResourceError {
                     resource: name.clone(),
@@ -186,10 +215,13 @@ mod tests {
         assert_eq!(inv.len(), 1);
     }
 
+    fn observed(resource: &str, pem: &[u8]) -> Observed {
+        Observed::read(resource, pem).unwrap()
+    }
+
     #[test]
     fn a_rejected_update_keeps_the_served_certificate_and_adds_an_error() {
-        let cert =
-            certsync_contract::summarize_chain(certsync_fixtures::pem!("rsa.chain.pem")).unwrap();
+        let cert = observed("a", certsync_fixtures::pem!("rsa.chain.pem"));
         let mut inv = Inventory::default();
         inv.record("a".into(), "1".into(), "s1".into(), Ok(cert.clone()));
         inv.record_rejected("a".into(), "s2".into(), "rejected".into());
@@ -198,7 +230,7 @@ mod tests {
             "no refetch loop"
         );
         let (certs, errors) = inv.report_parts();
-        assert_eq!(certs[0].cert, cert);
+        assert_eq!(certs[0].cert, cert.cert);
         assert_eq!(certs[0].version, "1");
         assert_eq!(errors[0].error, "rejected");
 
@@ -213,10 +245,8 @@ mod tests {
 
     #[test]
     fn displaced_names_the_entries_whose_certificate_fewer_contexts_hold() {
-        let rsa =
-            certsync_contract::summarize_chain(certsync_fixtures::pem!("rsa.chain.pem")).unwrap();
-        let p256 =
-            certsync_contract::summarize_chain(certsync_fixtures::pem!("p256.chain.pem")).unwrap();
+        let rsa = observed("a", certsync_fixtures::pem!("rsa.chain.pem"));
+        let p256 = observed("c", certsync_fixtures::pem!("p256.chain.pem"));
         let served = |serials: &[&str]| {
             let contexts: Vec<String> = serials
                 .iter()
@@ -235,10 +265,49 @@ mod tests {
         inv.record("c".into(), "1".into(), "s".into(), Ok(p256.clone()));
         inv.record("broken".into(), "1".into(), "s".into(), Err("x".into()));
 
-        let before = served(&[&rsa.serial, &rsa.serial, &p256.serial]);
+        let (rsa, p256) = (&rsa.cert.serial, &p256.cert.serial);
+        let before = served(&[rsa, rsa, p256]);
         assert!(inv.displaced(Some(&before), &before).is_empty());
-        let after = served(&[&rsa.serial, "77", &p256.serial]);
+        let after = served(&[rsa, "77", p256]);
         assert_eq!(inv.displaced(Some(&before), &after), ["a", "b"]);
-        assert_eq!(inv.displaced(None, &served(&[&p256.serial])), ["a", "b"]);
+        assert_eq!(inv.displaced(None, &served(&[p256])), ["a", "b"]);
+    }
+
+    #[test]
+    fn the_chain_counts_as_content_for_the_mesh_identity_only() {
+        let leaf = certsync_fixtures::pem_text!("rsa.crt");
+        let intermediate = certsync_fixtures::pem_text!("intermediate.crt");
+        let root = certsync_fixtures::pem_text!("root.crt");
+        let with_root = format!("{leaf}{intermediate}{root}");
+        let reordered = format!("{leaf}{root}{intermediate}");
+        let full = observed("default", with_root.as_bytes());
+        assert_eq!(
+            full.chain_sha256,
+            [
+                certsync_contract::summarize_chain(intermediate.as_bytes())
+                    .unwrap()
+                    .sha256,
+                certsync_contract::summarize_chain(root.as_bytes())
+                    .unwrap()
+                    .sha256,
+            ]
+        );
+        assert_eq!(observed("ROOTCA", root.as_bytes()).chain_sha256, []);
+        assert_eq!(
+            observed("kubernetes://a", with_root.as_bytes()).chain_sha256,
+            []
+        );
+
+        let mut inv = Inventory::default();
+        inv.record("default".into(), "1".into(), "s1".into(), Ok(full.clone()));
+        let other = observed("default", reordered.as_bytes());
+        assert_eq!(other.cert, full.cert, "same leaf, same chain length");
+        assert!(
+            inv.record("default".into(), "1".into(), "s2".into(), Ok(other)),
+            "the same leaf behind another chain is a change"
+        );
+        let (certs, _) = inv.report_parts();
+        let reversed: Vec<Fingerprint> = full.chain_sha256.iter().rev().copied().collect();
+        assert_eq!(certs[0].chain_sha256, reversed);
     }
 }

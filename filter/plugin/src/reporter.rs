@@ -21,6 +21,14 @@
 //! whenever the tripwire moved, once per `resync` and before any PEM). The
 //! cost stays in proportion to what changed.
 //!
+//! A secret re-read counts as changed by what it holds (`inventory`), not by
+//! its stamp: for the mesh identity (`default`, `ROOTCA`) every certificate
+//! of the chain or bundle, so a new intermediate behind the same leaf or a
+//! root added to the bundle is reported. Such a change leaves the first
+//! certificate's serial where it was, so only a moved stamp or context
+//! counter finds it; istio-agent delivers both resources over xDS, which
+//! moves the stamp with every update.
+//!
 //! One HTTP call is in flight at a time. Any failure ends the cycle and backs
 //! off exponentially (capped); the next cycle starts again from the tripwire,
 //! compared with the last *completed* cycle, so nothing found is lost and no
@@ -29,7 +37,7 @@
 use crate::admin::{self, LoadedSecret, Served};
 use crate::config::PluginConfig;
 use crate::host::{Host, Level, Response};
-use crate::inventory::Inventory;
+use crate::inventory::{Inventory, Observed};
 use crate::lease::Lease;
 use crate::tripwire::{self, Tripwire};
 use certsync_contract::report::{PodRef, Report, Trigger, MAX_CERTIFICATES, REPORT_VERSION};
@@ -316,17 +324,17 @@ impl<H: Host> Reporter<H> {
             .and_then(|c| c.served.take())
             .unwrap_or_default();
         for secret in secrets {
-            let summary = secret.pem.and_then(|pem| {
-                certsync_contract::summarize_chain(&pem).map_err(|e| e.to_string())
-            });
+            let summary = secret
+                .pem
+                .and_then(|pem| Observed::read(&secret.name, &pem));
             // A chain whose leaf no TLS context holds was rejected by Envoy.
             let rejected = summary
                 .as_ref()
-                .is_ok_and(|c| !served.contains(&admin::normalize_serial(&c.serial)));
+                .is_ok_and(|o| !served.contains(&admin::normalize_serial(&o.cert.serial)));
             if rejected {
                 let shown = summary
                     .as_ref()
-                    .map_or_else(|_| String::new(), |c| c.sha256.to_string());
+                    .map_or_else(|_| String::new(), |o| o.cert.sha256.to_string());
                 let why = format!(
                     "Envoy rejected the latest update (sha256 {shown}): no TLS context serves it"
                 );
@@ -351,14 +359,20 @@ impl<H: Host> Reporter<H> {
             }
             self.unsent_change = true;
             match &summary {
-                Ok(cert) => {
+                Ok(Observed { cert, chain_sha256 }) => {
                     let not_after = u64::try_from(cert.not_after).unwrap_or(0);
                     self.host
                         .set_gauge(&not_after_metric(&secret.name), not_after);
+                    let chain: Vec<String> = chain_sha256.iter().map(|f| f.short()).collect();
+                    let then = if chain.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", then sha256 {}", chain.join(", "))
+                    };
                     self.host.log(
                         Level::Info,
                         &format!(
-                            "{} now serves sha256 {} (serial {}, notAfter {})",
+                            "{} now serves sha256 {} (serial {}, notAfter {}){then}",
                             secret.name, cert.sha256, cert.serial, cert.not_after
                         ),
                     );

@@ -370,6 +370,7 @@ impl LocalCluster {
                 resource: site.resource(),
                 version: String::new(),
                 cert: summary,
+                chain_sha256: Vec::new(),
             }],
             errors: Vec::new(),
         };

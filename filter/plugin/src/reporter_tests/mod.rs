@@ -1,6 +1,7 @@
 //! The reporting cycle against the fake host: what Envoy's admin API and the
 //! controller would see, tick by tick.
 
+mod mesh;
 mod rig;
 mod stampless;
 

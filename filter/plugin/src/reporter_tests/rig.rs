@@ -8,7 +8,7 @@ use crate::reporter::Reporter;
 use crate::testing::{Call, FakeHost, Shared};
 use crate::tripwire::stat_name;
 use certsync_contract::report::Report;
-use certsync_contract::{summarize_chain, Fingerprint};
+use certsync_contract::{sds, summarize_chain, Fingerprint};
 use std::collections::BTreeMap;
 
 pub const RSA: &str = certsync_fixtures::pem_text!("rsa.chain.pem");
@@ -41,16 +41,36 @@ fn received_at(stamp: &str) -> String {
     )
 }
 
-/// A config_dump body for (resource, stamp, PEM) triples.
+/// Whether Istio delivers `name` as a validation context (a CA bundle)
+/// rather than a certificate and key.
+pub fn is_ca(name: &str) -> bool {
+    name == sds::ROOT_CA
+        || name.ends_with(sds::CA_SUFFIX)
+        || name.starts_with(sds::FILE_ROOT_PREFIX)
+}
+
+/// A config_dump body for (resource, stamp, PEM) triples. The stamp is the
+/// `version_info`, or with a leading `@` that of a file source without one
+/// (Envoy 1.40 then moves only `last_updated`).
 pub fn mk_dump(secrets: &[(&str, &str, &str)]) -> Vec<u8> {
     let configs: Vec<serde_json::Value> = secrets
         .iter()
         .map(|(name, stamp, pem)| {
-            serde_json::json!({
-                "name": name, "version_info": stamp, "last_updated": received_at(stamp),
-                "secret": {"name": name, "tls_certificate": {
+            let secret = if is_ca(name) {
+                serde_json::json!({"name": name, "validation_context": {
+                    "trusted_ca": {"inline_string": pem}}})
+            } else {
+                serde_json::json!({"name": name, "tls_certificate": {
                     "certificate_chain": {"inline_string": pem},
-                    "private_key": {"inline_string": "[redacted]"}}}
+                    "private_key": {"inline_string": "[redacted]"}}})
+            };
+            let (version, stamp) = match stamp.strip_prefix('@') {
+                Some(stamp) => ("", stamp),
+                None => (*stamp, *stamp),
+            };
+            serde_json::json!({
+                "name": name, "version_info": version, "last_updated": received_at(stamp),
+                "secret": secret
             })
         })
         .collect();
@@ -167,15 +187,20 @@ impl Rig {
             .map_or_else(|| "0".to_owned(), |(_, s, _)| s.clone())
     }
 
-    /// `/certs`: the serials the TLS contexts hold.
+    /// `/certs`: the serials the TLS contexts hold: the leaf of a
+    /// certificate, the first certificate of a CA bundle (as Envoy shows it).
     fn served_certs(&self) -> Vec<u8> {
         let contexts: Vec<serde_json::Value> = self
             .accepted
-            .values()
-            .filter_map(|pem| summarize_chain(pem.as_bytes()).ok())
-            .map(|cert| {
-                let serial = cert.serial.to_uppercase();
-                serde_json::json!({"ca_cert": [], "cert_chain": [{"path": "<inline>", "serial_number": serial}]})
+            .iter()
+            .filter_map(|(name, pem)| Some((name, summarize_chain(pem.as_bytes()).ok()?)))
+            .map(|(name, cert)| {
+                let held = serde_json::json!([{"path": "<inline>", "serial_number": cert.serial.to_uppercase()}]);
+                if is_ca(name) {
+                    serde_json::json!({"ca_cert": held, "cert_chain": []})
+                } else {
+                    serde_json::json!({"ca_cert": [], "cert_chain": held})
+                }
             })
             .collect();
         serde_json::to_vec(&serde_json::json!({ "certificates": contexts })).unwrap()
