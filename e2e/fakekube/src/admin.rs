@@ -14,6 +14,7 @@ use crate::error::ApiError;
 use crate::faults::Fault;
 use crate::http::{error_response, json_response, Ctx};
 use crate::registry::ResourceType;
+use crate::tokenreview::ServiceAccountToken;
 use crate::Shared;
 
 /// Handles one `/__fake/…` request.
@@ -93,6 +94,18 @@ fn dispatch(shared: &Arc<Shared>, ctx: &Ctx) -> Result<Value, ApiError> {
                 .map_err(|e| ApiError::bad_request(e.to_string()))?;
             Ok(json!({"stored": stored}))
         }
+        (&Method::POST, "tokens") => {
+            let token: ServiceAccountToken = serde_json::from_slice(&ctx.body)
+                .map_err(|e| ApiError::bad_request(format!("invalid token: {e}")))?;
+            let username = token.username();
+            shared.tokens().add(token);
+            Ok(json!({"registered": username}))
+        }
+        (&Method::DELETE, "tokens") => {
+            shared.tokens().clear();
+            Ok(json!({}))
+        }
+        (&Method::GET, "token-reviews") => to_value(shared.tokens().reviews()),
         (&Method::POST, "resources") => {
             let rt: ResourceType = serde_json::from_slice(&ctx.body)
                 .map_err(|e| ApiError::bad_request(format!("invalid resource type: {e}")))?;

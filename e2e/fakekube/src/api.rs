@@ -3,7 +3,8 @@
 //!
 //! Routing follows the API server's URL layout:
 //! `/api/v1[/namespaces/<ns>]/<plural>[/<name>[/<subresource>]]` and the
-//! same under `/apis/<group>/<version>`, plus the discovery documents.
+//! same under `/apis/<group>/<version>`, plus the discovery documents and
+//! the create-only `tokenreviews` (see `tokenreview.rs`).
 
 use std::sync::Arc;
 
@@ -22,7 +23,7 @@ use crate::registry::ResourceType;
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::store::{ListPage, ListQuery, WatchFilter};
 use crate::watch::{self, WatchRequest};
-use crate::{discovery, Shared};
+use crate::{discovery, tokenreview, Shared};
 
 /// Where a request goes.
 enum Target {
@@ -232,6 +233,25 @@ fn route(shared: &Shared, ctx: &Ctx) -> Result<(Verb, Target), ApiError> {
         ["apis", g, v, rest @ ..] => (*g, *v, rest),
         _ => return Err(ApiError::no_route()),
     };
+    if tokenreview::is_path(group, version, rest) {
+        // Create-only and never stored: no names, no reads, no watches.
+        return match (rest, &ctx.method) {
+            (["tokenreviews"], &Method::POST) => Ok((
+                Verb::Create,
+                Target::Resource {
+                    rt: tokenreview::resource_type(),
+                    namespace: None,
+                    name: None,
+                    sub: None,
+                },
+            )),
+            (["tokenreviews"], _) => Err(ApiError::new(
+                405,
+                "the server does not allow this method on the requested resource",
+            )),
+            _ => Err(ApiError::no_route()),
+        };
+    }
     let (rt, namespace, name, sub) = match rest {
         ["namespaces", ns, plural, tail @ ..]
             if tail.len() <= 2
@@ -323,6 +343,9 @@ fn exec(
 ) -> Result<Reply, ApiError> {
     let meta_only = ctx.metadata_only();
     let status_sub = sub == Some("status");
+    if tokenreview::is_resource(rt) {
+        return tokenreview::create(shared, ctx).map(|(code, bytes)| Reply::Json(code, bytes));
+    }
     let one = |code: u16, obj: &Value| {
         if meta_only {
             Reply::Json(code, to_bytes(&meta::partial(obj)))

@@ -8,10 +8,12 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use serde_json::{json, Value};
 
 use crate::registry::{Registry, ResourceType};
+use crate::tokenreview;
 
 const VERBS: [&str; 8] = [
     "create",
@@ -48,9 +50,16 @@ pub fn core_versions(addr: SocketAddr) -> Value {
     })
 }
 
+/// The registered resources and the built-in, never stored `tokenreviews`.
+fn served(reg: &Registry) -> Vec<Arc<ResourceType>> {
+    let mut types = reg.types().to_vec();
+    types.push(tokenreview::resource_type());
+    types
+}
+
 fn group_versions(reg: &Registry) -> BTreeMap<String, Vec<String>> {
     let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for t in reg.types().iter().filter(|t| !t.group.is_empty()) {
+    for t in served(reg).iter().filter(|t| !t.group.is_empty()) {
         let versions = groups.entry(t.group.clone()).or_default();
         if !versions.contains(&t.version) {
             versions.push(t.version.clone());
@@ -88,20 +97,24 @@ pub fn group(reg: &Registry, name: &str) -> Option<Value> {
 }
 
 fn resource_doc(t: &ResourceType) -> Value {
+    let verbs: &[&str] = if tokenreview::is_resource(t) {
+        &["create"]
+    } else {
+        &VERBS
+    };
     json!({
         "name": t.plural,
         "singularName": t.kind.to_lowercase(),
         "namespaced": t.namespaced,
         "kind": t.kind,
-        "verbs": VERBS,
+        "verbs": verbs,
     })
 }
 
 /// `GET /api/v1` or `GET /apis/<group>/<version>`.
 pub fn resources(reg: &Registry, group: &str, version: &str) -> Option<Value> {
     let mut list = Vec::new();
-    for t in reg
-        .types()
+    for t in served(reg)
         .iter()
         .filter(|t| t.group == group && t.version == version)
     {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ACCEPT, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
+use hyper::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -76,6 +76,9 @@ pub struct Ctx {
     pub accept: String,
     pub content_type: String,
     pub user_agent: String,
+    /// The `Authorization` header: the fake authenticates no one, but a
+    /// TokenReview needs a caller, as on a real API server.
+    pub authorization: String,
     pub body: Vec<u8>,
 }
 
@@ -125,8 +128,12 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<RespBod
             .unwrap_or("")
             .to_string()
     };
-    let (accept, content_type, user_agent) =
-        (header(ACCEPT), header(CONTENT_TYPE), header(USER_AGENT));
+    let (accept, content_type, user_agent, authorization) = (
+        header(ACCEPT),
+        header(CONTENT_TYPE),
+        header(USER_AGENT),
+        header(AUTHORIZATION),
+    );
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let raw_query = req.uri().query().unwrap_or("").to_string();
@@ -147,6 +154,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<RespBod
         accept,
         content_type,
         user_agent,
+        authorization,
         body,
     };
     if ctx.path == "/__fake" || ctx.path.starts_with("/__fake/") {

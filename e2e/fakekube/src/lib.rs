@@ -34,6 +34,8 @@
 //! | POST | `/__fake/compact` | `resourceVersion` | [`FakeApiServer::compact`] |
 //! | POST | `/__fake/objects` | object, array, or List | [`FakeApiServer::put`] each |
 //! | POST | `/__fake/resources` | a [`ResourceType`] as JSON | [`FakeApiServer::register`] |
+//! | POST, DELETE | `/__fake/tokens` | a [`ServiceAccountToken`] as JSON | [`FakeApiServer::add_service_account_token`] / forget all |
+//! | GET | `/__fake/token-reviews` | | [`TokenReviewRecord`]s |
 //!
 //! A fault as JSON: `{"match": {"verb": "update", "resource": "secrets",
 //! "namespace": "istio-system", "name": "foo"}, "action": {"status":
@@ -41,6 +43,15 @@
 //! {"millis": 200}}`, or `"action": {"write": {"object": {…}}}` (another
 //! client's write landing just before the request); omitted `times` means
 //! until cleared, `"skip": N` lets N matching requests through first.
+//!
+//! # Service account tokens
+//!
+//! `POST /apis/authentication.k8s.io/v1/tokenreviews` is answered for the
+//! tokens a test registered ([`FakeApiServer::add_token`]), as a Vault or
+//! OpenBao Kubernetes auth method needs: see [`ServiceAccountToken`] for the
+//! audience rules. It is recorded like any request (verb `create`, resource
+//! `tokenreviews.authentication.k8s.io`), faults apply to it, and
+//! [`FakeApiServer::token_reviews`] also says who asked (the bearer token).
 //!
 //! # Deliberate simplifications
 //!
@@ -72,6 +83,7 @@ mod record;
 mod registry;
 mod selector;
 mod store;
+mod tokenreview;
 mod watch;
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -91,6 +103,7 @@ pub use managed::managers as field_managers;
 pub use record::{RequestRecord, Traffic, Verb};
 pub use registry::{Registry, ResourceType};
 pub use store::EvictionRecord;
+pub use tokenreview::{ServiceAccountToken, TokenReviewRecord, API_AUDIENCE};
 
 use faults::FaultSet;
 use record::Recorder;
@@ -129,6 +142,7 @@ pub(crate) struct Shared {
     store: Mutex<Store>,
     faults: Mutex<FaultSet>,
     recorder: Mutex<Recorder>,
+    tokens: Mutex<tokenreview::Tokens>,
     epoch: tokio::sync::watch::Sender<u64>,
     shutdown: tokio::sync::watch::Sender<bool>,
     open_watches: AtomicUsize,
@@ -147,6 +161,10 @@ impl Shared {
 
     fn recorder(&self) -> MutexGuard<'_, Recorder> {
         self.recorder.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn tokens(&self) -> MutexGuard<'_, tokenreview::Tokens> {
+        self.tokens.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn drop_watches(&self) {
@@ -236,6 +254,7 @@ impl FakeApiServer {
             )),
             faults: Mutex::new(FaultSet::default()),
             recorder: Mutex::new(Recorder::new(options.request_log_capacity)),
+            tokens: Mutex::new(tokenreview::Tokens::default()),
             epoch,
             shutdown,
             open_watches: AtomicUsize::new(0),
@@ -393,6 +412,30 @@ impl FakeApiServer {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         true
+    }
+
+    /// Registers a service account token, good for the audiences in its
+    /// JWT `aud` claim (else the API server's, [`API_AUDIENCE`]): a
+    /// TokenReview of it authenticates
+    /// `system:serviceaccount:<namespace>:<name>` with `uid`.
+    pub fn add_token(&self, token: &str, namespace: &str, name: &str, uid: &str) {
+        self.add_service_account_token(ServiceAccountToken::new(token, namespace, name, uid));
+    }
+
+    /// Registers (or replaces) a service account token.
+    pub fn add_service_account_token(&self, token: ServiceAccountToken) {
+        self.shared.tokens().add(token);
+    }
+
+    /// Forgets a token, as deleting its service account would; true if it
+    /// was registered.
+    pub fn remove_token(&self, token: &str) -> bool {
+        self.shared.tokens().remove(token)
+    }
+
+    /// The TokenReviews answered, oldest first.
+    pub fn token_reviews(&self) -> Vec<TokenReviewRecord> {
+        self.shared.tokens().reviews()
     }
 
     /// Adds a fault; returns its id.

@@ -17,7 +17,11 @@
 //! It is test support, so errors are `anyhow` and carry enough context (log
 //! tails, Envoy's own words) to diagnose a failing test without re-running it.
 //! Every wait is bounded: see [`wait::poll`].
+//!
+//! [`bao`] runs a real OpenBao dev server for the Vault-backed source, with
+//! Kubernetes auth against the fake API server's TokenReview.
 
+pub mod bao;
 pub mod bootstrap;
 pub mod envoy;
 pub mod http1;
