@@ -278,6 +278,25 @@ pub struct Args {
     #[arg(long, env = "CERTSYNC_VAULT_POLL_RATE", default_value_t = 20)]
     pub vault_poll_rate: u32,
 
+    /// Publish the mesh CA: istiod's `cacerts` (in --mesh-ca-namespace)
+    /// from `secret:<namespace>/<name>` (a cert-manager CA Secret) or
+    /// `vault:<path>` (a KV v2 secret below --vault-kv-mount), after
+    /// checking it is a CA that chains to its root.
+    #[arg(long, env = "CERTSYNC_MESH_CA_FROM")]
+    pub mesh_ca_from: Option<String>,
+
+    /// istiod's namespace (where `cacerts` is written).
+    #[arg(
+        long,
+        env = "CERTSYNC_MESH_CA_NAMESPACE",
+        default_value = "istio-system"
+    )]
+    pub mesh_ca_namespace: String,
+
+    /// Refuse a mesh CA (or root) with less validity left than this.
+    #[arg(long, env = "CERTSYNC_MESH_CA_MIN_VALIDITY", default_value = "7d", value_parser = parse_duration)]
+    pub mesh_ca_min_validity: Duration,
+
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -505,6 +524,26 @@ impl Args {
                 rate: self.vault_poll_rate.max(1),
             },
         )))
+    }
+
+    /// The mesh CA's settings, when `--mesh-ca-from` is set.
+    pub fn mesh_ca(&self) -> Result<Option<crate::app::publish::MeshCaSettings>, String> {
+        use crate::app::publish::{MeshCaFrom, MeshCaSettings};
+        let Some(from) = &self.mesh_ca_from else {
+            return Ok(None);
+        };
+        let from = MeshCaFrom::parse(from)?;
+        if matches!(from, MeshCaFrom::Vault { .. }) && self.vault_addr.is_none() {
+            return Err("--mesh-ca-from vault:… needs --vault-addr".to_owned());
+        }
+        Ok(Some(MeshCaSettings {
+            from,
+            target: crate::core::model::ObjectRef::new(
+                self.mesh_ca_namespace.clone(),
+                crate::core::mesh_ca::keys::SECRET,
+            ),
+            min_left: i64::try_from(self.mesh_ca_min_validity.as_secs()).unwrap_or(i64::MAX),
+        }))
     }
 
     /// The policy the core decides with.

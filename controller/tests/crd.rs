@@ -9,7 +9,10 @@ fn crds() -> Vec<(&'static str, Value)> {
     use certsync_controller::crd::VaultCertificate;
     use kube::CustomResourceExt;
     vec![
-        ("crds/certmerge.yaml", serde_json::to_value(CertMerge::crd()).unwrap()),
+        (
+            "crds/certmerge.yaml",
+            serde_json::to_value(CertMerge::crd()).unwrap(),
+        ),
         (
             "crds/vaultcertificate.yaml",
             serde_json::to_value(VaultCertificate::crd()).unwrap(),
@@ -65,7 +68,11 @@ fn a_vault_certificate_converts_with_default_fields() {
     assert_eq!(m.key.to_string(), "apps/shop");
     assert_eq!(m.path, "shop/tls");
     assert_eq!(
-        (m.fields.certificate.as_str(), m.fields.private_key.as_str(), m.fields.ca.as_str()),
+        (
+            m.fields.certificate.as_str(),
+            m.fields.private_key.as_str(),
+            m.fields.ca.as_str()
+        ),
         ("tls.crt", "key", "ca.crt")
     );
     assert_eq!(m.resource_version, "9");

@@ -226,8 +226,10 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
         publisher = publisher.verify_only();
     }
     let mut _vault_tasks = Vec::new();
+    let mut vault_client = None;
     if let Some((settings, kv, polling)) = args.vault().map_err(anyhow::Error::msg)? {
         let client = VaultClient::new(settings).map_err(anyhow::Error::msg)?;
+        vault_client = Some((client.clone(), kv.mount.clone()));
         tracing::info!(addr = client.addr(), mount = %kv.mount, prefix = %kv.prefix, "Vault KV source");
         let (vault, tasks) = VaultSources::start(&ctx.client, client, kv, polling, &changed);
         _vault_tasks = tasks;
@@ -245,6 +247,15 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
             }
         }
         publisher = publisher.with_vault(vault);
+    }
+    // The central work: a per-pod file writer leaves it to the leader.
+    if let Some(settings) = args
+        .mesh_ca()
+        .map_err(anyhow::Error::msg)?
+        .filter(|_| role.indexes())
+    {
+        tracing::info!(from = %settings.from.label(), target = %settings.target, "publishing the mesh CA");
+        publisher = publisher.with_mesh_ca(publish::MeshCa::new(settings, vault_client));
     }
     let mut _gateway_watches = Vec::new();
     if args.verify_referenced && role.verifies() {

@@ -12,9 +12,11 @@
 //! Between passes the controller holds metadata and digests, not PEM: its
 //! memory does not grow with certificate sizes (see `core::model::Blob`).
 
+mod mesh_ca;
 mod referenced;
 mod write;
 
+pub use mesh_ca::{MeshCa, MeshCaFrom, MeshCaSettings};
 pub use referenced::Referenced;
 
 use super::{Context, Error};
@@ -99,6 +101,8 @@ pub struct Publisher {
     /// Refusals of this pass's Vault reads (a failed read keeps the last
     /// good certificate; the poll's own refusals come from `vault`).
     vault_reads: Vec<Refusal>,
+    /// istiod's `cacerts`, when cert-sync publishes the mesh CA.
+    mesh_ca: Option<MeshCa>,
 }
 
 impl Publisher {
@@ -119,7 +123,14 @@ impl Publisher {
             publish: true,
             vault: None,
             vault_reads: Vec::new(),
+            mesh_ca: None,
         }
+    }
+
+    /// Also publish the mesh CA (`cacerts`).
+    pub fn with_mesh_ca(mut self, mesh_ca: MeshCa) -> Self {
+        self.mesh_ca = Some(mesh_ca);
+        self
     }
 
     /// Also publish the certificates VaultCertificates name.
@@ -273,7 +284,15 @@ impl Publisher {
             None => referenced::Found::default(),
         };
         outcome.reads += found.reads;
-        add_referenced(&mut built, self.built.as_deref(), found.entries);
+        let mut rows = found.entries;
+        let mesh = match self.mesh_ca.as_mut() {
+            Some(m) => m.pass(ctx, &self.stores, now).await?,
+            None => mesh_ca::MeshFound::default(),
+        };
+        outcome.reads += mesh.reads;
+        outcome.writes += mesh.writes;
+        rows.extend(mesh.entries);
+        add_referenced(&mut built, self.built.as_deref(), rows);
 
         let vault_refusals = self
             .vault
@@ -286,6 +305,7 @@ impl Publisher {
             .chain(self.validations.refusals())
             .chain(plan.refusals.iter())
             .chain(found.refusals.iter())
+            .chain(mesh.refusals.iter())
             .chain(self.vault_reads.iter())
             .cloned()
             .chain(vault_refusals)
@@ -301,7 +321,12 @@ impl Publisher {
         let refusal_views: Vec<RefusalView> = refusals
             .iter()
             .map(|r| RefusalView {
-                subject: announce::subject_key(&r.subject),
+                subject: match (&r.subject, &self.vault) {
+                    (Subject::Source(s), Some(v)) if v.contains(s) => {
+                        format!("vaultcertificate {s}")
+                    }
+                    (subject, _) => announce::subject_key(subject),
+                },
                 reason: r.reason.to_owned(),
                 message: r.message.clone(),
             })
@@ -569,6 +594,7 @@ impl Publisher {
                     .map(|e| self.source_reference(&e.source))
                     .collect(),
                 Subject::Gateway(g) => vec![events::gateway_reference(g)],
+                Subject::MeshCa(_) => self.mesh_ca.iter().map(MeshCa::event_reference).collect(),
             };
             for about in about {
                 ctx.emit(about, true, refusal.reason, &refusal.message)

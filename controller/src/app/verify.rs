@@ -419,7 +419,9 @@ impl Verifier {
 fn published_secret(target: &TargetRef) -> Option<&str> {
     match target {
         TargetRef::Credential { secret } | TargetRef::Merged { secret, .. } => Some(secret),
-        TargetRef::Directory { .. } | TargetRef::Referenced { .. } => None,
+        TargetRef::Directory { .. } | TargetRef::Referenced { .. } | TargetRef::MeshCa { .. } => {
+            None
+        }
     }
 }
 

@@ -117,6 +117,7 @@ pub fn subject_key(subject: &Subject) -> String {
         Subject::Member { merge, source } => format!("certmerge {merge} member {source}"),
         Subject::Target(t) => format!("target {t}"),
         Subject::Gateway(g) => format!("{} {}", g.kind.label(), g.key),
+        Subject::MeshCa(t) => format!("mesh-ca {t}"),
     }
 }
 

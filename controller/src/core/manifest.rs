@@ -116,12 +116,53 @@ pub enum TargetRef {
         by: Vec<String>,
         pods: BTreeMap<String, String>,
     },
+    /// istiod's plugged-in CA (`<namespace>/cacerts`, `core::mesh_ca`),
+    /// proven on every gateway pod by its own mesh identity.
+    MeshCa { secret: String, proof: MeshProof },
+}
+
+/// How a pod shows it has taken up the mesh CA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum MeshProof {
+    /// Its `ROOTCA` bundle holds the root (`sha256`).
+    TrustsRoot,
+    /// Its `default` workload certificate is issued by the CA (`sha256`
+    /// is the CA's: the chain's second certificate).
+    IssuedBy,
+}
+
+impl MeshProof {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MeshProof::TrustsRoot => "trusts root",
+            MeshProof::IssuedBy => "issued by",
+        }
+    }
 }
 
 impl TargetRef {
     /// Whether cert-sync writes this target (so the ladder may touch it).
     pub fn is_published(&self) -> bool {
-        !matches!(self, TargetRef::Referenced { .. })
+        !matches!(
+            self,
+            TargetRef::Referenced { .. } | TargetRef::MeshCa { .. }
+        )
+    }
+
+    /// How a pod proves a mesh CA row; `None` for a certificate it serves.
+    pub fn mesh_proof(&self) -> Option<MeshProof> {
+        match self {
+            TargetRef::MeshCa { proof, .. } => Some(*proof),
+            _ => None,
+        }
+    }
+
+    /// A stuck rollout climbs the re-trigger ladder: not the mesh CA's,
+    /// whose workload certificates move at their own renewal (~12 h,
+    /// `docs/istio-reading.md`), which no push or re-apply hastens.
+    pub fn retriggers(&self) -> bool {
+        !matches!(self, TargetRef::MeshCa { .. })
     }
 }
 

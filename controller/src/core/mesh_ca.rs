@@ -19,12 +19,17 @@
 //! started with them, but ignores a whole update whose root bytes differ
 //! (`pilot/pkg/bootstrap/istio_ca.go:349-367`) until it is restarted.
 
-use super::model::{Blob, SourceData};
+use super::desired::DesiredSecret;
+use super::flat_map::FlatMap;
+use super::manifest::{ManifestEntry, MeshProof, TargetRef};
+use super::model::{self, Blob, ObjectRef, PublishedSecret, SourceData};
 use super::reasons;
 use base64::Engine as _;
+use certsync_contract::sds;
 use certsync_contract::validate::validate_pair;
 use certsync_contract::{pem, Fingerprint};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 /// The `cacerts` keys (`security/pkg/pki/ca/ca.go:43-62`).
@@ -35,6 +40,10 @@ pub mod keys {
     pub const ROOT_CERT: &str = "root-cert.pem";
     /// The Secret's name: istiod mounts `cacerts` at `/etc/cacerts`.
     pub const SECRET: &str = "cacerts";
+    /// Names the CA's source on `cacerts`. Not `certsync.istio.io/source`:
+    /// a managed Secret with that annotation in the gateway namespace is a
+    /// publication, deleted when no source claims it.
+    pub const SOURCE: &str = "certsync.istio.io/mesh-ca-source";
 }
 
 /// A CA that passed every check, with the `cacerts` data to write.
@@ -136,6 +145,69 @@ pub fn root_changed(current: Option<&Blob>, new: &ValidCa) -> bool {
         (Some(old), Some(new)) => old != new,
         _ => false,
     }
+}
+
+/// The `cacerts` Secret for `valid`, from `source` (as the manifest
+/// names it): Opaque, labelled managed-by cert-sync, annotated with its
+/// source and the CA's fingerprint.
+pub fn desired(valid: &ValidCa, target: &ObjectRef, source: &str) -> DesiredSecret {
+    DesiredSecret {
+        name: target.name.clone(),
+        namespace: target.namespace.clone(),
+        secret_type: "Opaque".to_owned(),
+        labels: Arc::new(BTreeMap::from([(
+            model::keys::MANAGED_BY.to_owned(),
+            model::keys::MANAGED_BY_VALUE.to_owned(),
+        )])),
+        annotations: Arc::new(FlatMap::from(BTreeMap::from([
+            (keys::SOURCE.to_owned(), source.to_owned()),
+            (
+                model::keys::SOURCE_SHA256.to_owned(),
+                valid.signing.to_string(),
+            ),
+        ]))),
+        data: Arc::new(
+            valid
+                .data
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect(),
+        ),
+    }
+}
+
+/// `current` already is `desired` (data by digest, labels, annotations).
+pub fn up_to_date(current: &PublishedSecret, desired: &DesiredSecret) -> bool {
+    current.data == desired.data
+        && current.annotations == desired.annotations
+        && current.labels.get(model::keys::MANAGED_BY)
+            == desired.labels.get(model::keys::MANAGED_BY)
+}
+
+/// The manifest rows that prove `valid` per gateway pod: `ROOTCA` holds
+/// the root, `default` is issued by the CA.
+pub fn entries(valid: &ValidCa, target: &ObjectRef, source: &str) -> [ManifestEntry; 2] {
+    let row = |sds: &str, sha256: Fingerprint, proof: MeshProof| ManifestEntry {
+        source: source.to_owned(),
+        target: TargetRef::MeshCa {
+            secret: target.to_string(),
+            proof,
+        },
+        sds_resource: sds.to_owned(),
+        sds_ca_resource: None,
+        sha256,
+        serial: valid.signing_serial.clone(),
+        not_after: super::manifest::rfc3339(valid.not_after),
+        kept: None,
+        published_at: None,
+        converged_at: None,
+        state: None,
+        rollout: BTreeMap::new(),
+    };
+    [
+        row(sds::ROOT_CA, valid.roots[0], MeshProof::TrustsRoot),
+        row(sds::WORKLOAD_CERT, valid.signing, MeshProof::IssuedBy),
+    ]
 }
 
 fn bytes(blob: &Option<Blob>) -> Option<&[u8]> {

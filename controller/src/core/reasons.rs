@@ -170,6 +170,9 @@ pub const CERTIFICATE_EXPIRED: &str = "CertificateExpired";
 /// Warning, on the pod: it serves, under a name cert-sync publishes, a
 /// certificate no source publishes.
 pub const SERVED_DRIFT: &str = "ServedNotPublished";
+/// Warning, on the mesh CA's source: the new `cacerts` holds another root,
+/// which istiod ignores until restarted (`docs/mesh-ca.md`).
+pub const MESH_ROOT_CHANGED: &str = "MeshRootChanged";
 /// Warning, on the pod: a live gateway pod has not reported within the
 /// heartbeat window, so its rollouts are Unknown.
 pub const POD_NOT_REPORTING: &str = "PodNotReporting";
@@ -193,6 +196,7 @@ pub const PUBLICATION_AND_ROLLOUT: &[&str] = &[
     SERVED_DRIFT,
     POD_NOT_REPORTING,
     FILTER_NOT_LOADED,
+    MESH_ROOT_CHANGED,
 ];
 
 /// The `action` of an Event (`events.k8s.io/v1`): what cert-sync was doing
@@ -238,6 +242,8 @@ pub enum Subject {
     /// A gateway whose configuration references a certificate natively
     /// (pre-flight findings, `core::referenced`).
     Gateway(GatewayRef),
+    /// istiod's plugged-in CA Secret (`<namespace>/cacerts`).
+    MeshCa(ObjectRef),
 }
 
 impl fmt::Display for Subject {
@@ -248,6 +254,7 @@ impl fmt::Display for Subject {
             Subject::Member { merge, source } => write!(f, "CertMerge {merge} member {source}"),
             Subject::Target(t) => write!(f, "target {t}"),
             Subject::Gateway(g) => write!(f, "{g}"),
+            Subject::MeshCa(t) => write!(f, "mesh CA {t}"),
         }
     }
 }
@@ -275,7 +282,10 @@ impl Refusal {
     pub fn source(&self) -> Option<&ObjectRef> {
         match &self.subject {
             Subject::Source(s) | Subject::Member { source: s, .. } => Some(s),
-            Subject::CertMerge(_) | Subject::Target(_) | Subject::Gateway(_) => None,
+            Subject::CertMerge(_)
+            | Subject::Target(_)
+            | Subject::Gateway(_)
+            | Subject::MeshCa(_) => None,
         }
     }
 
@@ -283,7 +293,9 @@ impl Refusal {
     pub fn cert_merge(&self) -> Option<&ObjectRef> {
         match &self.subject {
             Subject::CertMerge(m) | Subject::Member { merge: m, .. } => Some(m),
-            Subject::Source(_) | Subject::Target(_) | Subject::Gateway(_) => None,
+            Subject::Source(_) | Subject::Target(_) | Subject::Gateway(_) | Subject::MeshCa(_) => {
+                None
+            }
         }
     }
 }

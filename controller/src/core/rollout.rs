@@ -25,7 +25,7 @@
 //! eviction not enabled) are skipped. The ladder climbs once per episode;
 //! evictions are additionally rate-limited across all publications.
 
-use super::manifest::ManifestEntry;
+use super::manifest::{ManifestEntry, MeshProof};
 use certsync_contract::report::Report;
 use certsync_contract::Fingerprint;
 use serde::{Deserialize, Serialize};
@@ -110,6 +110,32 @@ pub struct Served {
     pub serial: String,
     /// Unix seconds.
     pub not_after: i64,
+    /// SHA-256 of the chain's other certificates (the mesh identity's
+    /// only: `default`'s issuer and roots, `ROOTCA`'s further roots).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chain: Vec<Fingerprint>,
+}
+
+impl Served {
+    /// What `proof` says this certificate shows, when it shows `expected`
+    /// (otherwise what it shows instead, for the status).
+    fn shows(
+        &self,
+        proof: Option<MeshProof>,
+        expected: &Fingerprint,
+    ) -> (bool, Option<Fingerprint>) {
+        match proof {
+            None => (self.sha256 == *expected, Some(self.sha256)),
+            Some(MeshProof::TrustsRoot) => {
+                let held = self.sha256 == *expected || self.chain.contains(expected);
+                (held, Some(if held { *expected } else { self.sha256 }))
+            }
+            Some(MeshProof::IssuedBy) => {
+                let issuer = self.chain.first().copied();
+                (issuer == Some(*expected), issuer)
+            }
+        }
+    }
 }
 
 /// The last report of one pod, reduced to what verification needs.
@@ -139,6 +165,7 @@ impl Observation {
                         sha256: c.cert.sha256,
                         serial: c.cert.serial.clone(),
                         not_after: c.cert.not_after,
+                        chain: c.chain_sha256.clone(),
                     };
                     (c.resource.clone(), served)
                 })
@@ -216,6 +243,7 @@ fn target_name(entry: &ManifestEntry) -> std::borrow::Cow<'_, str> {
             let labels: Vec<String> = pods.iter().map(|(k, v)| format!("{k}={v}")).collect();
             format!("{}@{}", entry.sds_resource, labels.join(",")).into()
         }
+        TargetRef::MeshCa { secret, .. } => format!("{secret}#{}", entry.sds_resource).into(),
     }
 }
 
@@ -246,6 +274,8 @@ pub struct PublicationView {
     /// cert-sync wrote the object (a re-push can touch it); false for a
     /// natively referenced certificate.
     pub published: bool,
+    /// A stuck rollout climbs the ladder (`TargetRef::retriggers`).
+    pub retriggers: bool,
 }
 
 impl PublicationView {
@@ -264,11 +294,13 @@ impl PublicationView {
     }
 }
 
-/// The state of `sds_resource` with expected leaf `expected` on one pod.
+/// The state of `sds_resource` with expected leaf `expected` on one pod
+/// (for the mesh CA, the root or issuer `proof` names).
 pub fn pod_state(
     observation: Option<&Observation>,
     sds_resource: &str,
     expected: &Fingerprint,
+    proof: Option<MeshProof>,
     now_ms: i64,
     heartbeat_window_ms: i64,
 ) -> PodView {
@@ -284,15 +316,18 @@ pub fn pod_state(
         return unknown;
     }
     match obs.certificates.get(sds_resource) {
-        Some(served) => PodView {
-            state: if served.sha256 == *expected {
-                PodState::Verified
-            } else {
-                PodState::Stale
-            },
-            served_sha256: Some(served.sha256),
-            served_not_after: Some(served.not_after),
-        },
+        Some(served) => {
+            let (shown, serving) = served.shows(proof, expected);
+            PodView {
+                state: if shown {
+                    PodState::Verified
+                } else {
+                    PodState::Stale
+                },
+                served_sha256: serving,
+                served_not_after: Some(served.not_after),
+            }
+        }
         None if obs.unparsed.contains(sds_resource) => PodView {
             state: PodState::Stale,
             served_sha256: None,
@@ -324,6 +359,7 @@ pub fn assess<E: Borrow<ManifestEntry>>(
                         observations.get(&pod.name),
                         &entry.sds_resource,
                         &entry.sha256,
+                        entry.target.mesh_proof(),
                         now_ms,
                         heartbeat_window_ms,
                     );
@@ -345,6 +381,7 @@ pub fn assess<E: Borrow<ManifestEntry>>(
                 state,
                 pods: views,
                 published: entry.target.is_published(),
+                retriggers: entry.target.retriggers(),
             }
         })
         .collect()

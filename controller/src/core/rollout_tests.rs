@@ -52,6 +52,7 @@ fn mk_obs(at_ms: i64, served: &[(&str, u8, i64)]) -> Observation {
                     sha256: fp(*sha),
                     serial: "01".to_owned(),
                     not_after: *not_after,
+                    chain: Vec::new(),
                 };
                 ((*r).to_owned(), s)
             })
@@ -247,6 +248,7 @@ fn mk_view(source: &str, sha: u8, pods: &[(&str, PodState)]) -> PublicationView 
         state,
         pods,
         published: true,
+        retriggers: true,
     }
 }
 
@@ -501,4 +503,71 @@ fn the_ladder_takes_at_most_a_budget_of_rungs_per_timeout() {
         20,
         "the rest, next period"
     );
+}
+
+/// A mesh CA row: `ROOTCA` proves the root by any certificate of its
+/// bundle, `default` the CA by the chain's second certificate; the rows
+/// never climb the ladder.
+#[test]
+fn the_mesh_ca_is_proven_by_root_and_issuer() {
+    use crate::core::manifest::MeshProof;
+    let row = |sds: &str, sha: u8, proof| ManifestEntry {
+        target: TargetRef::MeshCa {
+            secret: "istio-system/cacerts".into(),
+            proof,
+        },
+        ..mk_entry("cert-manager/istio-ca", sds, sha)
+    };
+    let rows = [
+        row("ROOTCA", 7, MeshProof::TrustsRoot),
+        row("default", 8, MeshProof::IssuedBy),
+    ];
+    let served = |sha: u8, chain: &[u8]| Served {
+        sha256: fp(sha),
+        serial: "01".into(),
+        not_after: 2_000_000_000,
+        chain: chain.iter().map(|b| fp(*b)).collect(),
+    };
+    let obs = |root: Served, workload: Served| Observation {
+        received_at_ms: 1_000,
+        certificates: BTreeMap::from([
+            ("ROOTCA".to_owned(), root),
+            ("default".to_owned(), workload),
+        ]),
+        ..Observation::default()
+    };
+    let observations = BTreeMap::from([
+        // Trusts old (1) and new (7) roots; workload issued by the new CA (8).
+        ("gw-a".to_owned(), obs(served(1, &[7]), served(50, &[8, 7]))),
+        // Old root only; workload still from the old CA (2).
+        ("gw-b".to_owned(), obs(served(1, &[]), served(51, &[2, 1]))),
+    ]);
+    let views = assess(
+        &rows,
+        &mk_pods(&["gw-a", "gw-b"]),
+        &observations,
+        1_000,
+        WINDOW,
+    );
+    let state = |v: &PublicationView, pod: &str| v.pods[pod].state;
+    assert_eq!(state(&views[0], "gw-a"), PodState::Verified);
+    assert_eq!(state(&views[1], "gw-a"), PodState::Verified);
+    assert_eq!(state(&views[0], "gw-b"), PodState::Stale);
+    assert_eq!(state(&views[1], "gw-b"), PodState::Stale);
+    // What gw-b shows instead: the old CA.
+    assert_eq!(views[1].pods["gw-b"].served_sha256, Some(fp(2)));
+    assert!(views.iter().all(|v| !v.retriggers && !v.published));
+
+    // Progressing for ever: no Stalled, no rung.
+    let mut tracker = Tracker::default();
+    let ladder = LadderConfig {
+        timeout_ms: 10,
+        can_repush: true,
+        can_reapply: true,
+        can_evict: true,
+        eviction_interval_ms: 0,
+    };
+    for t in [0, 100, 1_000, 100_000] {
+        assert!(tracker.step(&views, t, &ladder).is_empty(), "at {t}");
+    }
 }

@@ -263,6 +263,9 @@ fn target(t: &TargetRef) -> String {
         TargetRef::Directory { cert, .. } => cert.clone(),
         // Natively placed: the SDS name column says which; name the gateways.
         TargetRef::Referenced { by, .. } => format!("referenced by {}", by.join("; ")),
+        TargetRef::MeshCa { secret, proof } => {
+            format!("mesh CA secret/{secret} ({})", proof.as_str())
+        }
     }
 }
 

@@ -153,6 +153,9 @@ impl Tracker {
                 RolloutState::NoPods => {}
                 RolloutState::Progressing => {
                     let since = *episode.progressing_since_ms.get_or_insert(now_ms);
+                    if !view.retriggers {
+                        continue;
+                    }
                     let due = episode.last_step_ms.unwrap_or(since) + ladder.timeout_ms;
                     // Pods that do not report cannot be helped by a push and
                     // prove nothing when evicted: the ladder is for pods that

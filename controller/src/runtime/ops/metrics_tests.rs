@@ -28,6 +28,7 @@ fn busy() -> Metrics {
         sha256: certsync_contract::Fingerprint([1; 32]),
         state: crate::core::rollout::RolloutState::Converged,
         published: true,
+        retriggers: true,
         pods: std::collections::BTreeMap::from([(
             "gw-0".to_owned(),
             crate::core::rollout::PodView {

@@ -106,18 +106,15 @@ impl VaultSources {
     pub async fn wait_polled(&self, timeout: std::time::Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let objects = self.store.state();
-            let table = self.lock();
-            let pending = objects.iter().any(|o| {
-                let key = ObjectRef::new(
-                    o.metadata.namespace.clone().unwrap_or_default(),
-                    o.metadata.name.clone().unwrap_or_default(),
-                );
-                table
-                    .get(&key)
-                    .is_none_or(|t| t.kv_path.is_ok() && t.poll == Poll::Pending)
-            });
-            drop(table);
+            let objects = self.objects();
+            let pending = {
+                let table = self.lock();
+                objects.iter().any(|o| {
+                    table
+                        .get(&o.key)
+                        .is_none_or(|t| t.kv_path.is_ok() && t.poll == Poll::Pending)
+                })
+            };
             if !pending || tokio::time::Instant::now() >= deadline {
                 return !pending;
             }
@@ -127,16 +124,28 @@ impl VaultSources {
 
     /// Whether `key` is a VaultCertificate's (its data is read from Vault).
     pub fn contains(&self, key: &ObjectRef) -> bool {
-        self.lock().contains_key(key)
+        self.lock().contains_key(key) || self.objects().iter().any(|s| s.key == *key)
     }
 
-    /// Every VaultCertificate that stands for a source now.
+    /// Every VaultCertificate that stands for a source now. From the
+    /// watch, not only the poller's table: an object the poller has not
+    /// picked up yet (just after start-up) is a source too, so what was
+    /// published for it is never dropped in between.
     pub fn metas(&self) -> Vec<SourceMeta> {
-        self.lock()
-            .values()
-            .filter(|t| t.kv_path.is_ok())
-            .filter_map(|t| vault::source_meta(&t.source, &t.poll))
+        let objects = self.objects();
+        let table = self.lock();
+        objects
+            .iter()
+            .filter(|s| vault::kv_path(&self.kv.prefix, &s.key.namespace, &s.path).is_ok())
+            .filter_map(|s| {
+                let poll = table.get(&s.key).map_or(&Poll::Pending, |t| &t.poll);
+                vault::source_meta(s, poll)
+            })
             .collect()
+    }
+
+    fn objects(&self) -> Vec<VaultSource> {
+        self.store.state().iter().map(|o| o.to_model()).collect()
     }
 
     /// Why VaultCertificates are not (freshly) read: bad paths, failed
@@ -168,7 +177,8 @@ impl VaultSources {
     /// the version is gone.
     pub async fn read(&self, key: &ObjectRef) -> Result<Option<(String, SourceData)>, ReadError> {
         let Some(tracked) = self.lock().get(key).cloned() else {
-            return Ok(None);
+            // Watched but not picked up by the poller yet.
+            return Err(ReadError::NoVersion);
         };
         let Ok(path) = tracked.kv_path else {
             return Ok(None);
