@@ -25,7 +25,7 @@ test: lint
 # The real-Envoy suites again on the Envoy line Istio 1.28 ships (1.36): the filter in Envoy, the rendered Istio objects under --mode validate, the local end-to-end's gateway pods.
 test-envoy-istio:
     "$ENVOY_ISTIO_BIN" --version | grep -q /1.36.
-    ENVOY_BIN="$ENVOY_ISTIO_BIN" cargo test --locked -p certsync-e2e --test filter_in_envoy --test local_e2e --test native_e2e
+    ENVOY_BIN="$ENVOY_ISTIO_BIN" cargo test --locked -p certsync-e2e --test filter_in_envoy --test local_e2e --test native_e2e --test mesh_ca_envoy
     ENVOY_BIN="$ENVOY_ISTIO_BIN" cargo test --locked -p certsync-wasmplugin --test envoy
 
 # fmt and clippy (native and wasm32) with warnings as errors.
