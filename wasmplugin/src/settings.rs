@@ -139,6 +139,9 @@ impl Default for PluginSettings {
             report_token: None,
             resource_prefixes: [
                 sds::KUBERNETES_PREFIX,
+                // Gateway API listeners' certificates (`kubernetes://`
+                // does not cover them: the two differ after `kubernetes`).
+                sds::KUBERNETES_GATEWAY_PREFIX,
                 sds::FILE_CERT_PREFIX,
                 sds::FILE_ROOT_PREFIX,
                 sds::WORKLOAD_CERT,
