@@ -345,3 +345,90 @@ async fn a_service_account_the_role_does_not_admit_is_denied() {
     v.until("denied told", |r| warned(r, "VaultDenied")).await;
     assert!(v.rig.published("apps.shop").is_none());
 }
+
+/// The mesh CA from a Vault path: written as `cacerts`, a leaf put there
+/// is refused with the last good kept, and an outage keeps it too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mesh_ca_can_come_from_vault() {
+    use certsync_controller::app::publish::{MeshCa, MeshCaFrom, MeshCaSettings};
+    use certsync_controller::core::model::ObjectRef;
+    use certsync_testkit::mesh_pki::{CaSpec, MeshRoot};
+    let mut bao = Bao::start().unwrap();
+    let mut rig = Rig::new(credential_policy(), None).await;
+    bao.write_policy(
+        "mesh",
+        r#"path "secret/data/mesh/*" { capabilities = ["read"] }
+           path "secret/metadata/mesh/*" { capabilities = ["read"] }"#,
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(
+        &token_file,
+        bao.create_token(&["mesh"], Duration::from_secs(600))
+            .unwrap(),
+    )
+    .unwrap();
+    let client = VaultClient::new(Settings {
+        addr: bao.addr(),
+        auth: Auth::TokenFile(token_file),
+        ca_file: None,
+        namespace: None,
+    })
+    .unwrap();
+    rig.publisher = Publisher::new(rig.stores.clone(), None, std::path::Path::new(""))
+        .with_mesh_ca(MeshCa::new(
+            MeshCaSettings {
+                from: MeshCaFrom::Vault {
+                    path: "mesh/istio-ca".into(),
+                },
+                target: ObjectRef::new(GW, "cacerts"),
+                min_left: 86_400,
+            },
+            Some((client, "secret".into())),
+        ));
+    let now = jiff::Timestamp::now().as_second();
+    let root = MeshRoot::new("mesh root").unwrap();
+    let ca = root.intermediate(&CaSpec::default()).unwrap();
+    let fields =
+        |cert: &str, key: &str| json!({"tls.crt": cert, "tls.key": key, "ca.crt": root.pem()});
+    bao.kv_put(
+        "secret",
+        "mesh/istio-ca",
+        &fields(&ca.cert_pem, &ca.key_pem),
+    )
+    .unwrap();
+    rig.pass(now).await.unwrap();
+    let cacerts = |rig: &Rig| rig.server.get("secrets", GW, "cacerts").expect("cacerts");
+    assert_eq!(data_of(&cacerts(&rig), "ca-key.pem"), ca.key_pem);
+    assert_eq!(data_of(&cacerts(&rig), "root-cert.pem"), root.pem());
+
+    let leaf = root
+        .intermediate(&CaSpec {
+            is_ca: false,
+            ..CaSpec::default()
+        })
+        .unwrap();
+    bao.kv_put(
+        "secret",
+        "mesh/istio-ca",
+        &fields(&leaf.cert_pem, &leaf.key_pem),
+    )
+    .unwrap();
+    rig.pass(now).await.unwrap();
+    assert_eq!(
+        data_of(&cacerts(&rig), "ca-key.pem"),
+        ca.key_pem,
+        "last good kept"
+    );
+    assert_warned(&rig, "cacerts", "NotACA");
+
+    bao.stop();
+    rig.pass(now).await.unwrap();
+    assert_eq!(
+        data_of(&cacerts(&rig), "ca-key.pem"),
+        ca.key_pem,
+        "kept while Vault is down"
+    );
+    assert_warned(&rig, "cacerts", "VaultUnavailable");
+}
