@@ -55,6 +55,10 @@ fn every_overlay_renders_and_every_object_decodes_strictly() {
         assert!(failures.is_empty(), "{mode}: {}", failures.join("\n\n"));
         for (kind, name) in [
             ("CustomResourceDefinition", "certmerges.certsync.istio.io"),
+            (
+                "CustomResourceDefinition",
+                "vaultcertificates.certsync.istio.io",
+            ),
             ("ServiceAccount", "cert-sync"),
             ("ClusterRole", "cert-sync"),
             ("Role", "cert-sync"),

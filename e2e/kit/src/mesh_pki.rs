@@ -3,13 +3,13 @@
 //! the chain layout istio-agent hands Envoy as `default` (leaf,
 //! intermediate, root).
 
-use anyhow::{Context, Result};
+use crate::pki::{set_validity, unix_now};
+use anyhow::Result;
 use certsync_contract::Fingerprint;
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType, IsCa, KeyPair,
     KeyUsagePurpose, SanType, PKCS_ECDSA_P256_SHA256,
 };
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A self-signed mesh root.
 pub struct MeshRoot {
@@ -126,21 +126,4 @@ fn ca_params(common_name: &str, spec: &CaSpec, path_len: Option<u8>) -> Result<C
         spec.not_after.unwrap_or(now + 10 * 365 * 86_400),
     )?;
     Ok(params)
-}
-
-fn unix_now() -> Result<i64> {
-    Ok(i64::try_from(
-        SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs(),
-    )?)
-}
-
-fn set_validity(params: &mut CertificateParams, not_before: i64, not_after: i64) -> Result<()> {
-    let since_epoch = |unix: i64| {
-        u64::try_from(unix)
-            .map(Duration::from_secs)
-            .context("validity dates before 1970 are not supported")
-    };
-    params.not_before = rcgen::date_time_ymd(1970, 1, 1) + since_epoch(not_before)?;
-    params.not_after = rcgen::date_time_ymd(1970, 1, 1) + since_epoch(not_after)?;
-    Ok(())
 }

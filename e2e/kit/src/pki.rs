@@ -205,7 +205,7 @@ fn ca_params(common_name: &str, path_len: Option<u8>) -> Result<CertificateParam
     Ok(params)
 }
 
-fn unix_now() -> Result<i64> {
+pub(crate) fn unix_now() -> Result<i64> {
     Ok(i64::try_from(
         SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs(),
     )?)
@@ -213,7 +213,11 @@ fn unix_now() -> Result<i64> {
 
 /// Sets the validity window from Unix seconds (rcgen's date type is the
 /// `time` crate's, reached through `date_time_ymd` to avoid depending on it).
-fn set_validity(params: &mut CertificateParams, not_before: i64, not_after: i64) -> Result<()> {
+pub(crate) fn set_validity(
+    params: &mut CertificateParams,
+    not_before: i64,
+    not_after: i64,
+) -> Result<()> {
     let since_epoch = |unix: i64| {
         u64::try_from(unix)
             .map(Duration::from_secs)
