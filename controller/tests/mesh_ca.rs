@@ -192,6 +192,7 @@ async fn a_ca_secret_becomes_cacerts_and_a_bad_one_never_replaces_it() {
     assert_eq!(data_of(&cacerts(&rig), "root-cert.pem"), new_root.pem());
     assert!(warned_ca(&rig, "MeshRootChanged"));
     assert_no_ca_key(&rig, &[&ca, &next, &under_new]);
+    assert_allowed_by_base_rbac(&rig);
 }
 
 #[tokio::test]
@@ -241,4 +242,23 @@ fn assert_no_ca_key(rig: &Rig, cas: &[&MeshIntermediate]) {
             assert!(!dump.contains(line), "CA key bytes leaked");
         }
     }
+}
+
+#[path = "support/rbac_rules.rs"]
+mod rbac_rules;
+
+/// Every request of the scenario is allowed by `deploy/base/rbac.yaml`.
+fn assert_allowed_by_base_rbac(rig: &Rig) {
+    let rules = rbac_rules::rules_of(include_str!("../deploy/base/rbac.yaml"));
+    let denied: Vec<String> = rig
+        .server
+        .requests()
+        .iter()
+        .filter(|r| !rbac_rules::allowed(&rules, r))
+        .map(|r| format!("{:?} {} {}", r.verb, r.path, r.query))
+        .collect();
+    assert!(
+        denied.is_empty(),
+        "not allowed by the shipped RBAC: {denied:#?}"
+    );
 }

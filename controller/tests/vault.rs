@@ -216,6 +216,7 @@ async fn a_vault_certificate_is_published_rotated_kept_and_unpublished() {
         .await;
     assert!(status_lists(&v.rig, "NotFound"));
     assert_no_key_material(&v.rig);
+    assert_allowed_by_base_rbac(&v.rig);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -431,4 +432,27 @@ async fn the_mesh_ca_can_come_from_vault() {
         "kept while Vault is down"
     );
     assert_warned(&rig, "cacerts", "VaultUnavailable");
+}
+
+#[path = "support/rbac_rules.rs"]
+mod rbac_rules;
+
+/// Every request of the scenario is allowed by `deploy/base/rbac.yaml`.
+fn assert_allowed_by_base_rbac(rig: &Rig) {
+    let rules = rbac_rules::rules_of(include_str!("../deploy/base/rbac.yaml"));
+    let denied: Vec<String> = rig
+        .server
+        .requests()
+        .iter()
+        // OpenBao's TokenReview, not cert-sync's request: it is authorized
+        // by Vault's reviewer JWT (or, without one, by the token under
+        // review: README "Kubernetes auth" says which binding each needs).
+        .filter(|r| r.resource.as_deref() != Some("tokenreviews.authentication.k8s.io"))
+        .filter(|r| !rbac_rules::allowed(&rules, r))
+        .map(|r| format!("{:?} {} {}", r.verb, r.path, r.query))
+        .collect();
+    assert!(
+        denied.is_empty(),
+        "not allowed by the shipped RBAC: {denied:#?}"
+    );
 }
