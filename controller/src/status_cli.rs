@@ -11,25 +11,31 @@ use std::time::Duration;
 
 /// `cert-sync status`.
 pub async fn run(args: &StatusArgs) -> Result<()> {
-    let json = match &args.server {
-        Some(server) => http_get(server, "/v1/status").await?,
+    let view = match &args.server {
+        Some(server) => {
+            let json = http_get(server, "/v1/status").await?;
+            status::parse(&json).context("reading the status")?
+        }
         None => {
             let client = kube::Client::try_default()
                 .await
                 .context("connecting to the Kubernetes API (KUBECONFIG)")?;
             let name = manifest::NAME;
-            crate::runtime::kube::cluster::read_manifest_json(&client, &args.namespace)
-                .await
-                .with_context(|| format!("reading ConfigMap {}/{name}", args.namespace))?
-                .with_context(|| {
-                    format!(
-                        "no manifest in ConfigMap {}/{name} (is cert-sync running?)",
-                        args.namespace
-                    )
-                })?
+            let (index, shards) =
+                crate::runtime::kube::cluster::read_manifest_parts(&client, &args.namespace)
+                    .await
+                    .with_context(|| format!("reading ConfigMaps {}/{name}*", args.namespace))?
+                    .with_context(|| {
+                        format!(
+                            "no manifest in ConfigMap {}/{name} (is cert-sync running?)",
+                            args.namespace
+                        )
+                    })?;
+            manifest::shards::assemble(&index, &shards)
+                .context("reading the manifest")?
+                .into()
         }
     };
-    let view = status::parse(&json).context("reading the status")?;
     let text = match args.output {
         StatusOutput::Json => serde_json::to_string_pretty(&view)? + "\n",
         StatusOutput::Table | StatusOutput::Wide => {

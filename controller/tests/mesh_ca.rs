@@ -224,11 +224,7 @@ async fn a_cacerts_not_managed_by_cert_sync_is_never_overwritten() {
 }
 
 fn manifest(rig: &Rig) -> Value {
-    let cm = rig
-        .server
-        .get("configmaps", GW, "cert-sync-manifest")
-        .unwrap();
-    serde_json::from_str(cm["data"]["manifest.json"].as_str().unwrap()).unwrap()
+    rig.manifest()
 }
 
 /// No line of a CA key in Events or ConfigMaps.

@@ -37,11 +37,7 @@ async fn an_annotated_secret_is_published_as_namespace_dot_name_with_provenance(
         "{managers:?}"
     );
 
-    let manifest = rig
-        .server
-        .get("configmaps", GW, "cert-sync-manifest")
-        .expect("manifest");
-    let text = manifest["data"]["manifest.json"].as_str().unwrap();
+    let text = rig.manifest().to_string();
     assert!(
         text.contains("shop/shop-tls") && text.contains("kubernetes://shop.shop-tls"),
         "{text}"
@@ -294,13 +290,7 @@ async fn a_central_directory_instance_indexes_what_the_writers_publish() {
     let mut rig = Rig::central(policy, std::path::Path::new("/etc/istio/cert-sync")).await;
     rig.put(mk_pair("shop", "tls", P256, true)).await;
     rig.reconcile().await;
-    let manifest = |rig: &Rig| -> Value {
-        let cm = rig
-            .server
-            .get("configmaps", GW, "cert-sync-manifest")
-            .unwrap();
-        serde_json::from_str(cm["data"]["manifest.json"].as_str().unwrap()).unwrap()
-    };
+    let manifest = |rig: &Rig| -> Value { rig.manifest() };
     let entry = manifest(&rig)["publications"][0].clone();
     assert_eq!(
         entry["sdsResource"],

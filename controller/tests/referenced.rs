@@ -262,12 +262,7 @@ async fn an_istio_gateway_credential_is_verified_per_pod_and_checked_before_it_i
 
     // The status surfaces: the manifest row carries the per-pod states.
     rig.record(Some(v.verifier.notes())).await;
-    let manifest = rig
-        .server
-        .get("configmaps", GW, "cert-sync-manifest")
-        .unwrap();
-    let manifest: Value =
-        serde_json::from_str(manifest["data"]["manifest.json"].as_str().unwrap()).unwrap();
+    let manifest = rig.manifest();
     let row = manifest["publications"]
         .as_array()
         .unwrap()

@@ -99,12 +99,7 @@ impl Harness {
     }
 
     fn manifest(&self) -> Value {
-        let cm = self
-            .rig
-            .server
-            .get("configmaps", GW, "cert-sync-manifest")
-            .unwrap();
-        serde_json::from_str(cm["data"]["manifest.json"].as_str().unwrap()).unwrap()
+        self.rig.manifest()
     }
 
     fn reasons_about(&self, name: &str) -> Vec<String> {

@@ -152,17 +152,11 @@ fn warned(rig: &Rig, reason: &str) -> bool {
 }
 
 fn status_lists(rig: &Rig, reason: &str) -> bool {
-    rig.server
-        .get("configmaps", GW, "cert-sync-manifest")
-        .is_some_and(|cm| {
-            let manifest: Value =
-                serde_json::from_str(cm["data"]["manifest.json"].as_str().unwrap_or("{}")).unwrap();
-            manifest["refusals"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|r| r["reason"] == reason && r["subject"] == "vaultcertificate apps/shop")
-        })
+    rig.manifest()["refusals"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|r| r["reason"] == reason && r["subject"] == "vaultcertificate apps/shop")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,17 +1,23 @@
 //! The record stage: what was published and how far it rolled out, written
-//! where people and tools look — the manifest ConfigMap and each
+//! where people and tools look — the manifest ConfigMaps and each
 //! CertMerge's status. One write per change: nothing is written when the
 //! publications and rollout notes are the ones last written (pointer
 //! equality: the publish and verify stages replace them only when they
 //! change), or when the rendered content is unchanged.
+//!
+//! The manifest is an index and shards (`core::manifest::shards`): a shard
+//! is rendered only when one of its entries or notes is a new allocation,
+//! and written only when its text changed, so one rotation costs one shard
+//! of at most 32 rows, whatever the number of publications.
 
 use super::publish::{MergeReport, Publisher};
 use super::{Context, Error};
-use crate::core::manifest::{self, Manifest};
+use crate::core::manifest::shards::{self, Layout, Prefix};
+use crate::core::manifest::{self, Manifest, ManifestEntry};
 use crate::core::merge_status;
 use crate::core::model::ObjectRef;
-use crate::core::rollout::{self, RolloutNotes};
-use crate::core::status::Publications;
+use crate::core::rollout::{self, RolloutNote, RolloutNotes};
+use crate::core::status::{Publications, RefusalView};
 use crate::crd::{self, CertMergeStatus};
 use crate::runtime::kube::cluster;
 use crate::runtime::ops::metrics::{ApiOutcome, ApiVerb};
@@ -22,9 +28,8 @@ use std::sync::Arc;
 pub struct Recorder {
     /// What the manifest was last written from.
     manifest_from: Option<(Publications, Option<RolloutNotes>)>,
-    /// SHA-256 of the manifest data last written (not the data: it is
-    /// hundreds of kilobytes at a thousand sources).
-    last_manifest: Option<[u8; 32]>,
+    /// The manifest's ConfigMaps as last written.
+    written: Written,
     /// What the CertMerge statuses were last written from.
     merges_from: Option<(Arc<Vec<MergeReport>>, Option<RolloutNotes>)>,
     /// Status last written per CertMerge (the store may lag our own writes).
@@ -62,23 +67,99 @@ impl Recorder {
         published: &Publications,
         notes: Option<&RolloutNotes>,
     ) -> Result<(), Error> {
-        let rendering = manifest::Rendering::new(published, |entry| {
-            if let Some(note) = notes.and_then(|n| n.get(&rollout::PublicationKey::of(entry))) {
-                rollout::annotate(entry, note);
+        if !self.written.loaded {
+            // The layout the last leader wrote, so its shards are updated in
+            // place rather than written again under other names.
+            if let Some((index, parts)) = read_parts(ctx).await {
+                self.written.seed(&index, &parts);
             }
-        });
-        let digest = rendering.sha256()?;
-        if self.last_manifest != Some(digest) {
+        }
+        let split = shards::split(published, &mut self.written.layout);
+        let note_of = |entry: &ManifestEntry| {
+            notes.and_then(|n| n.get(&rollout::PublicationKey::of(entry)).cloned())
+        };
+        let mut labels = manifest::labels();
+        labels.insert(shards::PART_LABEL.to_owned(), shards::PART_SHARD.to_owned());
+        for (prefix, part) in &split.shards {
+            let inputs = ShardInputs {
+                entries: part
+                    .publications
+                    .iter()
+                    .map(|e| (Arc::clone(e), note_of(e)))
+                    .collect(),
+                refusals: part.refusals.iter().map(|r| (*r).clone()).collect(),
+                unknown: false,
+            };
+            let last = self.written.shards.get(prefix);
+            if last.is_some_and(|(from, _)| from.same(&inputs)) {
+                continue;
+            }
+            let digest = {
+                let annotate = |entry: &mut ManifestEntry| {
+                    let note = inputs.entries.iter().find(|(e, _)| {
+                        e.source == entry.source && e.sds_resource == entry.sds_resource
+                    });
+                    if let Some((_, Some(note))) = note {
+                        rollout::annotate(entry, note);
+                    }
+                };
+                let rendering = manifest::Rendering::of(part.doc(*prefix, &annotate));
+                let digest = rendering.sha256()?;
+                if last.is_none_or(|(_, d)| *d != digest) {
+                    cluster::apply_config_map(
+                        &ctx.client,
+                        &ctx.policy.gateway_namespace,
+                        &prefix.name(),
+                        &labels,
+                        &rendering.data(),
+                    )
+                    .await?;
+                    ctx.metrics.api_request(ApiVerb::Apply, ApiOutcome::Ok);
+                }
+                digest
+            };
+            self.written.shards.insert(*prefix, (inputs, digest));
+        }
+        // After the shards it names: a reader never finds the index ahead.
+        let index = manifest::Rendering::of(&split.index);
+        let digest = index.sha256()?;
+        if self.written.index != Some(digest) {
+            let mut labels = manifest::labels();
+            labels.insert(shards::PART_LABEL.to_owned(), shards::PART_INDEX.to_owned());
             cluster::apply_config_map(
                 &ctx.client,
                 &ctx.policy.gateway_namespace,
                 manifest::NAME,
-                &manifest::labels(),
+                &labels,
+                &index.data(),
+            )
+            .await?;
+            ctx.metrics.api_request(ApiVerb::Apply, ApiOutcome::Ok);
+            self.written.index = Some(digest);
+        }
+        // Shards that split: emptied, so no stale rows linger under a name
+        // the index no longer lists.
+        let retired: Vec<Prefix> = self
+            .written
+            .shards
+            .keys()
+            .filter(|p| !split.shards.contains_key(p))
+            .copied()
+            .collect();
+        for prefix in retired {
+            let empty = shards::Part::default();
+            let none = |_: &mut ManifestEntry| {};
+            let rendering = manifest::Rendering::of(empty.doc(prefix, &none));
+            cluster::apply_config_map(
+                &ctx.client,
+                &ctx.policy.gateway_namespace,
+                &prefix.name(),
+                &labels,
                 &rendering.data(),
             )
             .await?;
             ctx.metrics.api_request(ApiVerb::Apply, ApiOutcome::Ok);
-            self.last_manifest = Some(digest);
+            self.written.shards.remove(&prefix);
         }
         Ok(())
     }
@@ -131,10 +212,96 @@ fn same_inputs<T>(
     })
 }
 
+/// The manifest ConfigMaps as last written (or found at start-up).
+#[derive(Default)]
+struct Written {
+    /// The layout was read back from the cluster (or there was none).
+    loaded: bool,
+    layout: Layout,
+    /// Per shard: what it was rendered from and the digest of its text.
+    shards: BTreeMap<Prefix, (ShardInputs, [u8; 32])>,
+    /// Digest of the index's text.
+    index: Option<[u8; 32]>,
+}
+
+impl Written {
+    /// Takes over the layout and texts a previous leader wrote: a shard
+    /// whose text is the one this instance would write is not written again.
+    fn seed(&mut self, index: &str, parts: &BTreeMap<String, String>) {
+        use sha2::{Digest as _, Sha256};
+        self.loaded = true;
+        let Ok(parsed) = serde_json::from_str::<shards::Index>(index) else {
+            return;
+        };
+        let Some(layout) = Layout::from_labels(parsed.shards.iter().map(String::as_str)) else {
+            return;
+        };
+        for prefix in layout.leaves() {
+            if let Some(text) = parts.get(&prefix.label()) {
+                self.shards.insert(
+                    prefix,
+                    (
+                        ShardInputs::unknown(),
+                        Sha256::digest(text.as_bytes()).into(),
+                    ),
+                );
+            }
+        }
+        self.layout = layout;
+        self.index = Some(Sha256::digest(index.as_bytes()).into());
+    }
+}
+
+/// What a shard was rendered from: its entries (the very allocations) with
+/// their rollout notes, and its refusals.
+struct ShardInputs {
+    entries: Vec<(Arc<ManifestEntry>, Option<Arc<RolloutNote>>)>,
+    refusals: Vec<RefusalView>,
+    /// Read back from the cluster: compare by rendering.
+    unknown: bool,
+}
+
+impl ShardInputs {
+    fn unknown() -> Self {
+        ShardInputs {
+            entries: Vec::new(),
+            refusals: Vec::new(),
+            unknown: true,
+        }
+    }
+
+    fn same(&self, other: &ShardInputs) -> bool {
+        !self.unknown
+            && !other.unknown
+            && self.refusals == other.refusals
+            && self.entries.len() == other.entries.len()
+            && self
+                .entries
+                .iter()
+                .zip(&other.entries)
+                .all(|((a, an), (b, bn))| {
+                    Arc::ptr_eq(a, b)
+                        && match (an, bn) {
+                            (Some(x), Some(y)) => Arc::ptr_eq(x, y),
+                            (None, None) => true,
+                            _ => false,
+                        }
+                })
+    }
+}
+
+async fn read_parts(ctx: &Context) -> Option<(String, BTreeMap<String, String>)> {
+    match cluster::read_manifest_parts(&ctx.client, &ctx.policy.gateway_namespace).await {
+        Ok(parts) => parts,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the manifest back failed; writing it whole");
+            None
+        }
+    }
+}
+
 /// The manifest a previous controller wrote, if any.
 pub async fn read_manifest(ctx: &Context) -> Option<Manifest> {
-    let json = cluster::read_manifest_json(&ctx.client, &ctx.policy.gateway_namespace)
-        .await
-        .ok()??;
-    manifest::parse(&json).ok()
+    let (index, parts) = read_parts(ctx).await?;
+    manifest::shards::assemble(&index, &parts).ok()
 }

@@ -19,8 +19,8 @@ use crate::core::manifest::{rfc3339_ms, Manifest, TargetRef};
 use crate::core::model::{keys::REPUSHED_AT, Mode, Policy};
 use crate::core::reasons::{self, actions};
 use crate::core::rollout::{
-    self, Action, LadderConfig, PublicationKey, PublicationView, RolloutNote, RolloutNotes,
-    Silence, Tracker, Warning,
+    self, Action, LadderConfig, NoteMap, PublicationKey, PublicationView, RolloutNote,
+    RolloutNotes, Silence, Tracker, Warning,
 };
 use crate::core::status::{PodSummary, Publications};
 use crate::runtime::gateway::config::GatewayConfig;
@@ -211,9 +211,18 @@ impl Verifier {
             ctx.metrics.set_gateway_pods(std::iter::empty());
         }
 
-        let notes: BTreeMap<PublicationKey, RolloutNote> = views
+        // An unchanged note keeps its allocation (the manifest writer
+        // compares by pointer).
+        let notes: NoteMap = views
             .iter()
-            .map(|v| (v.key.clone(), self.notes_for(v)))
+            .map(|v| {
+                let note = self.notes_for(v);
+                let note = match self.notes.get(&v.key) {
+                    Some(old) if **old == note => Arc::clone(old),
+                    _ => Arc::new(note),
+                };
+                (v.key.clone(), note)
+            })
             .collect();
         let pods = live
             .iter()

@@ -11,4 +11,6 @@ pub enum CoreError {
         "manifest version {found} is not supported (this cert-sync reads version {supported})"
     )]
     ManifestVersion { found: u32, supported: u32 },
+    #[error("manifest shard {0} (being rewritten? read again)")]
+    ManifestShard(String),
 }

@@ -21,7 +21,11 @@ use std::sync::Arc;
 pub const NAME: &str = "cert-sync-manifest";
 /// The one data key of the ConfigMap.
 pub const DATA_KEY: &str = "manifest.json";
-pub const VERSION: u32 = 1;
+/// 2: split into an index and shards ([`shards`]); a whole version-1
+/// manifest (one ConfigMap) is still read.
+pub const VERSION: u32 = 2;
+
+pub mod shards;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -304,20 +308,27 @@ pub fn render(manifest: &Manifest) -> Result<BTreeMap<String, String>, CoreError
     Ok(BTreeMap::from([(DATA_KEY.to_owned(), json)]))
 }
 
-/// The manifest as it is written, with each entry passed through
-/// `annotate` on the way out (the rollout state). At a thousand sources the
-/// JSON is hundreds of kilobytes, so it is never held whole: its digest is
-/// computed while serializing, and the ConfigMap body is serialized
-/// straight from the manifest.
-pub struct Rendering<'a, F> {
-    inner: Annotated<'a, F>,
+/// A manifest document as it is written: its digest is computed while
+/// serializing, and the ConfigMap body is serialized straight from the
+/// entries, so hundreds of kilobytes of JSON are never held as text.
+pub struct Rendering<T> {
+    inner: T,
 }
 
-impl<'a, F: Fn(&mut ManifestEntry)> Rendering<'a, F> {
+impl<'a, F: Fn(&mut ManifestEntry)> Rendering<Annotated<'a, F>> {
+    /// The whole manifest, each entry passed through `annotate` on the way
+    /// out (the rollout state).
     pub fn new(manifest: &'a Manifest, annotate: F) -> Self {
         Rendering {
             inner: Annotated { manifest, annotate },
         }
+    }
+}
+
+impl<T: Serialize> Rendering<T> {
+    /// Any document written as a manifest part (`shards`).
+    pub fn of(inner: T) -> Self {
+        Rendering { inner }
     }
 
     /// SHA-256 of the JSON text.
@@ -387,33 +398,48 @@ impl<T: Serialize> std::fmt::Display for JsonText<'_, T> {
     }
 }
 
+/// Entries serialized one at a time, each passed through the annotation.
+pub(crate) struct Entries<'a, I, F> {
+    pub entries: I,
+    pub annotate: &'a F,
+}
+
+impl<'a, I, F> Serialize for Entries<'a, I, F>
+where
+    I: Iterator<Item = &'a Arc<ManifestEntry>> + ExactSizeIterator + Clone,
+    F: Fn(&mut ManifestEntry),
+{
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = serializer.serialize_seq(Some(self.entries.len()))?;
+        for entry in self.entries.clone() {
+            let mut entry = ManifestEntry::clone(entry);
+            (self.annotate)(&mut entry);
+            seq.serialize_element(&entry)?;
+        }
+        seq.end()
+    }
+}
+
 /// Serializes like [`Manifest`]'s derive, one annotated entry at a time.
-struct Annotated<'a, F> {
+pub struct Annotated<'a, F> {
     manifest: &'a Manifest,
     annotate: F,
 }
 
 impl<F: Fn(&mut ManifestEntry)> Serialize for Annotated<'_, F> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::{SerializeSeq, SerializeStruct};
-        struct Entries<'a, F>(&'a [Arc<ManifestEntry>], &'a F);
-        impl<F: Fn(&mut ManifestEntry)> Serialize for Entries<'_, F> {
-            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
-                for entry in self.0 {
-                    let mut entry = ManifestEntry::clone(entry);
-                    (self.1)(&mut entry);
-                    seq.serialize_element(&entry)?;
-                }
-                seq.end()
-            }
-        }
+        use serde::ser::SerializeStruct;
         let m = self.manifest;
+        let entries = Entries {
+            entries: m.publications.iter(),
+            annotate: &self.annotate,
+        };
         let mut out = serializer.serialize_struct("Manifest", 5)?;
         out.serialize_field("version", &m.version)?;
         out.serialize_field("gatewayNamespace", &m.gateway_namespace)?;
         out.serialize_field("mode", &m.mode)?;
-        out.serialize_field("publications", &Entries(&m.publications, &self.annotate))?;
+        out.serialize_field("publications", &entries)?;
         if !m.refusals.is_empty() {
             out.serialize_field("refusals", &m.refusals)?;
         }
@@ -424,7 +450,7 @@ impl<F: Fn(&mut ManifestEntry)> Serialize for Annotated<'_, F> {
 /// Reads a manifest back (e.g. for `cert-sync status`).
 pub fn parse(json: &str) -> Result<Manifest, CoreError> {
     let manifest: Manifest = serde_json::from_str(json)?;
-    if manifest.version != VERSION {
+    if !(1..=VERSION).contains(&manifest.version) {
         return Err(CoreError::ManifestVersion {
             found: manifest.version,
             supported: VERSION,

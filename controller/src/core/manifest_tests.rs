@@ -232,11 +232,14 @@ fn a_refused_target_is_not_listed_and_a_kept_one_says_why() {
 
 #[test]
 fn other_versions_are_refused() {
-    let json = manifest_json(Mode::Credential).replace("\"version\":1", "\"version\":2");
+    let json = manifest_json(Mode::Credential).replace("\"version\":2", "\"version\":3");
     assert!(matches!(
         parse(&json),
-        Err(CoreError::ManifestVersion { found: 2, .. })
+        Err(CoreError::ManifestVersion { found: 3, .. })
     ));
+    // Version 1 (one ConfigMap, written by an older cert-sync) still reads.
+    let json = manifest_json(Mode::Credential).replace("\"version\":2", "\"version\":1");
+    assert_eq!(parse(&json).unwrap().version, 1);
 }
 
 #[test]

@@ -135,7 +135,7 @@ pub struct RolledOut {
 pub fn rolled_out(
     merge: &MergeStatus,
     target: &str,
-    notes: &BTreeMap<crate::core::rollout::PublicationKey, crate::core::rollout::RolloutNote>,
+    notes: &crate::core::rollout::NoteMap,
 ) -> RolledOut {
     use crate::core::rollout::{PodState, RolloutState};
     let published: Vec<(&MemberState, Option<&crate::core::rollout::RolloutNote>)> = merge
@@ -149,6 +149,7 @@ pub fn rolled_out(
             };
             let note = notes
                 .get(&key)
+                .map(|n| &**n)
                 .filter(|n| Some(n.sha256.to_string()) == m.sha256);
             (m, note)
         })
@@ -209,6 +210,7 @@ mod rolled_out_tests {
     use super::*;
     use crate::core::rollout::{PodState, PublicationKey, RolloutNote, RolloutState};
     use certsync_contract::Fingerprint;
+    use std::sync::Arc;
 
     fn mk_member(source: &str, sha: Option<u8>) -> MemberState {
         MemberState {
@@ -223,14 +225,14 @@ mod rolled_out_tests {
         }
     }
 
-    fn mk_note(sha: u8, state: RolloutState, pods: &[(&str, PodState)]) -> RolloutNote {
-        RolloutNote {
+    fn mk_note(sha: u8, state: RolloutState, pods: &[(&str, PodState)]) -> Arc<RolloutNote> {
+        Arc::new(RolloutNote {
             sha256: Fingerprint([sha; 32]),
             state,
             published_at: None,
             converged_at: None,
             pods: pods.iter().map(|(p, s)| ((*p).to_owned(), *s)).collect(),
-        }
+        })
     }
 
     fn merge(members: Vec<MemberState>) -> MergeStatus {

@@ -399,9 +399,14 @@ pub struct RolloutNote {
     pub pods: BTreeMap<String, PodState>,
 }
 
+/// Rollout note per publication. Each note is shared too: verification
+/// keeps a note's allocation while it is unchanged, so the manifest writer
+/// finds the shards to rewrite by pointer.
+pub type NoteMap = BTreeMap<PublicationKey, std::sync::Arc<RolloutNote>>;
+
 /// Rollout notes per publication, shared by verification, the manifest
-/// writer and `GET /v1/status` (a thousand sources: not copied every tick).
-pub type RolloutNotes = std::sync::Arc<BTreeMap<PublicationKey, RolloutNote>>;
+/// writer and `GET /v1/status` (ten thousand sources: not copied every tick).
+pub type RolloutNotes = std::sync::Arc<NoteMap>;
 
 /// Writes `note` into a manifest entry, when it is about the same
 /// certificate (a new publication has no rollout yet).

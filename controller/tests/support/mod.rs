@@ -225,14 +225,24 @@ impl Rig {
     /// server holds (names and resourceVersions) and none is relisting;
     /// panics after [`SETTLE`].
     pub async fn settle(&self) {
-        let deadline = tokio::time::Instant::now() + SETTLE;
+        self.settle_within(SETTLE).await;
+    }
+
+    /// [`Rig::settle`] with a longer wait (thousands of objects).
+    pub async fn settle_within(&self, wait: Duration) {
+        let deadline = tokio::time::Instant::now() + wait;
         loop {
             let (want, seen) = self.store_views();
             if want == seen && !self.stores.relisting() {
                 return;
             }
             if tokio::time::Instant::now() > deadline {
-                panic!("the stores never caught up with the server: want {want:?}, seen {seen:?}");
+                panic!(
+                    "the stores never caught up with the server: {} objects wanted, {} seen, first differences {:?}",
+                    want.len(),
+                    seen.len(),
+                    want.iter().zip(&seen).filter(|(a, b)| a != b).take(3).collect::<Vec<_>>()
+                );
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -341,6 +351,12 @@ impl Rig {
             .unwrap();
     }
 
+    /// The manifest as a reader sees it: the index ConfigMap and the shards
+    /// it names, assembled (`null` when there is no index yet).
+    pub fn manifest(&self) -> Value {
+        manifest_in(&self.server)
+    }
+
     pub fn published(&self, name: &str) -> Option<Value> {
         self.server.get("secrets", GW, name)
     }
@@ -352,6 +368,27 @@ impl Rig {
             .filter(|e| e["regarding"]["name"] == name || e["involvedObject"]["name"] == name)
             .collect()
     }
+}
+
+/// [`Rig::manifest`] for any fake API server.
+pub fn manifest_in(server: &FakeApiServer) -> Value {
+    use certsync_controller::core::manifest::{self, shards};
+    let Some(index) = server.get("configmaps", GW, manifest::NAME) else {
+        return Value::Null;
+    };
+    let text = |cm: &Value| cm["data"][manifest::DATA_KEY].as_str().unwrap().to_owned();
+    let parts = server
+        .list("configmaps", Some(GW))
+        .into_iter()
+        .filter(|cm| cm["metadata"]["labels"][shards::PART_LABEL] == shards::PART_SHARD)
+        .map(|cm| {
+            let name = cm["metadata"]["name"].as_str().unwrap();
+            let label = name.strip_prefix("cert-sync-manifest-").unwrap().to_owned();
+            (label, text(&cm))
+        })
+        .collect();
+    let assembled = shards::assemble(&text(&index), &parts).unwrap();
+    serde_json::to_value(&assembled).unwrap()
 }
 
 fn max_resource_version<'a>(

@@ -455,3 +455,55 @@ async fn kube_event_recorder_creates_then_patches_a_series() {
     let verbs: Vec<Verb> = fake.requests().iter().map(|r| r.verb).collect();
     assert_eq!(verbs, [Verb::Create, Verb::Patch]);
 }
+
+#[tokio::test]
+async fn config_map_and_secret_data_over_one_mebibyte_is_invalid() {
+    let fake = fake().await;
+    let client = fake.client().expect("client");
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), "istio-system");
+    let pp = PatchParams::apply("cert-sync");
+    let big = "x".repeat(1024 * 1024);
+    for (name, data) in [("apply", json!({"m": big})), ("ok", json!({"m": "small"}))] {
+        let mut body = applied_cm(data);
+        body["metadata"]["name"] = json!(name);
+        let result = configmaps.patch(name, &pp, &Patch::Apply(body)).await;
+        if name == "ok" {
+            result.expect("a small ConfigMap is accepted");
+            continue;
+        }
+        match result {
+            Err(kube::Error::Api(status)) => {
+                assert_eq!(status.code, 422);
+                assert!(status.message.contains("Too long"), "{}", status.message);
+            }
+            other => panic!("expected 422, got {other:?}"),
+        }
+    }
+    // An update that grows past the limit is refused too; the object stays.
+    let grown = applied_cm(json!({"m": "x".repeat(600 * 1024), "n": "y".repeat(600 * 1024)}));
+    let mut grown = grown;
+    grown["metadata"]["name"] = json!("ok");
+    assert!(configmaps
+        .patch("ok", &pp, &Patch::Apply(grown))
+        .await
+        .is_err());
+    assert_eq!(
+        configmaps.get("ok").await.unwrap().data.unwrap()["m"],
+        "small"
+    );
+    // Secrets count decoded bytes: 1 MiB of base64 is 768 KiB of data.
+    let secrets: Api<Secret> = Api::namespaced(client, "istio-system");
+    let secret = |name: &str, len: usize| {
+        json!({"apiVersion": "v1", "kind": "Secret",
+               "metadata": {"name": name, "namespace": "istio-system"},
+               "data": {"k": "QUFB".repeat(len / 4)}})
+    };
+    secrets
+        .patch("fits", &pp, &Patch::Apply(secret("fits", 1024 * 1024)))
+        .await
+        .expect("768 KiB of data fits");
+    assert!(secrets
+        .patch("big", &pp, &Patch::Apply(secret("big", 1400 * 1024)))
+        .await
+        .is_err());
+}

@@ -555,13 +555,35 @@ pub async fn apply_certmerge_status(
     .map(|_| ())
 }
 
-/// The manifest ConfigMap's JSON, if the ConfigMap exists and holds one.
-pub async fn read_manifest_json(
+/// The manifest as its ConfigMaps hold it: the index's JSON and each
+/// shard's JSON by label (`core::manifest::shards`); `None` when there is
+/// no index. One GET and one LIST (by label, so only the shards travel).
+pub async fn read_manifest_parts(
     client: &Client,
     namespace: &str,
-) -> Result<Option<String>, kube::Error> {
-    use crate::core::manifest;
+) -> Result<Option<(String, BTreeMap<String, String>)>, kube::Error> {
+    use crate::core::manifest::{self, shards};
+    use kube::api::ListParams;
     let api = Api::<ConfigMap>::namespaced(client.clone(), namespace);
-    let cm = api.get_opt(manifest::NAME).await?;
-    Ok(cm.and_then(|cm| cm.data?.remove(manifest::DATA_KEY)))
+    let Some(index) = api
+        .get_opt(manifest::NAME)
+        .await?
+        .and_then(|cm| cm.data?.remove(manifest::DATA_KEY))
+    else {
+        return Ok(None);
+    };
+    let selector = format!("{}={}", shards::PART_LABEL, shards::PART_SHARD);
+    let list = api.list(&ListParams::default().labels(&selector)).await?;
+    let parts = list
+        .items
+        .into_iter()
+        .filter_map(|cm| {
+            let label = cm
+                .name_any()
+                .strip_prefix(&format!("{}-", manifest::NAME))?
+                .to_owned();
+            Some((label, cm.data?.remove(manifest::DATA_KEY)?))
+        })
+        .collect();
+    Ok(Some((index, parts)))
 }

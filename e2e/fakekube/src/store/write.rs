@@ -53,6 +53,7 @@ impl Store {
                 o.remove("status");
             }
         }
+        check_data_size(rt, &body)?;
         self.init_new(rt, &mut body, namespace);
         let scope = main_scope(rt);
         let op = Operation::Update {
@@ -184,6 +185,7 @@ impl Store {
                     }
                 }
                 let (mut obj, fields) = managed::apply(None, &applied, manager, force, scope)?;
+                check_data_size(rt, &obj)?;
                 self.init_new(rt, &mut obj, namespace);
                 let op = Operation::Apply {
                     manager: manager.to_string(),
@@ -283,6 +285,7 @@ impl Store {
         if candidate == *old {
             return Ok(old);
         }
+        check_data_size(rt, &candidate)?;
         let key = ObjKey::new(
             rt,
             meta::namespace(&old).unwrap_or(""),
@@ -391,4 +394,42 @@ fn spec_part(v: &Value) -> Value {
         o.remove("status");
     }
     v
+}
+
+/// The API server's cap on a ConfigMap's or Secret's data (`MaxSecretSize`,
+/// 1 MiB, kubernetes `pkg/apis/core/validation/validation.go`
+/// `ValidateConfigMap`/`ValidateSecret`): summed over `data` (and a
+/// ConfigMap's `binaryData`), keys included; a larger write is 422 Invalid.
+/// This is the wall a single growing manifest ConfigMap hits.
+pub const MAX_DATA_BYTES: usize = 1024 * 1024;
+
+fn check_data_size(rt: &ResourceType, obj: &Value) -> Result<(), ApiError> {
+    let kind = match (rt.group.as_str(), rt.plural.as_str()) {
+        ("", "configmaps") => "ConfigMap",
+        ("", "secrets") => "Secret",
+        _ => return Ok(()),
+    };
+    let mut total = 0usize;
+    for field in ["data", "binaryData", "stringData"] {
+        if let Some(map) = obj.get(field).and_then(Value::as_object) {
+            for (k, v) in map {
+                // Secret data is base64 on the wire; the limit is on bytes.
+                let len = v.as_str().map_or(0, str::len);
+                let len = if kind == "Secret" && field == "data" {
+                    len / 4 * 3
+                } else {
+                    len
+                };
+                total += k.len() + len;
+            }
+        }
+    }
+    if total > MAX_DATA_BYTES {
+        let name = meta::name(obj).unwrap_or("");
+        return Err(ApiError::new(
+            422,
+            format!("{kind} \"{name}\" is invalid: []: Too long: may not be more than {MAX_DATA_BYTES} bytes"),
+        ));
+    }
+    Ok(())
 }

@@ -38,13 +38,14 @@ fn watch_rows(api: &FakeApi) -> Rows {
     let seen = Arc::clone(&rows);
     let configmaps =
         Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(api.client.clone(), GATEWAY_NS);
-    let config = watcher::Config::default().fields("metadata.name=cert-sync-manifest");
+    // The manifest's shards: each holds its rows as the whole did.
+    let config = watcher::Config::default().labels("certsync.istio.io/manifest-part=shard");
     tokio::spawn(async move {
         let stream = watcher(configmaps, config).applied_objects();
         futures::pin_mut!(stream);
-        while let Some(Ok(manifest)) = stream.next().await {
+        while let Some(Ok(shard)) = stream.next().await {
             let now = Instant::now();
-            let text = manifest
+            let text = shard
                 .data
                 .and_then(|d| d.get("manifest.json").cloned())
                 .unwrap_or_default();
