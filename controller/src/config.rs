@@ -182,6 +182,13 @@ pub struct Args {
     #[arg(long, env = "POD_NAME", default_value = "cert-sync-local")]
     pub pod_name: String,
 
+    /// This replica's address (the pod IP, from the downward API). The
+    /// leader writes it, with the `--http-addr` port, on the Lease, and a
+    /// standby passes the reports it receives on to it. Without it a
+    /// standby answers 503 and the filter retries.
+    #[arg(long, env = "POD_IP")]
+    pub pod_ip: Option<std::net::IpAddr>,
+
     /// Coalesce bursts of changes for this long before reconciling.
     #[arg(long, env = "CERTSYNC_DEBOUNCE_MS", default_value_t = 10)]
     pub debounce_ms: u64,

@@ -13,6 +13,7 @@ use certsync_fakekube::{Fault, FaultMatch};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 
 /// Far below the 60 s resync: a pass that waits for it fails the test.
@@ -22,9 +23,14 @@ const LEASE: &str = "2s";
 struct Replica {
     name: &'static str,
     child: Child,
+    port: u16,
 }
 
 fn start(kubeconfig: &std::path::Path, name: &'static str) -> Replica {
+    start_with(kubeconfig, name, &[])
+}
+
+fn start_with(kubeconfig: &std::path::Path, name: &'static str, extra: &[String]) -> Replica {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -36,12 +42,13 @@ fn start(kubeconfig: &std::path::Path, name: &'static str) -> Replica {
         .args(["--pod-name", name, "--lease-duration", LEASE])
         .args(["--manage-gateway-config=false", "--http-addr"])
         .arg(format!("127.0.0.1:{port}"))
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    Replica { name, child }
+    Replica { name, child, port }
 }
 
 fn holder(server: &FakeApiServer) -> Option<String> {
@@ -61,11 +68,19 @@ async fn wait_for(what: &str, within: Duration, mut done: impl FnMut() -> bool) 
 /// Two replicas, one leading with `shop/first` published; returns them
 /// as (leader, standby).
 async fn two_replicas(server: &FakeApiServer, dir: &std::path::Path) -> (Replica, Replica) {
+    two_replicas_with(server, dir, &[]).await
+}
+
+async fn two_replicas_with(
+    server: &FakeApiServer,
+    dir: &std::path::Path,
+    extra: &[String],
+) -> (Replica, Replica) {
     let kubeconfig = dir.join("kubeconfig");
     server.write_kubeconfig(&kubeconfig).unwrap();
     server.put(mk_pair("shop", "first", P256, true)).unwrap();
-    let a = start(&kubeconfig, "replica-a");
-    let b = start(&kubeconfig, "replica-b");
+    let a = start_with(&kubeconfig, "replica-a", extra);
+    let b = start_with(&kubeconfig, "replica-b", extra);
     wait_for("a leader", PROMPTLY, || holder(server).is_some()).await;
     wait_for("the first publication", PROMPTLY, || {
         server.get("secrets", GW, "shop.first").is_some()
@@ -192,4 +207,150 @@ async fn after_an_api_server_restart_a_change_is_published_promptly_and_never_fr
         conflicts.is_empty(),
         "writes from stale state: {conflicts:?}"
     );
+}
+
+/// One HTTP/1.1 exchange on a fresh connection: (status, body).
+async fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: cert-sync\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(body).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let status = out
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn reports_counted(metrics: &str, outcome: &str) -> u64 {
+    metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("certsync_reports_total") && l.contains(&format!("outcome=\"{outcome}\""))
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_report_sent_to_the_standby_reaches_the_leader_in_the_same_request_and_survives_a_leader_change(
+) {
+    const TOKEN: &str = "s3cret-report-token";
+    let server = FakeApiServer::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, TOKEN).unwrap();
+    server
+        .put(mk_gateway_pod("gw-0", "127.0.0.1", true))
+        .unwrap();
+    server
+        .put(mk_gateway_pod("gw-far", "10.9.9.9", true))
+        .unwrap();
+    let extra = [
+        "--pod-ip=127.0.0.1".to_owned(),
+        format!("--report-token-file={}", token_file.display()),
+    ];
+    let (mut leader, standby) = two_replicas_with(&server, dir.path(), &extra).await;
+    // The leader's address and forward key are on the Lease.
+    let lease = server.get("leases", GW, "cert-sync").unwrap();
+    let annotations = &lease["metadata"]["annotations"];
+    assert_eq!(
+        annotations["certsync.istio.io/leader-address"],
+        format!("127.0.0.1:{}", leader.port)
+    );
+    let key = annotations["certsync.istio.io/forward-key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(key.len(), 64);
+    // The standby reads the Lease every retry period (LEASE / 7.5).
+    tokio::time::sleep(Duration::from_millis(800)).await;
+
+    let bearer = format!("Bearer {TOKEN}");
+    let auth = [
+        ("Authorization", bearer.as_str()),
+        ("Content-Type", "application/json"),
+    ];
+    let report = mk_report("gw-0", 3, &[("kubernetes://shop.first", P256)]);
+    // To the standby: answered by the leader, no retry needed.
+    let (status, _) = http(standby.port, "POST", "/v1/reports", &auth, &report).await;
+    assert_eq!(status, 204);
+    let (_, metrics) = http(standby.port, "GET", "/metrics", &[], b"").await;
+    assert_eq!(reports_counted(&metrics, "forwarded"), 1, "{metrics}");
+    assert_eq!(reports_counted(&metrics, "not_leader"), 0);
+    let (_, metrics) = http(leader.port, "GET", "/metrics", &[], b"").await;
+    assert_eq!(reports_counted(&metrics, "accepted"), 1);
+    // The leader judged it: an older report through the standby is its 409.
+    let older = mk_report("gw-0", 2, &[("kubernetes://shop.first", P256)]);
+    let (status, _) = http(standby.port, "POST", "/v1/reports", &auth, &older).await;
+    assert_eq!(status, 409);
+
+    // A gateway pod cannot borrow another's address by naming it: without
+    // the key the header is ignored (the source check sees 127.0.0.1).
+    let far = mk_report("gw-far", 1, &[]);
+    let forged = [
+        auth[0],
+        auth[1],
+        ("x-certsync-forwarded-for", "10.9.9.9"),
+        ("x-certsync-forward-key", "guess"),
+    ];
+    let (status, _) = http(leader.port, "POST", "/v1/reports", &forged, &far).await;
+    assert_eq!(status, 403);
+    let keyed = [
+        auth[0],
+        auth[1],
+        ("x-certsync-forwarded-for", "10.9.9.9"),
+        ("x-certsync-forward-key", key.as_str()),
+    ];
+    let (status, _) = http(leader.port, "POST", "/v1/reports", &keyed, &far).await;
+    assert_eq!(
+        status, 204,
+        "with the Lease's key the forwarded address counts"
+    );
+
+    // The leader goes; the standby leads with gw-0's report already kept.
+    leader.child.start_kill().unwrap();
+    leader.child.wait().await.unwrap();
+    wait_for("the standby taking the Lease", PROMPTLY, || {
+        holder(&server).as_deref() == Some(standby.name)
+    })
+    .await;
+    // No new report needed: the one the standby kept counts.
+    let started = Instant::now();
+    loop {
+        let (_, body) = http(standby.port, "GET", "/v1/status", &[], b"").await;
+        let view: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        let kept = view["pods"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|p| p["name"] == "gw-0" && p["seq"] == 3);
+        if kept {
+            break;
+        }
+        assert!(
+            started.elapsed() < PROMPTLY,
+            "gw-0's report not in the new leader's status: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

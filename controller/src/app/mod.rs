@@ -9,7 +9,7 @@
 //!                     select → validate → render → diff → write → announce
 //!                                                     │ Publications (manifest without
 //!                                                     │ rollout, refusals), CertMerge statuses
-//!  POST /v1/reports ─▶ ReportSink ──poke──┐           ▼
+//!  POST /v1/reports ─▶ ReportSink ──poke──┐           ▼     (a standby forwards to the leader)
 //!  gateway Pod watch ─────────────────────┴─▶ verify::Verifier::step  (every replica; the
 //!  tick (1 s) ──────────────────────────────▶   assess → ladder       leader acts)
 //!                                                     │ RolloutNotes
@@ -34,6 +34,7 @@ use crate::core::model::NamespacePolicy;
 use crate::core::referenced::Scope;
 use crate::runtime::gateway::config::GatewayConfig;
 use crate::runtime::gateway::files::{DirectoryPublisher, FilesError};
+use crate::runtime::gateway::forward::{Endpoint, Forwarder};
 use crate::runtime::gateway::pods::GatewayPods;
 use crate::runtime::gateway::reports::{self, ReportAuth, ReportSink};
 use crate::runtime::kube::gateways::GatewayStores;
@@ -138,8 +139,9 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
     } else {
         None
     };
+    let mut forwarding = None;
     let leading = if args.leader_election && role.verifies() {
-        let elector = LeaderElector::new(
+        let mut elector = LeaderElector::new(
             ctx.client.clone(),
             &ctx.policy.gateway_namespace,
             &args.lease_name,
@@ -147,6 +149,13 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
             args.lease_config(),
         )?
         .with_metrics(ctx.metrics.clone());
+        if let Some(ip) = args.pod_ip {
+            let address = std::net::SocketAddr::new(ip, args.http_addr.port()).to_string();
+            let own = Endpoint::own(&args.pod_name, address).context("making a forward key")?;
+            let (with, leader) = elector.with_endpoint(own.clone());
+            elector = with;
+            forwarding = Some(Forwarder::new(own, leader));
+        }
         let mut stop = shutdown_rx.clone();
         elector.run(async move {
             let _ = stop.wait_for(|s| *s).await;
@@ -168,7 +177,7 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
         if report_token.is_none() {
             tracing::warn!("no --report-token-file: reports are checked by pod address only");
         }
-        let sink = Arc::new(ReportSink::new(
+        let mut sink = ReportSink::new(
             ReportAuth {
                 token: report_token.clone(),
                 check_source: args.report_source_check,
@@ -178,7 +187,11 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
             leading.clone(),
             ctx.metrics.clone(),
             Arc::clone(&rollout_changed),
-        ));
+        );
+        if let Some(forwarder) = forwarding {
+            sink = sink.with_forwarder(forwarder);
+        }
+        let sink = Arc::new(sink);
         let v = verify::Verifier::new(
             &ctx.policy,
             verify::Settings::from_args(args, gateway_config.is_some()),

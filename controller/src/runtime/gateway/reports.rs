@@ -19,12 +19,15 @@
 //!
 //! Bodies are bounded (`MAX_REPORT_BYTES`, then `Report::decode`'s checks),
 //! a replayed or reordered report (sequence not moving forward) is refused
-//! (409), and a standby replica answers 503 so the filter's retry reaches
-//! the leader. Every answer is counted in `certsync_reports_total{outcome}`.
+//! (409). A standby passes a report on to the leader and returns its
+//! answer (`forward`), keeping the report too so a leader change loses
+//! none; without a reachable leader it answers 503 and the filter retries.
+//! Every answer is counted in `certsync_reports_total{outcome}`.
 //! Nothing here blocks: the observation is stored under a short lock and
 //! the rollout loop is poked only when what the pod serves changed.
 
 use crate::core::rollout::{self, Observation};
+use crate::runtime::gateway::forward::{Forwarded, Forwarder, FORWARDED_FOR, FORWARD_KEY};
 use crate::runtime::gateway::pods::GatewayPods;
 use crate::runtime::ops::metrics::{Metrics, ReportOutcome};
 use axum::body::Bytes;
@@ -54,6 +57,8 @@ pub struct ReportSink {
     observations: Mutex<BTreeMap<String, Observation>>,
     /// Poked when a pod's served certificates change.
     changed: Arc<Notify>,
+    /// Passes reports to the leader while this replica stands by.
+    forwarder: Option<Forwarder>,
 }
 
 /// How the sink judges reports.
@@ -82,7 +87,14 @@ impl ReportSink {
             metrics,
             observations: Mutex::new(BTreeMap::new()),
             changed,
+            forwarder: None,
         }
+    }
+
+    /// Standing by, pass reports on to the leader `forwarder` finds.
+    pub fn with_forwarder(mut self, forwarder: Forwarder) -> Self {
+        self.forwarder = Some(forwarder);
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Observation>> {
@@ -128,6 +140,29 @@ impl ReportSink {
         if !*self.leading.borrow() {
             return (ReportOutcome::NotLeader, "not the leader; retry");
         }
+        self.judge(authorization, peer, body, now_ms)
+    }
+
+    /// Keeps a report the leader accepted through this standby, judged as
+    /// the leader judges it: should this replica lead next, it starts from
+    /// every pod's latest report rather than from nothing.
+    pub fn keep_forwarded(
+        &self,
+        authorization: Option<&str>,
+        peer: Option<SocketAddr>,
+        body: &[u8],
+        now_ms: i64,
+    ) {
+        let _ = self.judge(authorization, peer, body, now_ms);
+    }
+
+    fn judge(
+        &self,
+        authorization: Option<&str>,
+        peer: Option<SocketAddr>,
+        body: &[u8],
+        now_ms: i64,
+    ) -> (ReportOutcome, &'static str) {
         if !self.authorized(authorization) {
             return (
                 ReportOutcome::Unauthenticated,
@@ -185,15 +220,33 @@ pub fn router(sink: Arc<ReportSink>) -> Router {
 }
 
 async fn post_report(State(sink): State<Arc<ReportSink>>, request: Request) -> Response {
-    let peer = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0);
-    let authorization = request
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    // Read before the body: the request (its body is not Sync) must not be
+    // borrowed across an await.
+    let (authorization, forwarded_for, peer) = {
+        let header = |name: &str| {
+            request
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        // A standby's forward names the gateway pod's address; believed
+        // only with this replica's own key.
+        let forwarded_for = sink.forwarder.as_ref().and_then(|f| {
+            f.forwarded_for(
+                header(FORWARD_KEY).as_deref(),
+                header(FORWARDED_FOR).as_deref(),
+            )
+        });
+        let peer = match forwarded_for {
+            Some(ip) => Some(SocketAddr::new(ip, 0)),
+            None => request
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0),
+        };
+        (header(AUTHORIZATION.as_str()), forwarded_for, peer)
+    };
     let body: Bytes = match axum::body::to_bytes(
         request.into_body(),
         certsync_contract::report::MAX_REPORT_BYTES,
@@ -207,6 +260,28 @@ async fn post_report(State(sink): State<Arc<ReportSink>>, request: Request) -> R
         }
     };
     let now_ms = jiff::Timestamp::now().as_millisecond();
+    // Never forwarded twice: a forward that lands on a replica that no
+    // longer leads is answered 503, and the filter retries.
+    if !*sink.leading.borrow() && forwarded_for.is_none() {
+        if let Some(forwarder) = &sink.forwarder {
+            let ip = peer.map(|p| p.ip());
+            match forwarder
+                .forward(authorization.as_deref(), ip, body.clone())
+                .await
+            {
+                Forwarded::Answered(status, answer) => {
+                    if status == StatusCode::NO_CONTENT {
+                        sink.metrics.report(ReportOutcome::Forwarded);
+                        sink.keep_forwarded(authorization.as_deref(), peer, &body, now_ms);
+                    }
+                    return (status, answer).into_response();
+                }
+                Forwarded::NotForwarded(why) => {
+                    tracing::debug!(%why, "report not forwarded to the leader");
+                }
+            }
+        }
+    }
     let (outcome, why) = sink.receive(authorization.as_deref(), peer, &body, now_ms);
     sink.metrics.report(outcome);
     if outcome != ReportOutcome::Accepted {
@@ -219,7 +294,7 @@ async fn post_report(State(sink): State<Arc<ReportSink>>, request: Request) -> R
         ReportOutcome::Malformed => StatusCode::BAD_REQUEST,
         ReportOutcome::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ReportOutcome::Stale => StatusCode::CONFLICT,
-        ReportOutcome::NotLeader => {
+        ReportOutcome::NotLeader | ReportOutcome::Forwarded => {
             // A fresh connection may land on the leader behind the Service.
             return (
                 StatusCode::SERVICE_UNAVAILABLE,

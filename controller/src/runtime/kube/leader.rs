@@ -52,6 +52,7 @@ use kube::Client;
 use tokio::sync::watch;
 use tokio::time::{sleep_until, timeout_at, Instant};
 
+use crate::runtime::gateway::forward::{Endpoint, LEASE_ADDRESS, LEASE_FORWARD_KEY};
 use crate::runtime::ops::metrics::{ApiOutcome, ApiVerb, Metrics};
 
 /// Timing of the election. It must hold that
@@ -129,6 +130,9 @@ pub struct LeaderElector {
     identity: String,
     config: LeaseConfig,
     metrics: Option<Metrics>,
+    /// Where this replica takes reports, written on the Lease while it
+    /// leads; and who leads, as read from it (`gateway::forward`).
+    endpoint: Option<(Endpoint, watch::Sender<Option<Endpoint>>)>,
 }
 
 impl std::fmt::Debug for LeaderElector {
@@ -187,7 +191,41 @@ impl LeaderElector {
             identity: identity.to_owned(),
             config,
             metrics: None,
+            endpoint: None,
         })
+    }
+
+    /// Writes `own` (address and forward key) on the Lease while leading,
+    /// and tells the receiver who leads whenever the Lease is read.
+    pub fn with_endpoint(mut self, own: Endpoint) -> (Self, watch::Receiver<Option<Endpoint>>) {
+        let (tx, rx) = watch::channel(None);
+        self.endpoint = Some((own, tx));
+        (self, rx)
+    }
+
+    /// [`observe`], and the leader's endpoint passed on.
+    fn seen(&self, observed: &mut Option<Observed>, lease: &Lease) -> Instant {
+        if let Some((_, tx)) = &self.endpoint {
+            let leader = endpoint_of(lease);
+            tx.send_if_modified(|current| {
+                let changed = *current != leader;
+                *current = leader;
+                changed
+            });
+        }
+        observe(observed, lease)
+    }
+
+    /// Our endpoint's annotations on a Lease we write.
+    fn stamp(&self, lease: &mut Lease) {
+        if let Some((own, _)) = &self.endpoint {
+            let annotations = lease
+                .metadata
+                .annotations
+                .get_or_insert_with(Default::default);
+            annotations.insert(LEASE_ADDRESS.to_owned(), own.address.clone());
+            annotations.insert(LEASE_FORWARD_KEY.to_owned(), own.key.clone());
+        }
     }
 
     /// Reports leadership (`certsync_leader`) and Lease requests
@@ -323,7 +361,7 @@ impl LeaderElector {
             let renewed = self.renewed(cached);
             match self.replace(&renewed).await {
                 Ok(lease) => {
-                    observe(observed, &lease);
+                    self.seen(observed, &lease);
                     return Ok(Attempt::Holding(Box::new(lease)));
                 }
                 Err(e) if is_conflict(&e) => {
@@ -343,7 +381,7 @@ impl LeaderElector {
         let Some(current) = self.get().await? else {
             return match self.create(&self.fresh_lease()).await {
                 Ok(lease) => {
-                    observe(observed, &lease);
+                    self.seen(observed, &lease);
                     Ok(Attempt::Holding(Box::new(lease)))
                 }
                 Err(e) if is_conflict(&e) => {
@@ -352,7 +390,7 @@ impl LeaderElector {
                 Err(e) => Err(e),
             };
         };
-        let since = observe(observed, &current);
+        let since = self.seen(observed, &current);
         let spec = current.spec.clone().unwrap_or_default();
         let holder = spec.holder_identity.clone().filter(|h| !h.is_empty());
         let ours = holder.as_deref() == Some(self.identity.as_str());
@@ -379,7 +417,7 @@ impl LeaderElector {
         };
         match self.replace(&desired).await {
             Ok(lease) => {
-                observe(observed, &lease);
+                self.seen(observed, &lease);
                 Ok(Attempt::Holding(Box::new(lease)))
             }
             Err(e) if is_conflict(&e) => {
@@ -461,7 +499,7 @@ impl LeaderElector {
 
     fn fresh_lease(&self) -> Lease {
         let now = now();
-        Lease {
+        let mut lease = Lease {
             metadata: ObjectMeta {
                 name: Some(self.lease_name.clone()),
                 namespace: Some(self.namespace.clone()),
@@ -475,7 +513,9 @@ impl LeaderElector {
                 lease_transitions: Some(0),
                 ..LeaseSpec::default()
             }),
-        }
+        };
+        self.stamp(&mut lease);
+        lease
     }
 
     /// Same holder, fresh `renewTime`.
@@ -487,6 +527,7 @@ impl LeaderElector {
         if spec.acquire_time.is_none() {
             spec.acquire_time = spec.renew_time.clone();
         }
+        self.stamp(&mut lease);
         lease
     }
 
@@ -499,6 +540,7 @@ impl LeaderElector {
         spec.acquire_time = Some(now.clone());
         spec.renew_time = Some(now);
         spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0).saturating_add(1));
+        self.stamp(&mut lease);
         lease
     }
 
@@ -532,6 +574,22 @@ impl LeaderElector {
 
 /// Records `lease`'s spec as seen now unless it is the one already seen;
 /// returns since when the current record has been seen unchanged.
+/// The holder's endpoint, when the Lease has a holder that wrote one.
+fn endpoint_of(lease: &Lease) -> Option<Endpoint> {
+    let identity = lease
+        .spec
+        .as_ref()?
+        .holder_identity
+        .clone()
+        .filter(|h| !h.is_empty())?;
+    let annotations = lease.metadata.annotations.as_ref()?;
+    Some(Endpoint {
+        identity,
+        address: annotations.get(LEASE_ADDRESS)?.clone(),
+        key: annotations.get(LEASE_FORWARD_KEY)?.clone(),
+    })
+}
+
 fn observe(observed: &mut Option<Observed>, lease: &Lease) -> Instant {
     let spec = lease.spec.clone().unwrap_or_default();
     match observed {

@@ -134,10 +134,12 @@ pub enum ReportOutcome {
     Stale,
     /// This replica is not the leader: 503, the filter retries.
     NotLeader,
+    /// A standby passed the report to the leader, which accepted it.
+    Forwarded,
 }
 
 impl ReportOutcome {
-    pub const ALL: [ReportOutcome; 7] = [
+    pub const ALL: [ReportOutcome; 8] = [
         Self::Accepted,
         Self::Unauthenticated,
         Self::Forbidden,
@@ -145,6 +147,7 @@ impl ReportOutcome {
         Self::TooLarge,
         Self::Stale,
         Self::NotLeader,
+        Self::Forwarded,
     ];
 
     /// The label value.
@@ -157,6 +160,7 @@ impl ReportOutcome {
             Self::TooLarge => "too_large",
             Self::Stale => "stale",
             Self::NotLeader => "not_leader",
+            Self::Forwarded => "forwarded",
         }
     }
 }
