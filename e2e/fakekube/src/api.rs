@@ -173,6 +173,7 @@ impl Entry<'_> {
             status,
             injected,
             bytes: bytes as u64,
+            request_bytes: ctx.body.len() as u64,
         });
     }
 }

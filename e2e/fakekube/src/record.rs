@@ -85,6 +85,9 @@ pub struct RequestRecord {
     pub injected: bool,
     /// Response body bytes (for a watch: 0 here, see the traffic counters).
     pub bytes: u64,
+    /// Request body bytes (what a client wrote).
+    #[serde(default)]
+    pub request_bytes: u64,
 }
 
 /// Requests and response bytes for one (verb, metadata-only) pair.
@@ -99,6 +102,9 @@ pub struct Traffic {
     pub requests: u64,
     /// Response body bytes served (watch bytes counted as streamed).
     pub bytes: u64,
+    /// Request body bytes received.
+    #[serde(default)]
+    pub request_bytes: u64,
 }
 
 /// Request log plus counters.
@@ -128,6 +134,7 @@ impl Recorder {
         let t = self.slot(r.verb, r.metadata_only);
         t.requests += 1;
         t.bytes += r.bytes;
+        t.request_bytes += r.request_bytes;
         self.log.push_back(r);
         while self.log.len() > self.capacity {
             self.log.pop_front();
@@ -147,6 +154,7 @@ impl Recorder {
                 metadata_only,
                 requests: 0,
                 bytes: 0,
+                request_bytes: 0,
             })
     }
 

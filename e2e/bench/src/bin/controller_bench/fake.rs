@@ -19,7 +19,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Count {
     pub requests: u64,
+    /// Response bytes.
     pub bytes: u64,
+    /// Request body bytes (what the client wrote).
+    pub sent: u64,
 }
 
 impl Count {
@@ -27,6 +30,7 @@ impl Count {
         Count {
             requests: self.requests.saturating_sub(other.requests),
             bytes: self.bytes.saturating_sub(other.bytes),
+            sent: self.sent.saturating_sub(other.sent),
         }
     }
 
@@ -34,6 +38,7 @@ impl Count {
         Count {
             requests: self.requests + other.requests,
             bytes: self.bytes + other.bytes,
+            sent: self.sent + other.sent,
         }
     }
 }
@@ -49,6 +54,8 @@ struct Row {
     metadata_only: bool,
     requests: u64,
     bytes: u64,
+    #[serde(default)]
+    request_bytes: u64,
 }
 
 impl Traffic {
@@ -110,6 +117,7 @@ pub struct FakeApi {
     pub client: Client,
     patches: std::sync::Arc<AtomicU64>,
     patch_bytes: std::sync::Arc<AtomicU64>,
+    patch_sent: std::sync::Arc<AtomicU64>,
 }
 
 impl FakeApi {
@@ -119,6 +127,7 @@ impl FakeApi {
             client: Client::try_from(config)?,
             patches: Default::default(),
             patch_bytes: Default::default(),
+            patch_sent: Default::default(),
         })
     }
 
@@ -134,6 +143,7 @@ impl FakeApi {
                     let count = Count {
                         requests: r.requests,
                         bytes: r.bytes,
+                        sent: r.request_bytes,
                     };
                     ((verb, r.metadata_only), count)
                 })
@@ -149,6 +159,7 @@ impl FakeApi {
         data: &BTreeMap<String, ByteString>,
     ) -> Result<()> {
         let body = serde_json::to_vec(&serde_json::json!({ "data": data }))?;
+        let sent = body.len() as u64;
         let req = Request::builder()
             .method(Method::PATCH)
             .uri(format!("/api/v1/namespaces/{namespace}/secrets/{name}"))
@@ -163,6 +174,7 @@ impl FakeApi {
         self.patches.fetch_add(1, Ordering::Relaxed);
         self.patch_bytes
             .fetch_add(text.len() as u64, Ordering::Relaxed);
+        self.patch_sent.fetch_add(sent, Ordering::Relaxed);
         Ok(())
     }
 
@@ -171,6 +183,7 @@ impl FakeApi {
         Count {
             requests: self.patches.load(Ordering::Relaxed),
             bytes: self.patch_bytes.load(Ordering::Relaxed),
+            sent: self.patch_sent.load(Ordering::Relaxed),
         }
     }
 }

@@ -42,7 +42,7 @@ pub struct Results {
     pub cores: usize,
     pub naive: NaiveRun,
     pub certsync: CertSyncRun,
-    pub referenced: crate::referenced::ReferencedRun,
+    pub referenced: Option<crate::referenced::ReferencedRun>,
 }
 
 /// Nearest-rank percentile of sorted samples.
@@ -257,15 +257,26 @@ impl Results {
                 traffic_cell(t.writes())
             );
         }
-        md.push('\n');
-        md.push_str(&self.referenced_markdown());
+        let writes = c.traffic_updates.writes();
+        let _ = writeln!(
+            md,
+            "\nWritten per update (request bodies cert-sync sent, all writes: the published \
+             Secret, the manifest shard, Events): {:.1} KiB over {:.1} requests.\n",
+            writes.sent as f64 / 1024.0 / s.updates.max(1) as f64,
+            writes.requests as f64 / s.updates.max(1) as f64,
+        );
+        if self.referenced.is_some() {
+            md.push_str(&self.referenced_markdown());
+        }
         md
     }
 
     /// The verify-only section: natively referenced certificates, against
     /// the copy phase of the same run.
     fn referenced_markdown(&self) -> String {
-        let r = &self.referenced;
+        let Some(r) = &self.referenced else {
+            return String::new();
+        };
         let c = &self.certsync;
         let mut lat = r.latencies.clone();
         lat.sort_unstable();

@@ -31,6 +31,8 @@ pub struct Scale {
     pub updates: usize,
     /// Distinct certificate pairs reused across the Secrets.
     pub pairs: usize,
+    /// Other (Opaque) Secrets beside the TLS ones: tokens, Helm releases.
+    pub others: usize,
 }
 
 impl Scale {
@@ -40,6 +42,17 @@ impl Scale {
         annotated: 1_000,
         updates: 100,
         pairs: 50,
+        others: 0,
+    };
+    /// The issue-15 scale: 100,000 TLS Secrets (10,000 annotated) and
+    /// 20,000 other Secrets in 1,000 namespaces.
+    pub const LARGE: Scale = Scale {
+        namespaces: 1_000,
+        secrets: 100_000,
+        annotated: 10_000,
+        updates: 100,
+        pairs: 50,
+        others: 20_000,
     };
     pub const QUICK: Scale = Scale {
         namespaces: 10,
@@ -47,6 +60,7 @@ impl Scale {
         annotated: 100,
         updates: 20,
         pairs: 10,
+        others: 0,
     };
 
     /// Every `step`-th Secret is annotated.
@@ -177,6 +191,26 @@ pub fn write_seed(path: &Path, scale: &Scale, pki: &Pki) -> Result<SeedSizes> {
             },
             type_: Some("kubernetes.io/tls".into()),
             data: Some(data),
+            ..Secret::default()
+        };
+        items.push(serde_json::to_value(&secret)?);
+    }
+    // Opaque Secrets of about a service-account token's size, spread over
+    // the same namespaces: outside cert-sync's TLS watch, inside the naive one.
+    let per_ns = scale.secrets.div_ceil(scale.namespaces.max(1));
+    for k in 0..scale.others {
+        let (namespace, _) = scale.source((k * per_ns) % scale.secrets.max(1));
+        let secret = Secret {
+            metadata: ObjectMeta {
+                name: Some(format!("other-{k:05}")),
+                namespace: Some(namespace),
+                ..ObjectMeta::default()
+            },
+            type_: Some("Opaque".into()),
+            data: Some(BTreeMap::from([(
+                "token".to_owned(),
+                ByteString(vec![b'x'; 1024]),
+            )])),
             ..Secret::default()
         };
         items.push(serde_json::to_value(&secret)?);
