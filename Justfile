@@ -16,11 +16,12 @@ default:
 demo:
     cargo run --quiet --locked -p certsync-demo --bin demo
 
-# Everything CI checks: lints, unit tests, the core under Node (wasm), real-Envoy tests on both Envoy lines.
+# Everything CI checks: lints, unit tests, the core under Node (wasm), real-Envoy tests on both Envoy lines, every fuzz target briefly.
 test: lint
     cargo test --workspace --locked
     cargo test --locked -p certsync-contract --target wasm32-unknown-unknown
     just test-envoy-istio
+    FUZZ_JOBS=2 bash e2e/fuzz/run.sh 20
 
 # The real-Envoy suites again on the Envoy line Istio 1.28 ships (1.36): the filter in Envoy, the rendered Istio objects under --mode validate, the local end-to-end's gateway pods.
 test-envoy-istio:
@@ -28,11 +29,17 @@ test-envoy-istio:
     ENVOY_BIN="$ENVOY_ISTIO_BIN" cargo test --locked -p certsync-e2e --test filter_in_envoy --test local_e2e --test native_e2e --test mesh_ca_envoy
     ENVOY_BIN="$ENVOY_ISTIO_BIN" cargo test --locked -p certsync-wasmplugin --test envoy
 
-# fmt and clippy (native and wasm32) with warnings as errors.
+# fmt and clippy (native and wasm32, and the fuzz workspace) with warnings as errors.
 lint:
     cargo fmt --all --check
+    cargo fmt --manifest-path e2e/fuzz/Cargo.toml --check
     cargo clippy --workspace --all-targets --locked -- -D warnings
     cargo clippy --locked -p certsync-filter --target wasm32-wasip1 -- -D warnings
+    cargo clippy --manifest-path e2e/fuzz/Cargo.toml --target-dir target --all-targets --locked -- -D warnings
+
+# Fuzz campaign: every target (or those named) for `seconds` each, two at a time; crashes land in e2e/fuzz/artifacts/ (e2e/fuzz/run.sh).
+fuzz seconds="1800" *targets:
+    FUZZ_JOBS=2 bash e2e/fuzz/run.sh {{seconds}} {{targets}}
 
 # The kind + Istio end-to-end: the real install in a real cluster (needs Docker; docs/kind.md).
 e2e-kind:

@@ -88,7 +88,11 @@ pub fn parse(body: &[u8]) -> Result<Tripwire, String> {
         } else if counter.name.starts_with(LISTENER_PREFIX) {
             tripwire.listeners = tripwire.listeners.wrapping_add(value);
         } else if let Some(secret) = failed_secret(&counter.name) {
-            *tripwire.failures.entry(secret.to_owned()).or_default() += value;
+            // Only compared for change, like the sums above: wrapping, as
+            // Envoy's counters may be anything (found by fuzzing: two
+            // counters of one secret summing past u64::MAX panicked).
+            let count = tripwire.failures.entry(secret.to_owned()).or_default();
+            *count = count.wrapping_add(value);
         }
     }
     Ok(tripwire)
@@ -131,6 +135,19 @@ mod tests {
         assert_eq!(parse(br#"{"stats":[]}"#).unwrap().contexts, None);
         assert_eq!(parse(b"{}").unwrap(), Tripwire::default());
         assert!(parse(b"nope").is_err());
+    }
+
+    #[test]
+    fn counters_summing_past_u64_max_wrap_rather_than_panic() {
+        // e2e/fuzz/seeds/stats/crash-failure-sum-overflow.json
+        let body = br#"{"stats":[
+          {"name":"sds.a.update_rejected","value":18446744073709551615},
+          {"name":"sds.a.key_rotation_failed","value":2},
+          {"name":"x.ssl_context_update_by_sds","value":18446744073709551615},
+          {"name":"y.ssl_context_update_by_sds","value":1}]}"#;
+        let t = parse(body).unwrap();
+        assert_eq!(t.failures["a"], 1);
+        assert_eq!(t.contexts, Some(0));
     }
 
     #[test]
