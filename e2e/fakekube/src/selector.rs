@@ -31,6 +31,11 @@ pub struct LabelSelector {
 }
 
 impl LabelSelector {
+    /// Selects everything.
+    pub fn is_empty(&self) -> bool {
+        self.reqs.is_empty()
+    }
+
     /// Parses `app=x,tier!=db,env in (a,b),!legacy`.
     pub fn parse(s: &str) -> Result<Self, ApiError> {
         let mut reqs = Vec::new();
@@ -129,6 +134,11 @@ pub struct FieldSelector {
 }
 
 impl FieldSelector {
+    /// Selects everything.
+    pub fn is_empty(&self) -> bool {
+        self.reqs.is_empty()
+    }
+
     /// Parses `metadata.name=foo,type=kubernetes.io/tls`, refusing labels
     /// the resource type does not accept.
     pub fn parse(s: &str, rt: &ResourceType) -> Result<Self, ApiError> {

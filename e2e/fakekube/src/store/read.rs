@@ -71,31 +71,6 @@ struct ContinueToken {
 }
 
 impl Store {
-    /// Objects of `rid` as of revision `at` (which must not be compacted),
-    /// rebuilt by undoing newer events.
-    fn snapshot(&self, rt: &ResourceType, at: u64) -> BTreeMap<ObjKey, Arc<Value>> {
-        let rid = rt.id();
-        let mut objs: BTreeMap<ObjKey, Arc<Value>> = self
-            .objects
-            .iter()
-            .filter(|(k, _)| k.rid == rid)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        for e in self.log.iter().rev() {
-            if e.rv <= at {
-                break;
-            }
-            if e.key.rid != rid {
-                continue;
-            }
-            match &e.prev {
-                Some(p) => objs.insert(e.key.clone(), p.clone()),
-                None => objs.remove(&e.key),
-            };
-        }
-        objs
-    }
-
     /// GET collection, with selectors and limit/continue pagination.
     pub fn list(&self, rt: &ResourceType, q: &ListQuery) -> Result<ListPage, ApiError> {
         let too_old = |rv: u64| {
@@ -141,45 +116,103 @@ impl Store {
                 _ => self.rv,
             }
         };
-        let source: Box<dyn Iterator<Item = (ObjKey, Arc<Value>)>> = if at == self.rv {
-            let rid = rt.id();
-            Box::new(
-                self.objects
-                    .iter()
-                    .filter(move |(k, _)| k.rid == rid)
-                    .map(|(k, v)| (k.clone(), v.clone())),
-            )
-        } else {
-            Box::new(self.snapshot(rt, at).into_iter())
+        // Walk the collection in key order from the continue point and stop
+        // once the page is full, as etcd's range read does: a page costs its
+        // own size, not the collection's (a 100,000-object list in pages of
+        // 500 must not be quadratic). A list at an older revision overlays
+        // the few objects changed since on the current ones.
+        let rid = rt.id();
+        let from = ObjKey {
+            rid: rid.clone(),
+            namespace: start_after.as_ref().map_or_else(
+                || q.namespace.clone().unwrap_or_default(),
+                |(ns, _)| ns.clone(),
+            ),
+            name: start_after
+                .as_ref()
+                .map_or_else(String::new, |(_, n)| n.clone()),
         };
-        let mut matching: Vec<((String, String), Arc<Value>)> = source
-            .filter(|(k, v)| {
-                q.namespace.as_ref().is_none_or(|ns| *ns == k.namespace)
-                    && q.labels.matches(v)
-                    && q.fields.matches(v)
+        let changed = self.changed_since(&rid, at);
+        let current = self
+            .objects
+            .range(from.clone()..)
+            .take_while(|(k, _)| k.rid == rid)
+            .filter(|(k, _)| !changed.contains_key(*k))
+            .map(|(k, v)| (k, Some(v)));
+        let earlier = changed.range(from..).map(|(k, v)| (k, v.as_ref()));
+        let in_order = merge_by_key(current, earlier);
+        let mut candidates = in_order
+            .filter_map(|(k, v)| Some((k, v?)))
+            .filter(|(k, _)| {
+                start_after
+                    .as_ref()
+                    .is_none_or(|(ns, name)| (&k.namespace, &k.name) > (ns, name))
             })
-            .map(|(k, v)| ((k.namespace, k.name), v))
-            .filter(|(k, _)| start_after.as_ref().is_none_or(|s| k > s))
-            .collect();
+            .take_while(|(k, _)| q.namespace.as_ref().is_none_or(|ns| *ns == k.namespace))
+            .filter(|(_, v)| q.labels.matches(v) && q.fields.matches(v));
         let limit = q.limit.filter(|l| *l > 0).unwrap_or(usize::MAX);
-        let rest = matching.len().saturating_sub(limit);
-        matching.truncate(limit);
+        let matching: Vec<(&ObjKey, &Arc<Value>)> = candidates.by_ref().take(limit).collect();
+        // Like the API server, the remaining count only without selectors
+        // (counting would mean evaluating them on the whole rest).
+        let more = candidates.next().is_some();
+        let remaining = (more && q.labels.is_empty() && q.fields.is_empty())
+            .then(|| 1 + candidates.count() as u64);
         let continue_token = match matching.last() {
-            Some(((ns, name), _)) if rest > 0 => Some(encode_continue(&ContinueToken {
+            Some((k, _)) if more => Some(encode_continue(&ContinueToken {
                 rv: at,
-                ns: ns.clone(),
-                name: name.clone(),
+                ns: k.namespace.clone(),
+                name: k.name.clone(),
             })?),
             _ => None,
         };
         Ok(ListPage {
-            items: matching.into_iter().map(|(_, v)| v).collect(),
+            items: matching.into_iter().map(|(_, v)| Arc::clone(v)).collect(),
             resource_version: at,
             continue_token,
-            remaining: (rest > 0).then_some(rest as u64),
+            remaining,
         })
     }
 
+    /// Objects of `rid` changed after revision `at`, each as it was at `at`
+    /// (`None`: it did not exist then).
+    fn changed_since(&self, rid: &str, at: u64) -> BTreeMap<ObjKey, Option<Arc<Value>>> {
+        let mut out = BTreeMap::new();
+        for e in self.log.iter().rev() {
+            if e.rv <= at {
+                break;
+            }
+            if e.key.rid == rid {
+                // Walking back in time: the oldest change's `prev` wins.
+                out.insert(e.key.clone(), e.prev.clone());
+            }
+        }
+        out
+    }
+}
+
+/// Two iterators sorted by key, merged into one sorted by key (their keys
+/// are disjoint).
+fn merge_by_key<'a, A, B>(a: A, b: B) -> impl Iterator<Item = (&'a ObjKey, Option<&'a Arc<Value>>)>
+where
+    A: Iterator<Item = (&'a ObjKey, Option<&'a Arc<Value>>)>,
+    B: Iterator<Item = (&'a ObjKey, Option<&'a Arc<Value>>)>,
+{
+    let mut a = a.peekable();
+    let mut b = b.peekable();
+    std::iter::from_fn(move || match (a.peek(), b.peek()) {
+        (Some((ka, _)), Some((kb, _))) => {
+            if ka < kb {
+                a.next()
+            } else {
+                b.next()
+            }
+        }
+        (Some(_), None) => a.next(),
+        (None, _) => b.next(),
+    })
+}
+
+impl Store {
     /// Current matching objects for a watch starting from "now", and the
     /// revision to continue from.
     pub fn watch_initial(&self, f: &WatchFilter) -> (Vec<Arc<Value>>, u64) {
