@@ -40,8 +40,9 @@ fuzz_target!(|data: &[u8]| {
     for m in [&mut a, &mut b] {
         m.publications
             .sort_by(|x, y| (&x.source, &x.sds_resource).cmp(&(&y.source, &y.sds_resource)));
-        m.refusals
-            .sort_by(|x, y| (&x.subject, &x.reason, &x.message).cmp(&(&y.subject, &y.reason, &y.message)));
+        m.refusals.sort_by(|x, y| {
+            (&x.subject, &x.reason, &x.message).cmp(&(&y.subject, &y.reason, &y.message))
+        });
     }
     assert_eq!(a.publications, b.publications);
     assert_eq!(a.refusals, b.refusals);
