@@ -106,15 +106,7 @@ impl Recorder {
                 let rendering = manifest::Rendering::of(part.doc(*prefix, &annotate));
                 let digest = rendering.sha256()?;
                 if last.is_none_or(|(_, d)| *d != digest) {
-                    cluster::apply_config_map(
-                        &ctx.client,
-                        &ctx.policy.gateway_namespace,
-                        &prefix.name(),
-                        &labels,
-                        &rendering.data(),
-                    )
-                    .await?;
-                    ctx.metrics.api_request(ApiVerb::Apply, ApiOutcome::Ok);
+                    apply_part(ctx, &prefix.name(), &labels, &rendering).await?;
                 }
                 digest
             };
@@ -126,15 +118,7 @@ impl Recorder {
         if self.written.index != Some(digest) {
             let mut labels = manifest::labels();
             labels.insert(shards::PART_LABEL.to_owned(), shards::PART_INDEX.to_owned());
-            cluster::apply_config_map(
-                &ctx.client,
-                &ctx.policy.gateway_namespace,
-                manifest::NAME,
-                &labels,
-                &index.data(),
-            )
-            .await?;
-            ctx.metrics.api_request(ApiVerb::Apply, ApiOutcome::Ok);
+            apply_part(ctx, manifest::NAME, &labels, &index).await?;
             self.written.index = Some(digest);
         }
         // Shards that split: emptied, so no stale rows linger under a name
@@ -150,15 +134,7 @@ impl Recorder {
             let empty = shards::Part::default();
             let none = |_: &mut ManifestEntry| {};
             let rendering = manifest::Rendering::of(empty.doc(prefix, &none));
-            cluster::apply_config_map(
-                &ctx.client,
-                &ctx.policy.gateway_namespace,
-                &prefix.name(),
-                &labels,
-                &rendering.data(),
-            )
-            .await?;
-            ctx.metrics.api_request(ApiVerb::Apply, ApiOutcome::Ok);
+            apply_part(ctx, &prefix.name(), &labels, &rendering).await?;
             self.written.shards.remove(&prefix);
         }
         Ok(())
@@ -210,6 +186,25 @@ fn same_inputs<T>(
                 _ => false,
             }
     })
+}
+
+/// Server-side applies one manifest ConfigMap (index or shard).
+async fn apply_part<T: serde::Serialize>(
+    ctx: &Context,
+    name: &str,
+    labels: &BTreeMap<String, String>,
+    rendering: &manifest::Rendering<T>,
+) -> Result<(), Error> {
+    cluster::apply_config_map(
+        &ctx.client,
+        &ctx.policy.gateway_namespace,
+        name,
+        labels,
+        &rendering.data(),
+    )
+    .await?;
+    ctx.metrics.api_request(ApiVerb::Apply, ApiOutcome::Ok);
+    Ok(())
 }
 
 /// The manifest ConfigMaps as last written (or found at start-up).

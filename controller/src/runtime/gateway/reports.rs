@@ -143,19 +143,7 @@ impl ReportSink {
         self.judge(authorization, peer, body, now_ms)
     }
 
-    /// Keeps a report the leader accepted through this standby, judged as
-    /// the leader judges it: should this replica lead next, it starts from
-    /// every pod's latest report rather than from nothing.
-    pub fn keep_forwarded(
-        &self,
-        authorization: Option<&str>,
-        peer: Option<SocketAddr>,
-        body: &[u8],
-        now_ms: i64,
-    ) {
-        let _ = self.judge(authorization, peer, body, now_ms);
-    }
-
+    /// [`ReportSink::receive`] whether or not this replica leads.
     fn judge(
         &self,
         authorization: Option<&str>,
@@ -272,7 +260,10 @@ async fn post_report(State(sink): State<Arc<ReportSink>>, request: Request) -> R
                 Forwarded::Answered(status, answer) => {
                     if status == StatusCode::NO_CONTENT {
                         sink.metrics.report(ReportOutcome::Forwarded);
-                        sink.keep_forwarded(authorization.as_deref(), peer, &body, now_ms);
+                        // Kept, judged as the leader judged it: should this
+                        // replica lead next, it starts from every pod's
+                        // latest report rather than from nothing.
+                        let _ = sink.judge(authorization.as_deref(), peer, &body, now_ms);
                     }
                     return (status, answer).into_response();
                 }
