@@ -26,6 +26,7 @@ use hyper::{Request, StatusCode};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use std::net::IpAddr;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -57,6 +58,26 @@ impl Endpoint {
             identity: identity.to_owned(),
             address,
             key: random_key()?,
+        })
+    }
+}
+
+impl Endpoint {
+    /// Writes this endpoint on the Lease's metadata (the leader's record).
+    pub fn stamp(&self, meta: &mut ObjectMeta) {
+        let annotations = meta.annotations.get_or_insert_with(Default::default);
+        annotations.insert(LEASE_ADDRESS.to_owned(), self.address.clone());
+        annotations.insert(LEASE_FORWARD_KEY.to_owned(), self.key.clone());
+    }
+
+    /// The Lease holder's endpoint, when it wrote one.
+    pub fn of_holder(holder: Option<&str>, meta: &ObjectMeta) -> Option<Endpoint> {
+        let identity = holder.filter(|h| !h.is_empty())?.to_owned();
+        let annotations = meta.annotations.as_ref()?;
+        Some(Endpoint {
+            identity,
+            address: annotations.get(LEASE_ADDRESS)?.clone(),
+            key: annotations.get(LEASE_FORWARD_KEY)?.clone(),
         })
     }
 }
@@ -192,6 +213,22 @@ mod tests {
         assert_eq!(f.forwarded_for(Some("guess"), Some("10.1.2.3")), None);
         assert_eq!(f.forwarded_for(Some(&key), Some("not an ip")), None);
         assert_eq!(f.forwarded_for(Some(&key), None), None);
+    }
+
+    #[test]
+    fn the_lease_carries_the_holders_endpoint() {
+        let own = Endpoint {
+            identity: "replica-a".into(),
+            address: "10.0.0.1:8080".into(),
+            key: "k".repeat(64),
+        };
+        let mut meta = ObjectMeta::default();
+        own.stamp(&mut meta);
+        assert_eq!(Endpoint::of_holder(Some("replica-a"), &meta), Some(own));
+        // Released (no holder), or a holder that wrote none: nobody to forward to.
+        assert_eq!(Endpoint::of_holder(None, &meta), None);
+        assert_eq!(Endpoint::of_holder(Some(""), &meta), None);
+        assert_eq!(Endpoint::of_holder(Some("b"), &ObjectMeta::default()), None);
     }
 
     #[test]

@@ -52,7 +52,7 @@ use kube::Client;
 use tokio::sync::watch;
 use tokio::time::{sleep_until, timeout_at, Instant};
 
-use crate::runtime::gateway::forward::{Endpoint, LEASE_ADDRESS, LEASE_FORWARD_KEY};
+use crate::runtime::gateway::forward::Endpoint;
 use crate::runtime::ops::metrics::{ApiOutcome, ApiVerb, Metrics};
 
 /// Timing of the election. It must hold that
@@ -206,7 +206,11 @@ impl LeaderElector {
     /// [`observe`], and the leader's endpoint passed on.
     fn seen(&self, observed: &mut Option<Observed>, lease: &Lease) -> Instant {
         if let Some((_, tx)) = &self.endpoint {
-            let leader = endpoint_of(lease);
+            let holder = lease
+                .spec
+                .as_ref()
+                .and_then(|s| s.holder_identity.as_deref());
+            let leader = Endpoint::of_holder(holder, &lease.metadata);
             tx.send_if_modified(|current| {
                 let changed = *current != leader;
                 *current = leader;
@@ -219,12 +223,7 @@ impl LeaderElector {
     /// Our endpoint's annotations on a Lease we write.
     fn stamp(&self, lease: &mut Lease) {
         if let Some((own, _)) = &self.endpoint {
-            let annotations = lease
-                .metadata
-                .annotations
-                .get_or_insert_with(Default::default);
-            annotations.insert(LEASE_ADDRESS.to_owned(), own.address.clone());
-            annotations.insert(LEASE_FORWARD_KEY.to_owned(), own.key.clone());
+            own.stamp(&mut lease.metadata);
         }
     }
 
@@ -574,22 +573,6 @@ impl LeaderElector {
 
 /// Records `lease`'s spec as seen now unless it is the one already seen;
 /// returns since when the current record has been seen unchanged.
-/// The holder's endpoint, when the Lease has a holder that wrote one.
-fn endpoint_of(lease: &Lease) -> Option<Endpoint> {
-    let identity = lease
-        .spec
-        .as_ref()?
-        .holder_identity
-        .clone()
-        .filter(|h| !h.is_empty())?;
-    let annotations = lease.metadata.annotations.as_ref()?;
-    Some(Endpoint {
-        identity,
-        address: annotations.get(LEASE_ADDRESS)?.clone(),
-        key: annotations.get(LEASE_FORWARD_KEY)?.clone(),
-    })
-}
-
 fn observe(observed: &mut Option<Observed>, lease: &Lease) -> Instant {
     let spec = lease.spec.clone().unwrap_or_default();
     match observed {
