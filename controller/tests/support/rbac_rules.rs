@@ -92,3 +92,21 @@ pub fn cluster_rules_of(text: &str) -> Vec<Rule> {
         .filter(|r| r.namespace.is_none())
         .collect()
 }
+
+/// Fails unless `rules` allow every request in `requests` (those `skip`
+/// says are not cert-sync's own left out), naming the ones they do not.
+pub fn assert_all_allowed(
+    rules: &[Rule],
+    requests: &[certsync_fakekube::RequestRecord],
+    skip: impl Fn(&certsync_fakekube::RequestRecord) -> bool,
+) {
+    let denied: Vec<String> = requests
+        .iter()
+        .filter(|r| !skip(r) && !allowed(rules, r))
+        .map(|r| format!("{:?} {} {}", r.verb, r.path, r.query))
+        .collect();
+    assert!(
+        denied.is_empty(),
+        "not allowed by the shipped RBAC: {denied:#?}"
+    );
+}
