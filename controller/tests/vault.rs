@@ -116,6 +116,18 @@ fn mk_vault_certificate(ns: &str, name: &str, path: &str) -> Value {
 }
 
 impl VaultRig {
+    /// `apps/shop` kept in OpenBao as `pair`, its VaultCertificate created,
+    /// and published.
+    async fn publish_shop(&mut self, pair: Pair) {
+        self.bao
+            .kv_put("secret", "cert-sync/apps/shop", &kv(pair))
+            .unwrap();
+        self.rig
+            .put(mk_vault_certificate("apps", "shop", "shop"))
+            .await;
+        self.until("published", |r| serves(r, pair)).await;
+    }
+
     /// Passes until `done` holds (the poller runs on its own clock).
     async fn until(&mut self, what: &str, done: impl Fn(&Rig) -> bool) {
         let deadline = tokio::time::Instant::now() + WITHIN;
@@ -163,14 +175,7 @@ fn status_lists(rig: &Rig, reason: &str) -> bool {
 async fn a_vault_certificate_is_published_rotated_kept_and_unpublished() {
     let bao = Bao::start().unwrap();
     let mut v = mk_vault_rig(bao, kubernetes_auth).await;
-    v.bao
-        .kv_put("secret", "cert-sync/apps/shop", &kv(P256))
-        .unwrap();
-    v.rig
-        .put(mk_vault_certificate("apps", "shop", "shop"))
-        .await;
-
-    v.until("published", |r| serves(r, P256)).await;
+    v.publish_shop(P256).await;
     let published = v.rig.published("apps.shop").unwrap();
     assert_eq!(
         published["metadata"]["labels"]["app.kubernetes.io/managed-by"],
@@ -217,13 +222,7 @@ async fn a_vault_certificate_is_published_rotated_kept_and_unpublished() {
 async fn an_outage_keeps_the_last_good_and_is_told() {
     let bao = Bao::start().unwrap();
     let mut v = mk_vault_rig(bao, kubernetes_auth).await;
-    v.bao
-        .kv_put("secret", "cert-sync/apps/shop", &kv(RSA))
-        .unwrap();
-    v.rig
-        .put(mk_vault_certificate("apps", "shop", "shop"))
-        .await;
-    v.until("published", |r| serves(r, RSA)).await;
+    v.publish_shop(RSA).await;
 
     // Sealed: 503 on every request.
     v.bao.seal().unwrap();
