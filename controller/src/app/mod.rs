@@ -306,8 +306,9 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
         return Ok(());
     }
     if let Some(v) = app.verifier.as_mut() {
-        // Publish times survive a restart through the manifest.
-        if let Some(previous) = record::read_manifest(&app.ctx).await {
+        // Publish times survive a restart through the manifest (read once,
+        // for the recorder too).
+        if let Some(previous) = app.recorder.read_back(&app.ctx).await {
             v.seed(&previous);
         }
     }

@@ -61,6 +61,27 @@ impl Recorder {
         Ok(())
     }
 
+    /// Takes over the manifest a previous controller wrote — its layout and
+    /// texts, so nothing unchanged is written again — and returns it (the
+    /// verifier's publish times survive a restart through it). Read once:
+    /// at start-up, or at the first write if that read failed.
+    pub async fn read_back(&mut self, ctx: &Context) -> Option<Manifest> {
+        match cluster::read_manifest_parts(&ctx.client, &ctx.policy.gateway_namespace).await {
+            Ok(None) => {
+                self.written.loaded = true;
+                None
+            }
+            Ok(Some((index, parts))) => {
+                self.written.seed(&index, &parts);
+                shards::assemble(&index, &parts).ok()
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the manifest back failed; writing it whole");
+                None
+            }
+        }
+    }
+
     async fn write_manifest(
         &mut self,
         ctx: &Context,
@@ -70,9 +91,7 @@ impl Recorder {
         if !self.written.loaded {
             // The layout the last leader wrote, so its shards are updated in
             // place rather than written again under other names.
-            if let Some((index, parts)) = read_parts(ctx).await {
-                self.written.seed(&index, &parts);
-            }
+            self.read_back(ctx).await;
         }
         let split = shards::split(published, &mut self.written.layout);
         let note_of = |entry: &ManifestEntry| {
@@ -283,20 +302,4 @@ impl ShardInputs {
                         }
                 })
     }
-}
-
-async fn read_parts(ctx: &Context) -> Option<(String, BTreeMap<String, String>)> {
-    match cluster::read_manifest_parts(&ctx.client, &ctx.policy.gateway_namespace).await {
-        Ok(parts) => parts,
-        Err(e) => {
-            tracing::warn!(error = %e, "reading the manifest back failed; writing it whole");
-            None
-        }
-    }
-}
-
-/// The manifest a previous controller wrote, if any.
-pub async fn read_manifest(ctx: &Context) -> Option<Manifest> {
-    let (index, parts) = read_parts(ctx).await?;
-    manifest::shards::assemble(&index, &parts).ok()
 }
