@@ -65,6 +65,22 @@ async fn wait_for(what: &str, within: Duration, mut done: impl FnMut() -> bool) 
     started.elapsed()
 }
 
+/// Until `replica` accepts connections on its HTTP port.
+async fn wait_listening(replica: &Replica) {
+    let started = Instant::now();
+    while tokio::net::TcpStream::connect(("127.0.0.1", replica.port))
+        .await
+        .is_err()
+    {
+        assert!(
+            started.elapsed() < PROMPTLY,
+            "{} not listening within {PROMPTLY:?}",
+            replica.name
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Two replicas, one leading with `shop/first` published; returns them
 /// as (leader, standby).
 async fn two_replicas(server: &FakeApiServer, dir: &std::path::Path) -> (Replica, Replica) {
@@ -86,6 +102,11 @@ async fn two_replicas_with(
         server.get("secrets", GW, "shop.first").is_some()
     })
     .await;
+    // As a kubelet would before sending traffic: a loaded machine can give
+    // the leader its Lease before the other process has bound its port.
+    for replica in [&a, &b] {
+        wait_listening(replica).await;
+    }
     if holder(server).as_deref() == Some(a.name) {
         (a, b)
     } else {
