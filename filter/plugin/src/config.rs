@@ -63,8 +63,10 @@ pub enum ConfigError {
     },
     #[error("`{field}` must be greater than zero")]
     Zero { field: &'static str },
-    #[error("`report_path` must start with '/', got {0:?}")]
-    RelativePath(String),
+    /// The value is not quoted: a misplaced report token must not reach
+    /// the log (found by the `plugin_config` fuzz target).
+    #[error("`report_path` must start with '/' (a value of {len} bytes does not)")]
+    RelativePath { len: usize },
 }
 
 impl PluginConfig {
@@ -95,7 +97,9 @@ impl PluginConfig {
             }
         }
         if !report_path.starts_with('/') {
-            return Err(ConfigError::RelativePath(report_path));
+            return Err(ConfigError::RelativePath {
+                len: report_path.len(),
+            });
         }
         if interval_ms < MIN_INTERVAL_MS {
             return Err(ConfigError::IntervalTooShort(interval_ms));
@@ -216,6 +220,15 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(!err.contains("s3cr3t"), "{err}");
+        // Found by the `plugin_config` fuzz target: fields given by position
+        // (a JSON array) put a string where `report_path` is read.
+        let err = PluginConfig::parse(br#"["c","a","b","s3cr3t-token"]"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("report_path") && !err.contains("s3cr3t"),
+            "{err}"
+        );
     }
 
     #[test]
