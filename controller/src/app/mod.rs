@@ -97,6 +97,7 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
     let report_token = read_token(args)?;
 
     let changed = Arc::new(Notify::new());
+    let keyed = Arc::new(Notify::new());
     let with_namespaces = matches!(ctx.policy.namespaces, NamespacePolicy::Selector(_));
     let (stores, _watches) = cluster::watch(
         &ctx.client,
@@ -104,6 +105,7 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
         with_namespaces,
         args.certmerge && role.indexes(),
         Arc::clone(&changed),
+        Arc::clone(&keyed),
     );
     // Per-pod writers leave the other Secrets to the central instance.
     let _sweep = role.verifies().then(|| {
@@ -314,6 +316,7 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
     }
     let triggers = Triggers {
         changed,
+        keyed,
         rollout_changed,
         shutdown: shutdown_rx,
         debounce: args.debounce(),
@@ -333,8 +336,11 @@ struct App {
 
 /// What wakes the loop.
 struct Triggers {
-    /// A watched source, CertMerge or namespace changed.
+    /// A CertMerge, namespace, Vault source, Gateway… changed: a full pass.
     changed: Arc<Notify>,
+    /// A source or managed Secret changed: its store journaled which, so
+    /// the pass can be scoped to it (`publish::scoped`).
+    keyed: Arc<Notify>,
     /// A report changed what a pod serves, or the gateway pods changed.
     rollout_changed: Arc<Notify>,
     shutdown: watch::Receiver<bool>,
@@ -357,6 +363,9 @@ impl App {
         let mut tick = tokio::time::interval(ROLLOUT_TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut publish_due = true;
+        // Anything but a journaled change, and a failed pass, calls for
+        // deciding everything again.
+        let mut full_due = true;
         loop {
             let leads = *leading.borrow();
             let mut passed = false;
@@ -367,7 +376,13 @@ impl App {
                 tokio::time::sleep(triggers.debounce).await;
                 if leads {
                     retry_at = None;
-                    match self.publisher.pass(&self.ctx, unix_now()).await {
+                    let passed = if full_due {
+                        self.publisher.pass(&self.ctx, unix_now()).await
+                    } else {
+                        self.publisher.pass_changed(&self.ctx, unix_now()).await
+                    };
+                    full_due = passed.is_err();
+                    match passed {
                         Ok(outcome) => {
                             self.ctx.metrics.reconciled(ReconcileOutcome::Ok);
                             backoff = Duration::from_millis(200);
@@ -453,18 +468,27 @@ impl App {
                 // After the pass's writes (manifest included), off the publish path.
                 heap::release_free_pages();
             }
-            tokio::select! {
-                _ = triggers.changed.notified() => publish_due = true,
-                _ = resync.tick() => publish_due = true,
-                () = sleep_until(retry_at), if retry_at.is_some() => publish_due = true,
+            let full = tokio::select! {
+                _ = triggers.changed.notified() => true,
+                _ = triggers.keyed.notified() => false,
+                // The periodic safety net: everything decided again.
+                _ = resync.tick() => true,
+                () = sleep_until(retry_at), if retry_at.is_some() => true,
                 // A new leader publishes at once: changes made while nobody
                 // led are waiting (the watches kept every replica's stores
                 // current, so nothing pokes it otherwise).
-                Ok(()) = leading.changed() => publish_due |= *leading.borrow(),
-                _ = triggers.rollout_changed.notified() => {}
-                _ = tick.tick(), if self.verifier.is_some() => {}
+                Ok(()) = leading.changed() => {
+                    let leads = *leading.borrow();
+                    publish_due |= leads;
+                    full_due |= leads;
+                    continue;
+                }
+                _ = triggers.rollout_changed.notified() => continue,
+                _ = tick.tick(), if self.verifier.is_some() => continue,
                 _ = triggers.shutdown.wait_for(|s| *s) => break,
-            }
+            };
+            publish_due = true;
+            full_due |= full;
         }
         tracing::info!("shutting down");
         // Let the elector release the Lease, so a standby takes over at once.

@@ -14,6 +14,9 @@
 
 mod mesh_ca;
 mod referenced;
+mod scoped;
+mod tell;
+mod validate;
 mod write;
 
 pub use mesh_ca::{MeshCa, MeshCaFrom, MeshCaSettings};
@@ -21,20 +24,18 @@ pub use referenced::Referenced;
 
 use super::{Context, Error};
 use crate::core::announce::{self, Announcer};
-use crate::core::desired::{self, DesiredState};
-use crate::core::freshness::{Check, Freshness};
-use crate::core::model::{Blob, Mode, ObjectRef, Published, SourceMeta};
+use crate::core::desired::{self, DesiredState, Entry};
+use crate::core::freshness::Freshness;
+use crate::core::model::{Mode, ObjectRef, Published, SourceMeta};
 use crate::core::reasons::{self, Refusal, Subject};
-use crate::core::selection::Target;
+use crate::core::scoped::Decided;
 use crate::core::status::{Publications, RefusalView};
 use crate::core::validation::Validations;
-use crate::core::{manifest, merge_status, selection, validation};
+use crate::core::{manifest, merge_status, selection};
 use crate::crd::CertMergeStatus;
 use crate::runtime::gateway::files::DirectoryPublisher;
 use crate::runtime::kube::cluster::{self, Stores};
-use crate::runtime::kube::events;
 use crate::runtime::ops::heap;
-use crate::runtime::ops::metrics::PublishedKind;
 use crate::runtime::vault::VaultSources;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -54,6 +55,8 @@ pub struct Outcome {
     pub reads: usize,
     /// Nothing done: a store was relisting (its end starts the next pass).
     pub deferred: bool,
+    /// A scoped pass: how many sources it decided (`None`: a full pass).
+    pub scoped: Option<usize>,
 }
 
 /// One CertMerge's status as the last pass computed it, before rollout:
@@ -103,6 +106,9 @@ pub struct Publisher {
     vault_reads: Vec<Refusal>,
     /// istiod's `cacerts`, when cert-sync publishes the mesh CA.
     mesh_ca: Option<MeshCa>,
+    /// What the last pass decided, whole, if it succeeded: what a scoped
+    /// pass splices into (see `scoped`).
+    decided: Option<Decided>,
 }
 
 impl Publisher {
@@ -124,6 +130,7 @@ impl Publisher {
             vault: None,
             vault_reads: Vec::new(),
             mesh_ca: None,
+            decided: None,
         }
     }
 
@@ -177,9 +184,15 @@ impl Publisher {
         &self.merges
     }
 
+    /// A full pass: every source and target decided again. Whatever the
+    /// watches journaled is decided with it.
     pub async fn pass(&mut self, ctx: &Context, now: i64) -> Result<Outcome, Error> {
         let started = std::time::Instant::now();
         let mut outcome = Outcome::default();
+        // Until this pass succeeds, nothing can be spliced into.
+        self.decided = None;
+        self.stores.tls_sources.take_changes();
+        self.stores.managed.take_changes();
         if self.stores.relisting() {
             tracing::debug!("a store is relisting; publishing when it is done");
             outcome.deferred = true;
@@ -206,6 +219,7 @@ impl Publisher {
             .collect();
         let selected_at = started.elapsed();
         let wanted: BTreeSet<ObjectRef> = selection.sources().into_iter().cloned().collect();
+        self.retain_validations(&wanted);
         self.refresh_validations(ctx, &wanted, &versions, now, &mut outcome)
             .await?;
         // Not needed past this point; the rest of the pass is its peak.
@@ -236,22 +250,7 @@ impl Publisher {
         } else if central {
             current.files = std::mem::take(&mut self.decided_files);
         }
-        let mut desired = desired::render(&ctx.policy, &selection, &self.validations, &current);
-        // Objects in a target's way that cert-sync does not manage are not in
-        // the managed store: look them up, so `diff` refuses to touch them.
-        let mut in_the_way = false;
-        let unknown: Vec<String> = desired::unknown_targets(&desired, &current)
-            .map(str::to_owned)
-            .collect();
-        for name in unknown {
-            if let Some(found) = cluster::read_target(&ctx.client, &gateway, &name).await? {
-                current.secrets.insert(name, found);
-                in_the_way = true;
-            }
-        }
-        if in_the_way {
-            desired = desired::render(&ctx.policy, &selection, &self.validations, &current);
-        }
+        let desired = self.render(ctx, &selection, &mut current).await?;
         let plan = desired::diff(&current, &desired);
         let planned_at = started.elapsed();
         if self.files.is_none() && central {
@@ -268,10 +267,78 @@ impl Publisher {
         // Most passes change nothing published: keep the manifest (and what
         // verification holds of it). A changed one shares its unchanged
         // entries with the last.
-        let mut built = match &self.built {
+        let built = match &self.built {
             Some(b) => manifest::rebuild(b, &ctx.policy, &desired, &plan, &self.cert_dir),
             None => manifest::build(&ctx.policy, &desired, &plan, &self.cert_dir),
         };
+        let files_written = outcome.files_swapped || (self.files.is_none() && plan.files_changed);
+        let decided = Decided {
+            selection,
+            entries: desired.entries.clone(),
+            blocked: plan.refusals.clone(),
+        };
+        let news = News {
+            fresh: &desired.entries,
+            plan: &plan,
+            scope: None,
+            files_written,
+        };
+        let refusals = self
+            .finish(ctx, now, built, &decided, news, &mut outcome)
+            .await?;
+        self.merges = Arc::new(self.merge_reports(&decided.selection, &desired, &plan, &refusals));
+        self.decided = Some(decided);
+        tracing::debug!(
+            ?selected_at,
+            ?planned_at,
+            ?written_at,
+            total = ?started.elapsed(),
+            "reconcile phases"
+        );
+        Ok(outcome)
+    }
+
+    /// The desired state of `selection`'s targets. Objects in a target's way
+    /// that cert-sync does not manage are not in the managed store: they are
+    /// looked up (and added to `current`), so `diff` refuses to touch them.
+    async fn render(
+        &self,
+        ctx: &Context,
+        selection: &selection::Selection,
+        current: &mut Published,
+    ) -> Result<DesiredState, Error> {
+        let desired = desired::render(&ctx.policy, selection, &self.validations, current);
+        let mut in_the_way = false;
+        let unknown: Vec<String> = desired::unknown_targets(&desired, current)
+            .map(str::to_owned)
+            .collect();
+        for name in unknown {
+            let found =
+                cluster::read_target(&ctx.client, &ctx.policy.gateway_namespace, &name).await?;
+            if let Some(found) = found {
+                current.secrets.insert(name, found);
+                in_the_way = true;
+            }
+        }
+        Ok(if in_the_way {
+            desired::render(&ctx.policy, selection, &self.validations, current)
+        } else {
+            desired
+        })
+    }
+
+    /// The part of a pass after its writes, full or scoped: natively
+    /// referenced certificates and the mesh CA, then every refusal, the
+    /// news, the gauges and the manifest. Returns the refusals.
+    async fn finish(
+        &mut self,
+        ctx: &Context,
+        now: i64,
+        mut built: manifest::Manifest,
+        decided: &Decided,
+        news: News<'_>,
+        outcome: &mut Outcome,
+    ) -> Result<Vec<Refusal>, Error> {
         let found = match self.referenced.as_mut() {
             Some(r) => {
                 let copied: BTreeSet<&str> = built
@@ -299,11 +366,12 @@ impl Publisher {
             .as_ref()
             .map(VaultSources::refusals)
             .unwrap_or_default();
-        let refusals: Vec<Refusal> = selection
+        let refusals: Vec<Refusal> = decided
+            .selection
             .refusals
             .iter()
             .chain(self.validations.refusals())
-            .chain(plan.refusals.iter())
+            .chain(decided.blocked.iter())
             .chain(found.refusals.iter())
             .chain(mesh.refusals.iter())
             .chain(self.vault_reads.iter())
@@ -311,14 +379,11 @@ impl Publisher {
             .chain(vault_refusals)
             .collect();
         outcome.refusals = refusals.len();
-        let files_written = outcome.files_swapped || (self.files.is_none() && plan.files_changed);
-        self.announce(ctx, &refusals, &desired, &plan, files_written)
-            .await;
-        self.merges = Arc::new(self.merge_reports(&selection, &desired, &plan, &refusals));
-        count_published(ctx, &desired, &plan);
-        self.blocked = !plan.refusals.is_empty();
+        self.announce(ctx, &refusals, &decided.entries, &news).await;
+        tell::count_published(ctx, &decided.entries, &decided.blocked);
+        self.blocked = !decided.blocked.is_empty();
 
-        let refusal_views: Vec<RefusalView> = refusals
+        built.refusals = refusals
             .iter()
             .map(|r| RefusalView {
                 subject: match (&r.subject, &self.vault) {
@@ -331,18 +396,10 @@ impl Publisher {
                 message: r.message.clone(),
             })
             .collect();
-        built.refusals = refusal_views;
         if self.built.as_deref() != Some(&built) {
             self.built = Some(Arc::new(built));
         }
-        tracing::debug!(
-            ?selected_at,
-            ?planned_at,
-            ?written_at,
-            total = ?started.elapsed(),
-            "reconcile phases"
-        );
-        Ok(outcome)
+        Ok(refusals)
     }
 
     /// Every candidate source: the TLS watch's, Secrets CertMerges list
@@ -354,16 +411,7 @@ impl Publisher {
         merges: &[crate::core::model::CertMerge],
         outcome: &mut Outcome,
     ) -> Result<Vec<SourceMeta>, Error> {
-        let merge_namespaces: BTreeSet<String> = merges
-            .iter()
-            .flat_map(|m| {
-                let own = std::iter::once(m.key.namespace.clone());
-                let selected = m.selectors.iter().map(|s| s.namespace.clone());
-                let listed = m.secrets.iter().map(|s| s.namespace.clone());
-                own.chain(selected).chain(listed)
-            })
-            .collect();
-        let mut sources = self.stores.sources(&merge_namespaces);
+        let mut sources = self.stores.sources(&merge_namespaces(merges));
         // Listed Secrets outside the TLS watch: look up their type.
         let known: BTreeSet<&ObjectRef> = sources.iter().map(|s| &s.key).collect();
         let unknown: BTreeSet<ObjectRef> = merges
@@ -414,125 +462,6 @@ impl Publisher {
         Ok(sources)
     }
 
-    /// Brings `self.validations` up to date for `wanted`, reading a source's
-    /// data only when `core::freshness` says so. With 1,000 sources a change
-    /// to one costs one read and one validation, not a thousand.
-    async fn refresh_validations(
-        &mut self,
-        ctx: &Context,
-        wanted: &BTreeSet<ObjectRef>,
-        versions: &BTreeMap<&ObjectRef, &str>,
-        now: i64,
-        outcome: &mut Outcome,
-    ) -> Result<(), Error> {
-        // Directory mode renders files from the validated bytes.
-        let keep_bytes = matches!(ctx.policy.mode, Mode::Directory);
-        let mut vault_down = self.vault.as_ref().is_some_and(VaultSources::down);
-        self.freshness.retain(wanted);
-        self.validations.ok.retain(|k, _| wanted.contains(k));
-        self.validations.refused.retain(|k, _| wanted.contains(k));
-        for source in wanted {
-            let valid = self.validations.ok.contains_key(source);
-            match self
-                .freshness
-                .next(source, versions.get(source).copied(), valid, now)
-            {
-                Check::Skip => continue,
-                Check::Window => {
-                    if let Some(valid) = self.validations.ok.get(source) {
-                        if let Err(refusal) = validation::recheck(valid, now) {
-                            self.validations.ok.remove(source);
-                            self.validations.refused.insert(source.clone(), refusal);
-                        }
-                    }
-                    self.freshness.window_checked(source, now);
-                    continue;
-                }
-                Check::Read => {}
-            }
-            outcome.reads += 1;
-            let read = match self.vault.clone().filter(|v| v.contains(source)) {
-                None => cluster::read_source(&ctx.client, source).await?,
-                Some(vault) => match self.read_vault(&vault, source, &mut vault_down).await {
-                    Some(read) => read,
-                    None => continue,
-                },
-            };
-            let result = match &read {
-                Some((_, data)) => validation::check(source, data, now),
-                None => Err(Refusal::new(
-                    Subject::Source(source.clone()),
-                    reasons::NOT_FOUND,
-                    "Secret data could not be read (deleted?)",
-                )),
-            };
-            self.validations.ok.remove(source);
-            self.validations.refused.remove(source);
-            match result {
-                Ok(mut valid) => {
-                    if !keep_bytes {
-                        // Written from a fresh read when needed (`hydrate`):
-                        // a thousand sources are not held as PEM in between.
-                        valid.cert_pem = valid.cert_pem.digest_only();
-                        valid.key_pem = valid.key_pem.digest_only();
-                        valid.ca_pem = valid.ca_pem.as_ref().map(Blob::digest_only);
-                    }
-                    self.validations.ok.insert(source.clone(), valid);
-                }
-                Err(refusal) => {
-                    self.validations.refused.insert(source.clone(), refusal);
-                }
-            }
-            self.freshness.read(source, read.map(|(rv, _)| rv), now);
-        }
-        Ok(())
-    }
-
-    /// A Vault source's data, or `None` when it cannot be read now: the
-    /// refusal is noted, the last good certificate stays (validation is
-    /// left as it was) and the source is read again next pass. Once Vault
-    /// is found down, the pass reads no more of it (each read would wait
-    /// for its timeout).
-    async fn read_vault(
-        &mut self,
-        vault: &VaultSources,
-        source: &ObjectRef,
-        down: &mut bool,
-    ) -> Option<Option<(String, crate::core::model::SourceData)>> {
-        if *down {
-            return None;
-        }
-        match vault.read(source).await {
-            Ok(read) => Some(read),
-            // Not polled yet: the poll's news starts the next pass.
-            Err(crate::runtime::vault::ReadError::NoVersion) => None,
-            Err(e) => {
-                *down |= e.reason() == reasons::VAULT_UNAVAILABLE;
-                let refusal = Refusal::new(
-                    Subject::Source(source.clone()),
-                    e.reason(),
-                    format!("{e}; the last good certificate stays published"),
-                );
-                if !self.validations.ok.contains_key(source) {
-                    self.validations
-                        .refused
-                        .insert(source.clone(), refusal.clone());
-                }
-                self.vault_reads.push(refusal);
-                None
-            }
-        }
-    }
-
-    /// The object a source's Events go to: its Secret, or its
-    /// VaultCertificate.
-    fn source_reference(&self, source: &ObjectRef) -> k8s_openapi::api::core::v1::ObjectReference {
-        match &self.vault {
-            Some(v) if v.contains(source) => events::vault_certificate_reference(source),
-            _ => events::secret_reference(source),
-        }
-    }
-
     /// Every CertMerge's status: members with what is published for them or
     /// why not, and `Ready`.
     fn merge_reports(
@@ -563,71 +492,30 @@ impl Publisher {
             })
             .collect()
     }
+}
 
-    /// Events and logs for what `core::announce` calls news.
-    async fn announce(
-        &mut self,
-        ctx: &Context,
-        refusals: &[Refusal],
-        desired: &DesiredState,
-        plan: &desired::Plan,
-        files_written: bool,
-    ) {
-        let all: Vec<&Refusal> = refusals.iter().collect();
-        for refusal in self.announcer.refusals(&all) {
-            ctx.metrics.refused(refusal.reason);
-            let subject = announce::subject_key(&refusal.subject);
-            tracing::warn!(%subject, reason = refusal.reason, "{}", refusal.message);
-            // A CertMerge's member problems are told on the CertMerge: a tenant's
-            // CertMerge must not put Events on another tenant's Secrets.
-            let about: Vec<_> = match &refusal.subject {
-                Subject::Source(s) => vec![self.source_reference(s)],
-                Subject::CertMerge(m) | Subject::Member { merge: m, .. } => {
-                    vec![events::certmerge_reference(m)]
-                }
-                // A blocked credential Secret is told to its source's owner
-                // (a merged target's members hear it through their CertMerge).
-                Subject::Target(t) => desired
-                    .entries
-                    .iter()
-                    .filter(|e| matches!(&e.target, Target::Credential(name) if *name == t.name))
-                    .map(|e| self.source_reference(&e.source))
-                    .collect(),
-                Subject::Gateway(g) => vec![events::gateway_reference(g)],
-                Subject::MeshCa(_) => self.mesh_ca.iter().map(MeshCa::event_reference).collect(),
-            };
-            for about in about {
-                ctx.emit(about, true, refusal.reason, &refusal.message)
-                    .await;
-            }
-        }
-        for entry in &desired.entries {
-            ctx.metrics
-                .set_not_after(&entry.source, entry.summary.not_after);
-        }
-        let news = self
-            .announcer
-            .publications(&desired.entries, plan, files_written);
-        for entry in news.published {
-            let message = format!(
-                "published sha256 {} (serial {}, notAfter {})",
-                entry.summary.sha256.short(),
-                entry.summary.serial,
-                manifest::rfc3339(entry.summary.not_after)
-            );
-            tracing::info!(source = %entry.source, "{message}");
-            ctx.emit(
-                self.source_reference(&entry.source),
-                false,
-                reasons::PUBLISHED,
-                &message,
-            )
-            .await;
-        }
-        for source in &news.gone {
-            ctx.metrics.forget_source(source);
-        }
-    }
+/// The namespaces CertMerges read Secrets from: their own, their
+/// selectors' and their lists'.
+fn merge_namespaces(merges: &[crate::core::model::CertMerge]) -> BTreeSet<String> {
+    merges
+        .iter()
+        .flat_map(|m| {
+            let own = std::iter::once(m.key.namespace.clone());
+            let selected = m.selectors.iter().map(|s| s.namespace.clone());
+            let listed = m.secrets.iter().map(|s| s.namespace.clone());
+            own.chain(selected).chain(listed)
+        })
+        .collect()
+}
+
+/// What a pass's news is about: the entries it decided (all of them in a
+/// full pass) and the plan it wrote.
+struct News<'a> {
+    fresh: &'a [Entry],
+    plan: &'a desired::Plan,
+    /// A scoped pass: the sources it decided again (only these can be gone).
+    scope: Option<&'a BTreeSet<ObjectRef>>,
+    files_written: bool,
 }
 
 /// Adds the natively referenced rows to `built`, each the allocation the
@@ -662,31 +550,4 @@ fn add_referenced(
         (a.source.as_str(), a.sds_resource.as_str())
             .cmp(&(b.source.as_str(), b.sds_resource.as_str()))
     });
-}
-
-/// Publications that are in place: a blocked target publishes nothing.
-fn count_published(ctx: &Context, desired: &DesiredState, plan: &desired::Plan) {
-    let in_place = |e: &&crate::core::desired::Entry| {
-        plan.refusals.is_empty() || !e.target.secret_name().is_some_and(|n| plan.blocked(n))
-    };
-    let count = |pred: fn(&Target) -> bool| {
-        desired
-            .entries
-            .iter()
-            .filter(|e| pred(&e.target))
-            .filter(in_place)
-            .count()
-    };
-    ctx.metrics.set_published(
-        PublishedKind::Secret,
-        count(|t| matches!(t, Target::Credential(_))),
-    );
-    ctx.metrics.set_published(
-        PublishedKind::MergedEntry,
-        count(|t| matches!(t, Target::Merged(_))),
-    );
-    ctx.metrics.set_published(
-        PublishedKind::FilePair,
-        count(|t| matches!(t, Target::Directory)),
-    );
 }

@@ -61,6 +61,19 @@ impl Announcer {
         plan: &Plan,
         files_written: bool,
     ) -> PublicationNews<'a> {
+        self.publications_of(entries, plan, files_written, None)
+    }
+
+    /// [`Announcer::publications`] for a scoped pass: `entries` are what it
+    /// decided for the sources in `scope`, and only those can be gone; the
+    /// others keep what was announced of them.
+    pub fn publications_of<'a>(
+        &mut self,
+        entries: &'a [Entry],
+        plan: &Plan,
+        files_written: bool,
+        scope: Option<&BTreeSet<ObjectRef>>,
+    ) -> PublicationNews<'a> {
         let mut news = PublicationNews::default();
         let mut seen = BTreeSet::new();
         // Usually empty or one name: a lookup per entry, not a scan.
@@ -98,13 +111,22 @@ impl Announcer {
             }
             self.published.insert(entry.source.clone(), sha);
         }
-        self.published.retain(|source, _| {
-            let keep = seen.contains(source);
-            if !keep {
-                news.gone.push(source.clone());
+        match scope {
+            None => self.published.retain(|source, _| {
+                let keep = seen.contains(source);
+                if !keep {
+                    news.gone.push(source.clone());
+                }
+                keep
+            }),
+            Some(scope) => {
+                for source in scope.iter().filter(|s| !seen.contains(s)) {
+                    if self.published.remove(source).is_some() {
+                        news.gone.push(source.clone());
+                    }
+                }
             }
-            keep
-        });
+        }
         news
     }
 }
@@ -252,5 +274,19 @@ mod tests {
             .publications(&own, &mk_plan(true, false), false)
             .published
             .is_empty());
+    }
+
+    #[test]
+    fn a_scoped_pass_tells_only_about_its_sources() {
+        let mut a = Announcer::default();
+        let both = desired_entries(&[("shop", "tls", Pair::P256), ("web", "tls", Pair::Rsa)]);
+        a.publications(&both, &mk_plan(false, false), false);
+        // Only shop/tls was decided again, and it went: web/tls stays known.
+        let scope = BTreeSet::from([ObjectRef::new("shop", "tls")]);
+        let news = a.publications_of(&[], &mk_plan(false, false), false, Some(&scope));
+        assert_eq!(news.gone, vec![ObjectRef::new("shop", "tls")]);
+        let web = desired_entries(&[("web", "tls", Pair::Rsa)]);
+        let news = a.publications(&web, &mk_plan(false, false), false);
+        assert!(news.gone.is_empty() && news.published.is_empty());
     }
 }

@@ -433,9 +433,7 @@ pub struct Plan {
 impl Plan {
     /// Whether the Secret `name` is refused (so nothing is published there).
     pub fn blocked(&self, name: &str) -> bool {
-        self.refusals
-            .iter()
-            .any(|r| matches!(&r.subject, Subject::Target(t) if t.name == name))
+        blocked(&self.refusals, name)
     }
 
     /// The changes that write something (not `Unchanged`).
@@ -444,6 +442,13 @@ impl Plan {
             .iter()
             .filter(|c| c.action != Action::Unchanged)
     }
+}
+
+/// Whether `refusals` (a plan's) refuse the Secret `name`.
+pub fn blocked(refusals: &[Refusal], name: &str) -> bool {
+    refusals
+        .iter()
+        .any(|r| matches!(&r.subject, Subject::Target(t) if t.name == name))
 }
 
 /// Compares `desired` with `current`: cert-sync never overwrites or deletes

@@ -9,13 +9,13 @@
 
 use super::desired::{DesiredState, Entry, Plan};
 use super::error::CoreError;
-use super::model::{keys, Mode, Policy};
+use super::model::{keys, Mode, ObjectRef, Policy};
 use super::naming;
 use super::selection::Target;
 use certsync_contract::Fingerprint;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 pub const NAME: &str = "cert-sync-manifest";
@@ -210,7 +210,45 @@ pub fn rebuild(
     header(policy, publications)
 }
 
-fn header(policy: &Policy, publications: Vec<Arc<ManifestEntry>>) -> Manifest {
+/// [`rebuild`] for a scoped pass: `previous`'s published entries of sources
+/// outside `scope` stay as they are (shared, not compared), and `desired`
+/// and `plan` hold what the pass decided for the sources inside. The cost
+/// is the scope's entries and a vector of pointers.
+pub fn splice(
+    previous: &Manifest,
+    policy: &Policy,
+    desired: &DesiredState,
+    plan: &Plan,
+    certdir: &str,
+    scope: &BTreeSet<ObjectRef>,
+) -> Manifest {
+    let inside: BTreeSet<String> = scope.iter().map(ToString::to_string).collect();
+    let (was_inside, mut publications): (Vec<_>, Vec<_>) = previous
+        .publications
+        .iter()
+        .filter(|p| p.target.is_published())
+        .cloned()
+        .partition(|p| inside.contains(&p.source));
+    publications.extend(published_entries(desired, plan).map(|e| {
+        let fresh = entry(e, certdir);
+        match was_inside
+            .iter()
+            .find(|p| p.source == fresh.source && p.sds_resource == fresh.sds_resource)
+        {
+            Some(same) if **same == fresh => Arc::clone(same),
+            _ => Arc::new(fresh),
+        }
+    }));
+    header(policy, publications)
+}
+
+/// Entries are ordered by source, then SDS resource: the same order however
+/// the manifest was made (built, rebuilt or spliced; referenced rows added).
+fn header(policy: &Policy, mut publications: Vec<Arc<ManifestEntry>>) -> Manifest {
+    publications.sort_by(|a, b| {
+        (a.source.as_str(), a.sds_resource.as_str())
+            .cmp(&(b.source.as_str(), b.sds_resource.as_str()))
+    });
     Manifest {
         version: VERSION,
         gateway_namespace: policy.gateway_namespace.clone(),

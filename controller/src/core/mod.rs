@@ -44,6 +44,7 @@ pub mod naming;
 pub mod reasons;
 pub mod referenced;
 pub mod rollout;
+pub mod scoped;
 pub mod selection;
 pub mod served;
 pub mod status;

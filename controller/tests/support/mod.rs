@@ -181,7 +181,14 @@ impl Rig {
     /// cluster.
     pub async fn restart(&mut self) {
         let client = self.server.client().unwrap();
-        let (stores, _tasks) = cluster::watch(&client, GW, false, true, Arc::new(Notify::new()));
+        let (stores, _tasks) = cluster::watch(
+            &client,
+            GW,
+            false,
+            true,
+            Arc::new(Notify::new()),
+            Arc::new(Notify::new()),
+        );
         stores.wait_ready().await.unwrap();
         let policy = self.ctx.policy.clone();
         self.ctx = Context::new(client, policy, Metrics::new(), "test-replica");
@@ -203,7 +210,14 @@ impl Rig {
     ) -> Rig {
         let server = FakeApiServer::start().await.unwrap();
         let client = server.client().unwrap();
-        let (stores, _tasks) = cluster::watch(&client, GW, false, true, Arc::new(Notify::new()));
+        let (stores, _tasks) = cluster::watch(
+            &client,
+            GW,
+            false,
+            true,
+            Arc::new(Notify::new()),
+            Arc::new(Notify::new()),
+        );
         stores.wait_ready().await.unwrap();
         let publisher = Publisher::new(stores.clone(), files, cert_dir);
         Rig {
@@ -329,6 +343,15 @@ impl Rig {
     /// One publish pass at `now`, nothing else.
     pub async fn pass(&mut self, now: i64) -> Result<Outcome, certsync_controller::app::Error> {
         self.publisher.pass(&self.ctx, now).await
+    }
+
+    /// A pass over what the watches journaled since the last (scoped when
+    /// it can be), the manifest recorded, the stores caught up.
+    pub async fn reconcile_changed(&mut self) -> Outcome {
+        let outcome = self.publisher.pass_changed(&self.ctx, NOW).await.unwrap();
+        self.record(None).await;
+        self.settle().await;
+        outcome
     }
 
     /// A publish pass at [`NOW`], the manifest and CertMerge statuses

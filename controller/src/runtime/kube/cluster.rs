@@ -52,13 +52,16 @@ const SOURCE_PAGE: u32 = 200;
 const MANAGED_PAGE: u32 = 50;
 
 /// Starts the watches. Every event (and every watch error, after which the
-/// watcher relists) pokes `changed`, so the reconciler runs.
+/// watcher relists) pokes the reconciler: `keyed` for the source and
+/// managed Secrets, whose stores journal what changed (a scoped pass can
+/// follow), `changed` for the others (a full pass).
 pub fn watch(
     client: &Client,
     gateway_namespace: &str,
     with_namespaces: bool,
     with_certmerges: bool,
     changed: Arc<Notify>,
+    keyed: Arc<Notify>,
 ) -> (Stores, Vec<JoinHandle<()>>) {
     #[cfg(feature = "alloc-stats")]
     crate::runtime::ops::alloc_stats::report();
@@ -70,7 +73,7 @@ pub fn watch(
             .fields(&format!("type={}", keys::TLS_TYPE))
             .page_size(SOURCE_PAGE),
         move |event| writer.apply(event),
-        &changed,
+        &keyed,
         &mut tasks,
     );
     let namespaces = with_namespaces.then(|| {
@@ -96,7 +99,7 @@ pub fn watch(
             .labels(&format!("{}={}", keys::MANAGED_BY, keys::MANAGED_BY_VALUE))
             .page_size(MANAGED_PAGE),
         move |event| writer.apply(event),
-        &changed,
+        &keyed,
         &mut tasks,
     );
     (
@@ -221,6 +224,22 @@ impl Stores {
             .iter()
             .flat_map(|s| s.state())
             .map(|ns| (ns.name_any(), ns.labels().clone()))
+            .collect()
+    }
+
+    /// [`Stores::namespace_labels`] of `names` only.
+    pub fn namespace_labels_of<'a>(
+        &self,
+        names: impl Iterator<Item = &'a str>,
+    ) -> BTreeMap<String, BTreeMap<String, String>> {
+        let Some(store) = &self.namespaces else {
+            return BTreeMap::new();
+        };
+        names
+            .filter_map(|name| {
+                let ns = store.get(&reflector::ObjectRef::new(name))?;
+                Some((name.to_owned(), ns.labels().clone()))
+            })
             .collect()
     }
 

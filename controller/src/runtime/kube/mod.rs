@@ -5,6 +5,7 @@ pub mod backoff;
 pub mod cluster;
 pub mod events;
 pub mod gateways;
+pub mod journal;
 pub mod leader;
 pub mod store;
 pub mod sweep;

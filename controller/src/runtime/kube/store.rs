@@ -20,6 +20,7 @@
 //! first complete list. `state()` gives the kube-shaped view the tests and
 //! the resourceVersion preconditions use.
 
+use super::journal::{Changes, Journal};
 use crate::core::flat_map::FlatMap;
 use crate::core::model::{keys, Blob, Certificates, ObjectRef, PublishedSecret, SourceMeta};
 use k8s_openapi::api::core::v1::Secret;
@@ -183,6 +184,8 @@ struct State<R> {
     /// The objects of a relist in progress (after `Init`, until `InitDone`).
     relist: Option<(Records<R>, usize)>,
     interner: Interner,
+    /// What changed since the publisher last looked.
+    journal: Journal,
 }
 
 impl<R> Default for State<R> {
@@ -192,6 +195,7 @@ impl<R> Default for State<R> {
             len: 0,
             relist: None,
             interner: Interner::default(),
+            journal: Journal::default(),
         }
     }
 }
@@ -199,6 +203,10 @@ impl<R> Default for State<R> {
 impl<R: Record> State<R> {
     /// An object added or changed outside a relist.
     fn apply_live(&mut self, object: R::Object) {
+        if let Some(name) = object.meta().name.as_deref() {
+            let namespace = object.meta().namespace.as_deref().unwrap_or_default();
+            self.journal.record(namespace, name);
+        }
         if insert(
             &mut self.live,
             &mut self.len,
@@ -277,7 +285,10 @@ impl<R: Record> Writer<R> {
         let mut guard = self.state.write().unwrap_or_else(PoisonError::into_inner);
         let state = &mut *guard;
         match event {
-            watcher::Event::Init => state.relist = Some((BTreeMap::new(), 0)),
+            watcher::Event::Init => {
+                state.relist = Some((BTreeMap::new(), 0));
+                state.journal.everything();
+            }
             watcher::Event::InitApply(object) => match &mut state.relist {
                 Some((records, len)) => {
                     insert(records, len, Some(&state.live), &mut state.interner, object);
@@ -290,6 +301,7 @@ impl<R: Record> Writer<R> {
                     state.len = len;
                     state.interner.prune();
                 }
+                state.journal.everything();
                 self.ready.send_replace(true);
             }
             watcher::Event::Apply(object) => state.apply_live(object),
@@ -298,6 +310,7 @@ impl<R: Record> Writer<R> {
                 let Some(name) = object.meta().name.as_deref() else {
                     return;
                 };
+                state.journal.record(namespace, name);
                 let removed = state
                     .live
                     .get_mut(namespace)
@@ -333,6 +346,15 @@ impl<R> CompactStore<R> {
 
     pub fn len(&self) -> usize {
         self.read().len
+    }
+
+    /// What changed since the last call (see `journal`).
+    pub fn take_changes(&self) -> Changes {
+        self.state
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .journal
+            .take()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -434,6 +456,16 @@ impl CompactStore<SourceRecord> {
         out
     }
 
+    /// One TLS Secret's metadata, as [`CompactStore::sources`] gives it.
+    pub fn source(&self, key: &ObjectRef) -> Option<SourceMeta> {
+        let state = self.read();
+        state
+            .live
+            .get(key.namespace.as_str())
+            .and_then(|m| m.get(key.name.as_str()))
+            .map(|r| r.meta(&key.namespace, &key.name))
+    }
+
     /// The resourceVersion of one TLS Secret; `None` when the watch has
     /// no such Secret.
     pub fn resource_version_of(&self, key: &ObjectRef) -> Option<String> {
@@ -509,6 +541,19 @@ impl Record for ManagedRecord {
     }
 }
 
+impl ManagedRecord {
+    fn published(&self, name: &str) -> PublishedSecret {
+        PublishedSecret {
+            name: name.to_owned(),
+            secret_type: self.secret_type.as_deref().unwrap_or("Opaque").to_owned(),
+            labels: Arc::clone(&self.labels),
+            annotations: Arc::clone(&self.annotations),
+            data: Arc::clone(&self.data),
+            certificates: Arc::clone(&self.certificates),
+        }
+    }
+}
+
 /// A Secret's data by digest, with its certificates' summaries.
 pub(crate) fn digested(secret: &Secret) -> (FlatMap<Blob>, Certificates) {
     PublishedSecret::digest_data(
@@ -533,19 +578,19 @@ impl CompactStore<ManagedRecord> {
     pub fn published(&self) -> BTreeMap<String, PublishedSecret> {
         let mut out = BTreeMap::new();
         self.each(|_, name, r| {
-            out.insert(
-                name.to_owned(),
-                PublishedSecret {
-                    name: name.to_owned(),
-                    secret_type: r.secret_type.as_deref().unwrap_or("Opaque").to_owned(),
-                    labels: Arc::clone(&r.labels),
-                    annotations: Arc::clone(&r.annotations),
-                    data: Arc::clone(&r.data),
-                    certificates: Arc::clone(&r.certificates),
-                },
-            );
+            out.insert(name.to_owned(), r.published(name));
         });
         out
+    }
+
+    /// The managed Secret `name`, as [`CompactStore::published`] gives it.
+    pub fn published_one(&self, name: &str) -> Option<PublishedSecret> {
+        let state = self.read();
+        state
+            .live
+            .values()
+            .find_map(|records| records.get(name))
+            .map(|r| r.published(name))
     }
 
     /// The resourceVersion of the managed Secret `name` (a delete is

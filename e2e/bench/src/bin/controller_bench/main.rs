@@ -10,7 +10,8 @@
 //! 100 single updates (p50/p99/max), peak RSS of both controllers and the
 //! API traffic each caused, and writes them as Markdown to `--out`
 //! (appended with `--append`). `--quick` is a 1,000-Secret smoke run;
-//! `--large` the 100,000-Secret scale (10,000 annotated, 20,000 others).
+//! `--large` the 100,000-Secret scale (10,000 annotated, 20,000 others);
+//! `--dense` 10,000 Secrets, every one annotated.
 //! The binaries it runs are built first (release profile) unless
 //! `--no-build`. `--keep` keeps the work directory (seed, kubeconfig, the
 //! processes' logs) for inspection.
@@ -40,13 +41,14 @@ pub(crate) const DEBOUNCE_MS: u64 = 10;
 pub(crate) const SETTLE: Duration = Duration::from_secs(2);
 
 const USAGE: &str =
-    "usage: controller_bench [--out FILE] [--append] [--quick | --large] [--no-build] [--keep]";
+    "usage: controller_bench [--out FILE] [--append] [--quick | --large | --dense] [--no-build] [--keep]";
 
 struct Args {
     out: PathBuf,
     append: bool,
     quick: bool,
     large: bool,
+    dense: bool,
     build: bool,
     keep: bool,
 }
@@ -57,6 +59,7 @@ fn parse_args() -> Result<Args> {
         append: false,
         quick: false,
         large: false,
+        dense: false,
         build: true,
         keep: false,
     };
@@ -67,6 +70,7 @@ fn parse_args() -> Result<Args> {
             "--append" => args.append = true,
             "--quick" => args.quick = true,
             "--large" => args.large = true,
+            "--dense" => args.dense = true,
             "--no-build" => args.build = false,
             "--keep" => args.keep = true,
             "-h" | "--help" => {
@@ -98,6 +102,8 @@ async fn main() -> Result<()> {
         Scale::QUICK
     } else if args.large {
         Scale::LARGE
+    } else if args.dense {
+        Scale::DENSE
     } else {
         Scale::FULL
     };

@@ -54,6 +54,16 @@ impl Scale {
         pairs: 50,
         others: 20_000,
     };
+    /// 10,000 publications without the 100k Secrets around them: the
+    /// issue-15 latency figure in a minute rather than ten.
+    pub const DENSE: Scale = Scale {
+        namespaces: 100,
+        secrets: 10_000,
+        annotated: 10_000,
+        updates: 100,
+        pairs: 50,
+        others: 0,
+    };
     pub const QUICK: Scale = Scale {
         namespaces: 10,
         secrets: 1_000,
