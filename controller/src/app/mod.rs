@@ -442,6 +442,7 @@ impl App {
                 // for it (a past instant would fire on every turn).
                 retry_at = None;
             }
+            let stepped = std::time::Instant::now();
             if let Some(v) = self.verifier.as_mut() {
                 let now_ms = jiff::Timestamp::now().as_millisecond();
                 v.step(
@@ -453,6 +454,7 @@ impl App {
                 )
                 .await;
             }
+            let recorded = std::time::Instant::now();
             if leads {
                 // After verification saw the new publications: one write per
                 // change, rollout included.
@@ -464,6 +466,7 @@ impl App {
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             }
+            tracing::trace!(step = ?recorded - stepped, record = ?recorded.elapsed(), "verified and recorded");
             if passed {
                 // After the pass's writes (manifest included), off the publish path.
                 heap::release_free_pages();

@@ -16,12 +16,12 @@ use crate::core::manifest::shards::{self, Layout, Prefix};
 use crate::core::manifest::{self, Manifest, ManifestEntry};
 use crate::core::merge_status;
 use crate::core::model::ObjectRef;
-use crate::core::rollout::{self, RolloutNote, RolloutNotes};
+use crate::core::rollout::{self, PublicationKey, RolloutNote, RolloutNotes};
 use crate::core::status::{Publications, RefusalView};
 use crate::crd::{self, CertMergeStatus};
 use crate::runtime::kube::cluster;
 use crate::runtime::ops::metrics::{ApiOutcome, ApiVerb};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 #[derive(Default)]
@@ -93,13 +93,25 @@ impl Recorder {
             // place rather than written again under other names.
             self.read_back(ctx).await;
         }
-        let split = shards::split(published, &mut self.written.layout);
+        // What changed since the last write, found by walking both
+        // manifests and note maps once: only new keys are hashed, and a
+        // shard none of whose rows changed is skipped without a lookup.
+        let previous = self.written.hashed.as_ref();
+        let hashes =
+            shards::publication_hashes(published, previous.map(|(m, h)| (&**m, h.as_slice())));
+        let last_notes = self.manifest_from.as_ref().and_then(|(_, n)| n.as_ref());
+        let changed = changed_notes(last_notes, notes);
+        let split = shards::split_hashed(published, &mut self.written.layout, hashes.clone());
         let note_of = |entry: &ManifestEntry| {
             notes.and_then(|n| n.get(&rollout::PublicationKey::of(entry)).cloned())
         };
         let mut labels = manifest::labels();
         labels.insert(shards::PART_LABEL.to_owned(), shards::PART_SHARD.to_owned());
         for (prefix, part) in &split.shards {
+            let last = self.written.shards.get(prefix);
+            if last.is_some_and(|(from, _)| from.holds(part, changed.as_ref())) {
+                continue;
+            }
             let inputs = ShardInputs {
                 entries: part
                     .publications
@@ -109,7 +121,6 @@ impl Recorder {
                 refusals: part.refusals.iter().map(|r| (*r).clone()).collect(),
                 unknown: false,
             };
-            let last = self.written.shards.get(prefix);
             if last.is_some_and(|(from, _)| from.same(&inputs)) {
                 continue;
             }
@@ -131,6 +142,7 @@ impl Recorder {
             };
             self.written.shards.insert(*prefix, (inputs, digest));
         }
+        self.written.hashed = Some((Arc::clone(published), hashes));
         // After the shards it names: a reader never finds the index ahead.
         let index = manifest::Rendering::of(&split.index);
         let digest = index.sha256()?;
@@ -207,6 +219,54 @@ fn same_inputs<T>(
     })
 }
 
+/// Beyond this many changed notes, looking each shard's rows up is cheaper
+/// than matching them against the changed keys.
+const FEW_NOTES: usize = 64;
+
+/// The keys whose note is a new allocation (or gone) between `old` and
+/// `new`: one walk of both maps in key order. `None` when that cannot be
+/// told cheaply (no earlier notes, or many changed).
+fn changed_notes(
+    old: Option<&RolloutNotes>,
+    new: Option<&RolloutNotes>,
+) -> Option<BTreeSet<PublicationKey>> {
+    let (old, new) = match (old, new) {
+        (None, None) => return Some(BTreeSet::new()),
+        (Some(old), Some(new)) => (old, new),
+        _ => return None,
+    };
+    if Arc::ptr_eq(old, new) {
+        return Some(BTreeSet::new());
+    }
+    let mut changed = BTreeSet::new();
+    let (mut a, mut b) = (old.iter().peekable(), new.iter().peekable());
+    loop {
+        let key = match (a.peek(), b.peek()) {
+            (None, None) => break,
+            (Some((ka, na)), Some((kb, nb))) => match ka.cmp(kb) {
+                std::cmp::Ordering::Equal => {
+                    let same = Arc::ptr_eq(na, nb);
+                    let key = (!same).then(|| (*ka).clone());
+                    a.next();
+                    b.next();
+                    key
+                }
+                std::cmp::Ordering::Less => a.next().map(|(k, _)| k.clone()),
+                std::cmp::Ordering::Greater => b.next().map(|(k, _)| k.clone()),
+            },
+            (Some(_), None) => a.next().map(|(k, _)| k.clone()),
+            (None, Some(_)) => b.next().map(|(k, _)| k.clone()),
+        };
+        if let Some(key) = key {
+            changed.insert(key);
+            if changed.len() > FEW_NOTES {
+                return None;
+            }
+        }
+    }
+    Some(changed)
+}
+
 /// Server-side applies one manifest ConfigMap (index or shard).
 async fn apply_part<T: serde::Serialize>(
     ctx: &Context,
@@ -236,6 +296,8 @@ struct Written {
     shards: BTreeMap<Prefix, (ShardInputs, [u8; 32])>,
     /// Digest of the index's text.
     index: Option<[u8; 32]>,
+    /// The publications last split, with their hashes.
+    hashed: Option<(Publications, Vec<u32>)>,
 }
 
 impl Written {
@@ -284,6 +346,23 @@ impl ShardInputs {
         }
     }
 
+    /// Whether `part` has exactly these entries and refusals and none of
+    /// its notes changed (`changed`: the keys whose note is new; `None`:
+    /// unknown), so the shard needs no look at all.
+    fn holds(&self, part: &shards::Part<'_>, changed: Option<&BTreeSet<PublicationKey>>) -> bool {
+        let Some(changed) = changed else {
+            return false;
+        };
+        !self.unknown
+            && self.entries.len() == part.publications.len()
+            && self
+                .entries
+                .iter()
+                .zip(&part.publications)
+                .all(|((a, _), b)| Arc::ptr_eq(a, b) && !changed.iter().any(|k| k.is(b)))
+            && self.refusals.iter().eq(part.refusals.iter().copied())
+    }
+
     fn same(&self, other: &ShardInputs) -> bool {
         !self.unknown
             && !other.unknown
@@ -301,5 +380,61 @@ impl ShardInputs {
                             _ => false,
                         }
                 })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::rollout::{NoteMap, RolloutState};
+    use certsync_contract::Fingerprint;
+
+    fn mk_note(sha: u8) -> Arc<RolloutNote> {
+        Arc::new(RolloutNote {
+            sha256: Fingerprint([sha; 32]),
+            state: RolloutState::NoPods,
+            published_at: None,
+            converged_at: None,
+            pods: BTreeMap::new(),
+        })
+    }
+
+    fn key(source: &str) -> PublicationKey {
+        PublicationKey {
+            source: source.to_owned(),
+            target: source.replace('/', "."),
+        }
+    }
+
+    #[test]
+    fn changed_notes_are_the_new_the_replaced_and_the_gone() {
+        let kept = mk_note(1);
+        let old: NoteMap = [
+            (key("a/kept"), Arc::clone(&kept)),
+            (key("a/replaced"), mk_note(2)),
+            (key("a/gone"), mk_note(3)),
+        ]
+        .into();
+        let new: NoteMap = [
+            (key("a/kept"), kept),
+            (key("a/replaced"), mk_note(2)),
+            (key("b/new"), mk_note(4)),
+        ]
+        .into();
+        let (old, new) = (Arc::new(old), Arc::new(new));
+        assert_eq!(
+            changed_notes(Some(&old), Some(&new)),
+            Some(BTreeSet::from([
+                key("a/gone"),
+                key("a/replaced"),
+                key("b/new")
+            ]))
+        );
+        assert_eq!(changed_notes(Some(&old), Some(&old)), Some(BTreeSet::new()));
+        assert_eq!(changed_notes(None, Some(&new)), None);
+        let many: NoteMap = (0..=FEW_NOTES)
+            .map(|i| (key(&format!("c/{i}")), mk_note(5)))
+            .collect();
+        assert_eq!(changed_notes(Some(&old), Some(&Arc::new(many))), None);
     }
 }

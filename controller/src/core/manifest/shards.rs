@@ -290,11 +290,51 @@ impl<F: Fn(&mut ManifestEntry)> Serialize for PartDoc<'_, '_, F> {
 /// shard of the layout has a part, empty ones included (an emptied shard
 /// is written empty, not left stale).
 pub fn split<'a>(manifest: &'a Manifest, layout: &mut Layout) -> Split<'a> {
-    let pub_hashes: Vec<u32> = manifest
+    split_hashed(manifest, layout, publication_hashes(manifest, None))
+}
+
+/// Every publication's hash, in order. A publication of `previous` (with
+/// its hashes) with the same key keeps its hash: with both manifests in
+/// their canonical order (by source, then SDS resource) that is one merge
+/// walk, and only new keys are hashed.
+pub fn publication_hashes(manifest: &Manifest, previous: Option<(&Manifest, &[u32])>) -> Vec<u32> {
+    let mut old = previous
+        .into_iter()
+        .flat_map(|(m, hashes)| m.publications.iter().zip(hashes.iter().copied()))
+        .peekable();
+    manifest
         .publications
         .iter()
-        .map(|e| publication_hash(e))
-        .collect();
+        .map(|e| {
+            let key = (e.source.as_str(), e.sds_resource.as_str());
+            while let Some((o, h)) = old.peek() {
+                let h = *h;
+                if Arc::ptr_eq(o, e) {
+                    old.next();
+                    return h;
+                }
+                match (o.source.as_str(), o.sds_resource.as_str()).cmp(&key) {
+                    std::cmp::Ordering::Less => {
+                        old.next();
+                    }
+                    std::cmp::Ordering::Equal => {
+                        old.next();
+                        return h;
+                    }
+                    std::cmp::Ordering::Greater => break,
+                }
+            }
+            publication_hash(e)
+        })
+        .collect()
+}
+
+/// [`split`] with the publications' hashes ([`publication_hashes`]).
+pub fn split_hashed<'a>(
+    manifest: &'a Manifest,
+    layout: &mut Layout,
+    pub_hashes: Vec<u32>,
+) -> Split<'a> {
     let ref_hashes: Vec<u32> = manifest.refusals.iter().map(refusal_hash).collect();
     let all: Vec<u32> = pub_hashes.iter().chain(&ref_hashes).copied().collect();
     layout.fit(&all);

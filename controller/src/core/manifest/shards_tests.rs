@@ -195,3 +195,31 @@ fn a_reader_between_writes_is_told_and_a_version_1_manifest_still_reads() {
     let v3 = json.replacen("\"version\":1", "\"version\":3", 1);
     assert!(assemble(&v3, &BTreeMap::new()).is_err());
 }
+
+#[test]
+fn hashes_carried_over_from_the_previous_manifest_are_the_ones_computed_afresh() {
+    let before = sorted(mk_manifest(500, 0, 1));
+    let hashes = publication_hashes(&before, None);
+    // Rotated (a new allocation, same key), added, removed.
+    let mut after = before.clone();
+    after.publications[7] = mk_entry(7_000, 2);
+    after.publications.remove(100);
+    after.publications.push(mk_entry(9_999, 1));
+    after.publications[200] = Arc::new(ManifestEntry {
+        serial: "rotated".to_owned(),
+        ..(*after.publications[200]).clone()
+    });
+    let after = sorted(after);
+    assert_eq!(
+        publication_hashes(&after, Some((&before, &hashes))),
+        publication_hashes(&after, None)
+    );
+    // A previous manifest out of order costs hashing, never a wrong hash.
+    let mut shuffled = before.clone();
+    shuffled.publications.reverse();
+    let reversed: Vec<u32> = hashes.iter().rev().copied().collect();
+    assert_eq!(
+        publication_hashes(&after, Some((&shuffled, &reversed))),
+        publication_hashes(&after, None)
+    );
+}
