@@ -211,19 +211,7 @@ impl Verifier {
             ctx.metrics.set_gateway_pods(std::iter::empty());
         }
 
-        // An unchanged note keeps its allocation (the manifest writer
-        // compares by pointer).
-        let notes: NoteMap = views
-            .iter()
-            .map(|v| {
-                let note = self.notes_for(v);
-                let note = match self.notes.get(&v.key) {
-                    Some(old) if **old == note => Arc::clone(old),
-                    _ => Arc::new(note),
-                };
-                (v.key.clone(), note)
-            })
-            .collect();
+        let changed = self.renew_notes(&views);
         let pods = live
             .iter()
             .map(|p| {
@@ -238,10 +226,6 @@ impl Verifier {
                 }
             })
             .collect();
-        let changed = notes != *self.notes;
-        if changed {
-            self.notes = Arc::new(notes);
-        }
         let snapshot = StatusSnapshot {
             published,
             views,
@@ -256,14 +240,46 @@ impl Verifier {
         changed
     }
 
-    fn notes_for(&self, v: &PublicationView) -> RolloutNote {
-        RolloutNote {
-            sha256: v.sha256,
-            state: v.state,
-            published_at: self.tracker.published_at_ms(&v.key),
-            converged_at: self.tracker.converged_at_ms(&v.key),
-            pods: v.pods.iter().map(|(p, s)| (p.clone(), s.state)).collect(),
+    /// The rollout notes of `views`; whether they changed. Walked in key
+    /// order beside the last notes and the tracker's episodes (maps in the
+    /// same order), so ten thousand publications cost no lookups; an
+    /// unchanged note keeps its allocation (the manifest writer compares by
+    /// pointer) and unchanged notes keep their map.
+    fn renew_notes(&mut self, views: &[PublicationView]) -> bool {
+        let mut sorted: Vec<&PublicationView> = views.iter().collect();
+        sorted.sort_by(|a, b| a.key.cmp(&b.key));
+        sorted.dedup_by(|a, b| a.key == b.key);
+        let mut old = self.notes.iter().peekable();
+        let mut times = self.tracker.times().peekable();
+        let mut changed = sorted.len() != self.notes.len();
+        let mut fresh: Vec<(&PublicationKey, Arc<RolloutNote>)> = Vec::with_capacity(sorted.len());
+        for v in sorted {
+            while old.next_if(|(k, _)| **k < v.key).is_some() {}
+            while times.next_if(|(k, ..)| **k < v.key).is_some() {}
+            let (published_at, converged_at) = times
+                .next_if(|(k, ..)| **k == v.key)
+                .map_or((None, None), |(_, p, c)| (Some(p), c));
+            let note = RolloutNote {
+                sha256: v.sha256,
+                state: v.state,
+                published_at,
+                converged_at,
+                pods: v.pods.iter().map(|(p, s)| (p.clone(), s.state)).collect(),
+            };
+            let note = match old.next_if(|(k, _)| **k == v.key) {
+                Some((_, n)) if **n == note => Arc::clone(n),
+                _ => {
+                    changed = true;
+                    Arc::new(note)
+                }
+            };
+            fresh.push((&v.key, note));
         }
+        if changed {
+            let notes: NoteMap = fresh.into_iter().map(|(k, n)| (k.clone(), n)).collect();
+            self.notes = Arc::new(notes);
+        }
+        changed
     }
 
     async fn act(

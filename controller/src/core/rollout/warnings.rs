@@ -63,6 +63,15 @@ pub fn warnings<E: Borrow<ManifestEntry>>(
     now: i64,
     expiry_warning_secs: i64,
 ) -> Vec<Warning> {
+    // Nothing served is known: no set of every SDS name to build.
+    let served = |p: &LivePod| {
+        observations
+            .get(&p.name)
+            .is_some_and(|o| !o.certificates.is_empty())
+    };
+    if !pods.iter().any(served) {
+        return Vec::new();
+    }
     let published: BTreeSet<&str> = publications
         .iter()
         .map(Borrow::borrow)
