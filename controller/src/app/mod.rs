@@ -366,6 +366,7 @@ impl App {
         // Anything but a journaled change, and a failed pass, calls for
         // deciding everything again.
         let mut full_due = true;
+        let mut verified = tokio::time::Instant::now();
         loop {
             let leads = *leading.borrow();
             let mut passed = false;
@@ -442,6 +443,18 @@ impl App {
                 // for it (a past instant would fire on every turn).
                 retry_at = None;
             }
+            // Publishing comes first: with another change journaled while
+            // this pass ran (a burst of rotations), pass again before
+            // verifying and recording, for at most a rollout tick.
+            if passed
+                && leads
+                && self.publisher.changes_pending()
+                && verified.elapsed() < ROLLOUT_TICK
+            {
+                publish_due = true;
+                continue;
+            }
+            verified = tokio::time::Instant::now();
             let stepped = std::time::Instant::now();
             if let Some(v) = self.verifier.as_mut() {
                 let now_ms = jiff::Timestamp::now().as_millisecond();

@@ -36,6 +36,12 @@ impl Publisher {
         result
     }
 
+    /// A source or managed Secret changed since the last pass took the
+    /// journals: more publishing is due.
+    pub fn changes_pending(&self) -> bool {
+        self.stores.tls_sources.changes_pending() || self.stores.managed.changes_pending()
+    }
+
     /// The scope of a pass over `sources` and `targets`, if one can be
     /// decided alone (see `core::scoped`); the runtime's part of the
     /// conditions: the mode, CertMerges, Vault and the sweep.

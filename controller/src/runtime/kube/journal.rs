@@ -74,6 +74,14 @@ impl Journal {
         }
     }
 
+    /// Something was recorded (or everything changed) since the last take.
+    pub fn pending(&self) -> bool {
+        match &self.changes {
+            Changes::Everything => true,
+            Changes::Keys(keys) => !keys.is_empty(),
+        }
+    }
+
     pub fn everything(&mut self) {
         self.changes = Changes::Everything;
     }

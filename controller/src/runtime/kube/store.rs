@@ -348,6 +348,11 @@ impl<R> CompactStore<R> {
         self.read().len
     }
 
+    /// Whether the watch journaled a change not yet taken.
+    pub fn changes_pending(&self) -> bool {
+        self.read().journal.pending()
+    }
+
     /// What changed since the last call (see `journal`).
     pub fn take_changes(&self) -> Changes {
         self.state
