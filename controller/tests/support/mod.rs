@@ -159,6 +159,21 @@ pub struct Rig {
     pub stores: cluster::Stores,
 }
 
+/// The controller's watches (CertMerges included), once listed. Their
+/// tasks run until the test's runtime ends.
+async fn watched(client: &kube::Client) -> cluster::Stores {
+    let (stores, _tasks) = cluster::watch(
+        client,
+        GW,
+        false,
+        true,
+        Arc::new(Notify::new()),
+        Arc::new(Notify::new()),
+    );
+    stores.wait_ready().await.unwrap();
+    stores
+}
+
 /// An object as the stores see it: `namespace/name` and resourceVersion.
 type StoreKey = (String, String);
 
@@ -181,15 +196,7 @@ impl Rig {
     /// cluster.
     pub async fn restart(&mut self) {
         let client = self.server.client().unwrap();
-        let (stores, _tasks) = cluster::watch(
-            &client,
-            GW,
-            false,
-            true,
-            Arc::new(Notify::new()),
-            Arc::new(Notify::new()),
-        );
-        stores.wait_ready().await.unwrap();
+        let stores = watched(&client).await;
         let policy = self.ctx.policy.clone();
         self.ctx = Context::new(client, policy, Metrics::new(), "test-replica");
         self.publisher = Publisher::new(stores.clone(), None, std::path::Path::new(""));
@@ -210,15 +217,7 @@ impl Rig {
     ) -> Rig {
         let server = FakeApiServer::start().await.unwrap();
         let client = server.client().unwrap();
-        let (stores, _tasks) = cluster::watch(
-            &client,
-            GW,
-            false,
-            true,
-            Arc::new(Notify::new()),
-            Arc::new(Notify::new()),
-        );
-        stores.wait_ready().await.unwrap();
+        let stores = watched(&client).await;
         let publisher = Publisher::new(stores.clone(), files, cert_dir);
         Rig {
             server,
