@@ -37,6 +37,8 @@ use tokio::time::Instant;
 pub(crate) const GATEWAY_NS: &str = "istio-system";
 /// cert-sync's debounce; part of every publish latency.
 pub(crate) const DEBOUNCE_MS: u64 = 10;
+/// An update slower than this is logged (the p99 target).
+const SLOW_UPDATE: Duration = Duration::from_millis(50);
 /// Time given to a process to settle after sync before reading its memory.
 pub(crate) const SETTLE: Duration = Duration::from_secs(2);
 
@@ -311,7 +313,15 @@ async fn certsync_phase(
             .sha_reached(&published, &sha, Duration::from_secs(30))
             .await
             .with_context(|| format!("update {u}{}", proc.log_tail()))?;
-        latencies.push(arrived.saturating_duration_since(sent));
+        let latency = arrived.saturating_duration_since(sent);
+        if latency > SLOW_UPDATE {
+            // With a UTC time, to find what cert-sync was doing in its log.
+            log(format!(
+                "update {u} ({namespace}/{name}) took {latency:.1?}, sent at {}",
+                jiff::Timestamp::now() - latency
+            ));
+        }
+        latencies.push(latency);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     proc.check_alive()?;
