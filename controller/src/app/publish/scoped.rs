@@ -63,11 +63,16 @@ impl Publisher {
             .map(|(_, name)| name)
             .collect();
         // Our credential Secrets are TLS Secrets too: the source watch
-        // journals them as well, but they are never sources.
+        // journals them as well, but they are never sources (unless someone
+        // took one over: no longer labelled ours, it is decided as one).
+        let taken_over = |key: &ObjectRef| {
+            let meta = self.stores.tls_sources.source(key);
+            meta.is_some_and(|m| !selection::is_managed(&m.labels))
+        };
         let sources: BTreeSet<ObjectRef> = sources
             .into_iter()
-            .filter(|(namespace, name)| namespace != gateway || !targets.contains(name))
             .map(|(namespace, name)| ObjectRef::new(namespace, name))
+            .filter(|s| s.namespace != *gateway || !targets.contains(&s.name) || taken_over(s))
             .collect();
         let scope = decided.widen(&sources, &targets)?;
         // A CertMerge may read any Secret of the namespaces it names.
