@@ -147,13 +147,33 @@ async fn a_running_controller_publishes_refuses_and_never_logs_key_bytes() {
 
     // `cert-sync status`, from the controller and from the manifest.
     // The fake API server runs on this test's runtime: run the CLI off it.
+    // Verification and the manifest follow the pass that published (a
+    // burst of changes is published first): until then `status` says it
+    // has nothing yet and fails, as it would for a user; ask again.
     let status = |args: Vec<String>| {
-        let mut command = cert_sync();
-        command
-            .env("KUBECONFIG", &kubeconfig)
-            .arg("status")
-            .args(args);
-        async move { String::from_utf8(run_ok(command).await.stdout).unwrap() }
+        let kubeconfig = kubeconfig.clone();
+        async move {
+            loop {
+                let mut command = cert_sync();
+                command
+                    .env("KUBECONFIG", &kubeconfig)
+                    .arg("status")
+                    .args(&args);
+                let output = tokio::process::Command::from(command)
+                    .output()
+                    .await
+                    .unwrap();
+                if output.status.success() {
+                    return String::from_utf8(output.stdout).unwrap();
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
     };
     let server_url = format!("http://127.0.0.1:{port}");
     let live = status(vec!["--server".into(), server_url.clone()]).await;
