@@ -287,7 +287,8 @@ impl Publisher {
             .finish(ctx, now, built, &decided, news, &mut outcome)
             .await?;
         self.merges = Arc::new(self.merge_reports(&decided.selection, &desired, &plan, &refusals));
-        self.decided = Some(decided);
+        // Kept only where a scoped pass can use it (held between passes).
+        self.decided = self.scopes(ctx).then_some(decided);
         tracing::debug!(
             ?selected_at,
             ?planned_at,

@@ -42,16 +42,18 @@ impl Publisher {
         self.stores.tls_sources.changes_pending() || self.stores.managed.changes_pending()
     }
 
+    /// Whether this instance's passes can ever be scoped: it copies, in
+    /// credential mode, without a certificate directory of its own.
+    pub(super) fn scopes(&self, ctx: &Context) -> bool {
+        self.publish && self.files.is_none() && matches!(ctx.policy.mode, Mode::Credential)
+    }
+
     /// The scope of a pass over `sources` and `targets`, if one can be
     /// decided alone (see `core::scoped`); the runtime's part of the
     /// conditions: the mode, CertMerges, Vault and the sweep.
     fn scope(&self, ctx: &Context, sources: Changes, targets: Changes) -> Option<Scope> {
         let decided = self.decided.as_ref()?;
-        let plain = self.publish
-            && self.files.is_none()
-            && self.built.is_some()
-            && matches!(ctx.policy.mode, Mode::Credential)
-            && !self.stores.relisting();
+        let plain = self.scopes(ctx) && self.built.is_some() && !self.stores.relisting();
         let (true, Changes::Keys(sources), Changes::Keys(targets)) = (plain, sources, targets)
         else {
             return None;

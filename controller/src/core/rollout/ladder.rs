@@ -175,87 +175,84 @@ impl Tracker {
         actions: &mut Vec<Action>,
         reapply: &mut bool,
     ) {
-        {
-            match view.state {
-                RolloutState::Converged => {
-                    if episode.progressing_since_ms.take().is_some() {
-                        if episode.converged_at_ms.is_none() {
-                            actions.push(Action::Converged {
-                                source: view.source.clone(),
-                                sha256: view.sha256,
-                                after_ms: now_ms - episode.published_at_ms,
-                            });
-                            episode.converged_at_ms = Some(now_ms);
-                        }
-                        episode.last_step_ms = None;
-                        episode.taken.clear();
-                        episode.stalled = false;
-                    }
-                }
-                RolloutState::NoPods => {}
-                RolloutState::Progressing => {
-                    let since = *episode.progressing_since_ms.get_or_insert(now_ms);
-                    if !view.retriggers {
-                        return;
-                    }
-                    let due = episode.last_step_ms.unwrap_or(since) + ladder.timeout_ms;
-                    // Pods that do not report cannot be helped by a push and
-                    // prove nothing when evicted: the ladder is for pods that
-                    // report the wrong certificate, or none for the resource.
-                    let actionable = view.lagging().any(|(_, v)| v.state != PodState::Unknown);
-                    if now_ms < due || !actionable {
-                        return;
-                    }
-                    if now_ms - self.budget.0 >= ladder.timeout_ms {
-                        self.budget = (now_ms, 0);
-                    }
-                    if self.budget.1 >= LADDER_BUDGET {
-                        return;
-                    }
-                    if !episode.stalled {
-                        episode.stalled = true;
-                        episode.last_step_ms = Some(now_ms);
-                        actions.push(Action::Stalled {
+        match view.state {
+            RolloutState::Converged => {
+                if episode.progressing_since_ms.take().is_some() {
+                    if episode.converged_at_ms.is_none() {
+                        actions.push(Action::Converged {
                             source: view.source.clone(),
                             sha256: view.sha256,
-                            pods: view.lagging().map(|(p, v)| (p.clone(), v.state)).collect(),
+                            after_ms: now_ms - episode.published_at_ms,
                         });
+                        episode.converged_at_ms = Some(now_ms);
                     }
-                    let Some(rung) = next_rung(&episode.taken, ladder, view.published) else {
+                    episode.last_step_ms = None;
+                    episode.taken.clear();
+                    episode.stalled = false;
+                }
+            }
+            RolloutState::NoPods => {}
+            RolloutState::Progressing => {
+                let since = *episode.progressing_since_ms.get_or_insert(now_ms);
+                if !view.retriggers {
+                    return;
+                }
+                let due = episode.last_step_ms.unwrap_or(since) + ladder.timeout_ms;
+                // Pods that do not report cannot be helped by a push and
+                // prove nothing when evicted: the ladder is for pods that
+                // report the wrong certificate, or none for the resource.
+                let actionable = view.lagging().any(|(_, v)| v.state != PodState::Unknown);
+                if now_ms < due || !actionable {
+                    return;
+                }
+                if now_ms - self.budget.0 >= ladder.timeout_ms {
+                    self.budget = (now_ms, 0);
+                }
+                if self.budget.1 >= LADDER_BUDGET {
+                    return;
+                }
+                if !episode.stalled {
+                    episode.stalled = true;
+                    episode.last_step_ms = Some(now_ms);
+                    actions.push(Action::Stalled {
+                        source: view.source.clone(),
+                        sha256: view.sha256,
+                        pods: view.lagging().map(|(p, v)| (p.clone(), v.state)).collect(),
+                    });
+                }
+                let Some(rung) = next_rung(&episode.taken, ladder, view.published) else {
+                    return;
+                };
+                if rung == Rung::Evict {
+                    let rested = self
+                        .last_eviction_ms
+                        .is_none_or(|t| now_ms - t >= ladder.eviction_interval_ms);
+                    if !rested {
+                        return;
+                    }
+                    // Evict one lagging pod per rung: the budget is global.
+                    let Some((pod, _)) = view.lagging().find(|(_, v)| v.state != PodState::Unknown)
+                    else {
                         return;
                     };
-                    if rung == Rung::Evict {
-                        let rested = self
-                            .last_eviction_ms
-                            .is_none_or(|t| now_ms - t >= ladder.eviction_interval_ms);
-                        if !rested {
-                            return;
-                        }
-                        // Evict one lagging pod per rung: the budget is global.
-                        let Some((pod, _)) =
-                            view.lagging().find(|(_, v)| v.state != PodState::Unknown)
-                        else {
-                            return;
-                        };
-                        self.last_eviction_ms = Some(now_ms);
-                        actions.push(Action::Evict {
-                            pod: pod.clone(),
-                            source: view.source.clone(),
-                        });
-                    } else if rung == Rung::RePush {
-                        actions.push(Action::RePush {
-                            key: view.key.clone(),
-                        });
-                    } else {
-                        *reapply = true;
-                    }
-                    if rung != Rung::Reapply {
-                        // One re-apply serves all publications: not counted.
-                        self.budget.1 += 1;
-                    }
-                    episode.taken.insert(rung);
-                    episode.last_step_ms = Some(now_ms);
+                    self.last_eviction_ms = Some(now_ms);
+                    actions.push(Action::Evict {
+                        pod: pod.clone(),
+                        source: view.source.clone(),
+                    });
+                } else if rung == Rung::RePush {
+                    actions.push(Action::RePush {
+                        key: view.key.clone(),
+                    });
+                } else {
+                    *reapply = true;
                 }
+                if rung != Rung::Reapply {
+                    // One re-apply serves all publications: not counted.
+                    self.budget.1 += 1;
+                }
+                episode.taken.insert(rung);
+                episode.last_step_ms = Some(now_ms);
             }
         }
     }
